@@ -1,0 +1,23 @@
+// auth-service entry point: the only place that reads configuration and builds adapters.
+import { connectAmqp } from "../shared/amqp.ts";
+import { processEnv, runMain } from "../shared/config.ts";
+import { onShutdown } from "../shared/lifecycle.ts";
+import { createLogger } from "../shared/log.ts";
+import { createPool } from "../shared/postgres.ts";
+import { startAuthService } from "./app.ts";
+import { loadAuthConfig } from "./config.ts";
+import { createOtpGateway } from "./otp_client.ts";
+
+await runMain(async () => {
+  const config = loadAuthConfig(processEnv);
+  const logger = createLogger("auth-service", config.logLevel);
+  const sql = createPool({ url: config.databaseUrl, applicationName: "auth-service", max: 20 });
+  const broker = await connectAmqp({
+    url: config.amqpUrl,
+    logger,
+    deliveryLimit: config.deliveryLimit,
+  });
+  const otp = createOtpGateway(config.otpServiceUrl, config.internalApiToken, logger);
+  const app = await startAuthService({ config, sql, broker, otp, logger });
+  onShutdown(() => app.stop(), logger);
+});

@@ -1,0 +1,66 @@
+// OtpGateway over Connect RPC: calls otp-service's GenerateOtp with the internal token.
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
+import { RetryInfoSchema } from "../shared/gen/google/rpc/error_details_pb.ts";
+import { DomainError, unavailable } from "../shared/errors.ts";
+import { purposeFromName } from "../shared/messages.ts";
+import type { PurposeName } from "../shared/messages.ts";
+import type { Logger } from "../shared/log.ts";
+import type { CallContext, OtpGateway } from "./service.ts";
+
+export function createOtpGateway(
+  baseUrl: string,
+  internalToken: string,
+  log: Logger,
+  timeoutMs = 15_000,
+): OtpGateway {
+  const authorization = `Bearer ${internalToken}`;
+  const client = createClient(
+    OtpService,
+    createConnectTransport({
+      baseUrl,
+      useBinaryFormat: true,
+      interceptors: [(next) => (req) => {
+        req.header.set("authorization", authorization);
+        return next(req);
+      }],
+    }),
+  );
+  return {
+    async requestCode(phone: string, purpose: PurposeName, ctx: CallContext): Promise<void> {
+      try {
+        await client.generateOtp(
+          { phoneNumber: phone, purpose: purposeFromName(purpose), requestId: crypto.randomUUID() },
+          {
+            timeoutMs,
+            headers: { "x-request-id": ctx.requestId, "x-client-address": ctx.clientAddress },
+          },
+        );
+      } catch (err) {
+        throw translate(ConnectError.from(err), log);
+      }
+    },
+  };
+}
+
+function translate(err: ConnectError, log: Logger): Error {
+  switch (err.code) {
+    case Code.ResourceExhausted: {
+      const retry = err.findDetails(RetryInfoSchema)[0]?.retryDelay?.seconds;
+      return new DomainError("resource_exhausted", stripRetry(err.rawMessage), Number(retry ?? 60));
+    }
+    case Code.InvalidArgument:
+      return new DomainError("invalid_argument", err.rawMessage);
+    case Code.PermissionDenied:
+      return new DomainError("permission_denied", err.rawMessage);
+    default:
+      // Our own misconfiguration (bad token) or otp-service trouble: not the client's doing.
+      log.error("otp-service call failed", { code: Code[err.code], error: err.rawMessage });
+      return unavailable("could not send a code right now, try again");
+  }
+}
+
+function stripRetry(message: string): string {
+  return message.replace(/; retry in \d+s$/, "");
+}

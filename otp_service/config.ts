@@ -1,0 +1,94 @@
+import { ConfigError, ConfigReader } from "../shared/config.ts";
+import type { Env } from "../shared/config.ts";
+import type { Level } from "../shared/log.ts";
+
+export type TwilioConfig = {
+  accountSid: string;
+  authToken: string;
+  from?: string;
+  messagingServiceSid?: string;
+  /** Only for tests and proxies: where the Twilio REST API is reached. */
+  apiBaseUrl?: string;
+};
+
+export interface OtpConfig {
+  port: number;
+  databaseUrl: string;
+  amqpUrl: string;
+  otpHmacKey: string;
+  internalApiToken: string;
+  logLevel: Level;
+  deliveryLimit: number;
+  sms: { provider: "console" } | { provider: "twilio"; twilio: TwilioConfig };
+  smsRetryAttempts: number;
+  codes: { length: number; ttlSeconds: number };
+}
+
+/** Every variable otp-service reads; its task's --allow-env lists exactly these. */
+export const OTP_ENV = [
+  "OTP_PORT",
+  "DATABASE_URL",
+  "AMQP_URL",
+  "OTP_HMAC_KEY",
+  "INTERNAL_API_TOKEN",
+  "LOG_LEVEL",
+  "AMQP_DELIVERY_LIMIT",
+  "OTP_LENGTH",
+  "OTP_TTL_SECONDS",
+  "SMS_PROVIDER",
+  "SMS_RETRY_ATTEMPTS",
+  "TWILIO_ACCOUNT_SID",
+  "TWILIO_AUTH_TOKEN",
+  "TWILIO_FROM_NUMBER",
+  "TWILIO_MESSAGING_SERVICE_SID",
+  "TWILIO_API_BASE_URL",
+] as const;
+
+export function loadOtpConfig(env: Env): OtpConfig {
+  const c = new ConfigReader(env);
+  const twilioSet = c.optional("TWILIO_ACCOUNT_SID") !== undefined;
+  const provider = c.oneOf(
+    "SMS_PROVIDER",
+    ["console", "twilio"] as const,
+    twilioSet ? "twilio" : "console",
+  );
+  return {
+    port: c.port("OTP_PORT", 8081),
+    databaseUrl: c.url(
+      "DATABASE_URL",
+      "postgres://postgres@127.0.0.1:5432/postgres",
+      ["postgres:", "postgresql:"],
+    ),
+    amqpUrl: c.url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672", ["amqp:", "amqps:"]),
+    otpHmacKey: c.secret("OTP_HMAC_KEY", 32),
+    internalApiToken: c.secret("INTERNAL_API_TOKEN", 32),
+    logLevel: c.oneOf("LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
+    deliveryLimit: c.int("AMQP_DELIVERY_LIMIT", 5, 1, 100),
+    sms: provider === "console" ? { provider } : { provider, twilio: twilioConfig(c) },
+    smsRetryAttempts: c.int("SMS_RETRY_ATTEMPTS", 4, 1, 10),
+    codes: {
+      length: c.int("OTP_LENGTH", 6, 6, 9),
+      // SPEC §7: never more than 10 minutes.
+      ttlSeconds: c.int("OTP_TTL_SECONDS", 300, 1, 600),
+    },
+  };
+}
+
+function twilioConfig(c: ConfigReader): TwilioConfig {
+  const accountSid = c.string("TWILIO_ACCOUNT_SID");
+  if (!/^AC[0-9a-fA-F]{32}$/.test(accountSid)) {
+    throw new ConfigError("TWILIO_ACCOUNT_SID", "must look like AC followed by 32 hex digits");
+  }
+  const authToken = c.secret("TWILIO_AUTH_TOKEN", 16);
+  const from = c.optional("TWILIO_FROM_NUMBER");
+  const messagingServiceSid = c.optional("TWILIO_MESSAGING_SERVICE_SID");
+  if (!from && !messagingServiceSid) {
+    throw new ConfigError(
+      "TWILIO_FROM_NUMBER",
+      "or TWILIO_MESSAGING_SERVICE_SID is required when SMS_PROVIDER=twilio",
+    );
+  }
+  const apiBaseUrl = c.optional("TWILIO_API_BASE_URL");
+  if (apiBaseUrl !== undefined) c.url("TWILIO_API_BASE_URL", apiBaseUrl, ["http:", "https:"]);
+  return { accountSid, authToken, from, messagingServiceSid, apiBaseUrl };
+}

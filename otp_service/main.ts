@@ -1,0 +1,43 @@
+// otp-service entry point: the only place that reads configuration and builds adapters.
+import { connectAmqp } from "../shared/amqp.ts";
+import { processEnv, runMain } from "../shared/config.ts";
+import { onShutdown } from "../shared/lifecycle.ts";
+import { createLogger } from "../shared/log.ts";
+import type { Logger } from "../shared/log.ts";
+import { createPool } from "../shared/postgres.ts";
+import { startOtpService } from "./app.ts";
+import { loadOtpConfig } from "./config.ts";
+import type { OtpConfig } from "./config.ts";
+import { ConsoleSmsSender } from "./sms/console_sender.ts";
+import { withRetries } from "./sms/retry.ts";
+import type { SmsSender } from "./sms/sender.ts";
+import { TwilioSmsSender } from "./sms/twilio_sender.ts";
+
+function buildSms(config: OtpConfig, logger: Logger): SmsSender {
+  if (config.sms.provider === "console") {
+    logger.warn("SMS_PROVIDER=console: codes are printed to standard output, not sent");
+    return new ConsoleSmsSender();
+  }
+  const t = config.sms.twilio;
+  const twilio = new TwilioSmsSender({
+    accountSid: t.accountSid,
+    authToken: t.authToken,
+    from: t.messagingServiceSid ? undefined : t.from,
+    messagingServiceSid: t.messagingServiceSid,
+    baseUrl: t.apiBaseUrl,
+  });
+  return withRetries(twilio, { attempts: config.smsRetryAttempts, logger });
+}
+
+await runMain(async () => {
+  const config = loadOtpConfig(processEnv);
+  const logger = createLogger("otp-service", config.logLevel);
+  const sql = createPool({ url: config.databaseUrl, applicationName: "otp-service", max: 20 });
+  const broker = await connectAmqp({
+    url: config.amqpUrl,
+    logger,
+    deliveryLimit: config.deliveryLimit,
+  });
+  const app = await startOtpService({ config, sql, broker, sms: buildSms(config, logger), logger });
+  onShutdown(() => app.stop(), logger);
+});

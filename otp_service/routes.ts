@@ -1,0 +1,50 @@
+// Thin Connect handler for GenerateOtp, guarded by the internal API token.
+import type { ConnectRouter } from "@connectrpc/connect";
+import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
+import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
+import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
+import { invalidArgument, unauthenticated, unavailable } from "../shared/errors.ts";
+import { OtpPurpose, purposeName } from "../shared/messages.ts";
+import { parsePhone } from "../shared/phone.ts";
+import type { OtpIssuer } from "./issuer.ts";
+import { SmsError } from "./sms/sender.ts";
+
+export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
+  const expected = await sha256(internalToken);
+  const authorize = async (header: string | null) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+    // Digests have equal length, so the comparison time says nothing about the token.
+    if (!m || !constantTimeEqual(await sha256(m[1]!), expected)) {
+      throw unauthenticated("missing or invalid internal API token");
+    }
+  };
+  return (router: ConnectRouter) =>
+    router.service(OtpService, {
+      async generateOtp(req, ctx) {
+        await authorize(ctx.requestHeader.get("authorization"));
+        const phone = parsePhone(req.phoneNumber).e164;
+        const purpose = req.purpose === OtpPurpose.UNSPECIFIED ? "login" : purposeName(req.purpose);
+        if (!purpose) throw invalidArgument("unknown purpose");
+        if (req.requestId.length > 64) throw invalidArgument("request_id is too long");
+        const outcome = await issuer.issue({
+          requestId: req.requestId || crypto.randomUUID(),
+          phoneNumber: phone,
+          purpose,
+          // Forwarded by auth-service, which saw the client; trusted because the caller is.
+          clientAddress:
+            (ctx.requestHeader.get("x-client-address") ?? ctx.values.get(kClientAddress))
+              .slice(0, 64),
+          traceId: ctx.values.get(kRequestId),
+        }).catch((err) => {
+          if (err instanceof SmsError) {
+            throw unavailable("the SMS provider is not answering, try again");
+          }
+          throw err;
+        });
+        if (outcome === "undeliverable") {
+          throw invalidArgument("an SMS cannot be delivered to this number");
+        }
+        return { message: "OTP sent" };
+      },
+    });
+}
