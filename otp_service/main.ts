@@ -11,13 +11,14 @@ import type { OtpConfig } from "./config.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
 import { withRetries } from "./sms/retry.ts";
 import type { SmsSender } from "./sms/sender.ts";
-import { TwilioSmsSender } from "./sms/twilio_sender.ts";
 
-function buildSms(config: OtpConfig, logger: Logger): SmsSender {
+async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
   if (config.sms.provider === "console") {
     logger.warn("SMS_PROVIDER=console: codes are printed to standard output, not sent");
     return new ConsoleSmsSender();
   }
+  // Loaded only when used: the Twilio client and its dependencies are large.
+  const { TwilioSmsSender } = await import("./sms/twilio_sender.ts");
   const t = config.sms.twilio;
   const twilio = new TwilioSmsSender({
     accountSid: t.accountSid,
@@ -38,6 +39,12 @@ await runMain(async () => {
     logger,
     deliveryLimit: config.deliveryLimit,
   });
-  const app = await startOtpService({ config, sql, broker, sms: buildSms(config, logger), logger });
+  const app = await startOtpService({
+    config,
+    sql,
+    broker,
+    sms: await buildSms(config, logger),
+    logger,
+  });
   onShutdown(() => app.stop(), logger);
 });

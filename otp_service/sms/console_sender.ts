@@ -1,0 +1,41 @@
+// Development and test sender: "delivers" an SMS by printing it. This is the one
+// place allowed to print a message body, so end-to-end tests can read the code
+// from the service's standard output.
+
+import type { SmsMessage, SmsReceipt, SmsSender } from "./sender.ts";
+
+const LINE = /\[sms\] to=(\+\d+) body=("(?:[^"\\]|\\.)*")\s*$/;
+
+/** `[sms] to=+14155550123 body="..."`; the body is JSON-quoted so it always stays on one line. */
+export function formatConsoleSmsLine(message: SmsMessage): string {
+  return `[sms] to=${message.to} body=${JSON.stringify(message.body)}`;
+}
+
+/** The inverse of formatConsoleSmsLine; null for any other line. */
+export function parseConsoleSmsLine(line: string): SmsMessage | null {
+  const m = LINE.exec(line);
+  if (!m || m[1] === undefined || m[2] === undefined) return null;
+  try {
+    return { to: m[1], body: JSON.parse(m[2]) as string };
+  } catch {
+    return null;
+  }
+}
+
+/** A standalone run of exactly six digits. */
+export const OTP_CODE_PATTERN = /(?<!\d)(\d{6})(?!\d)/;
+
+export function extractOtpCode(body: string): string | null {
+  return OTP_CODE_PATTERN.exec(body)?.[1] ?? null;
+}
+
+export class ConsoleSmsSender implements SmsSender {
+  readonly name = "console";
+
+  constructor(private readonly write: (line: string) => void = (line) => console.log(line)) {}
+
+  send(message: SmsMessage): Promise<SmsReceipt> {
+    this.write(formatConsoleSmsLine(message));
+    return Promise.resolve({ providerId: `console-${crypto.randomUUID()}` });
+  }
+}

@@ -1,0 +1,71 @@
+// Retries transient SMS failures (5xx, 429, timeouts) with capped exponential
+// backoff and full jitter, so that many instances retrying together spread out.
+// Permanent failures and anything that is not an SmsError fail at once.
+
+import { type Logger, maskPhone } from "../../shared/log.ts";
+import { SmsError, type SmsMessage, type SmsReceipt, type SmsSender } from "./sender.ts";
+
+export interface RetryOptions {
+  /** Total tries, including the first. */
+  attempts?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Returns a number in [0, 1); injectable so tests can pin the jitter. */
+  random?: () => number;
+  logger?: Logger;
+}
+
+export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSender {
+  const attempts = Math.max(1, opts.attempts ?? 4);
+  const baseDelayMs = opts.baseDelayMs ?? 200;
+  const maxDelayMs = opts.maxDelayMs ?? 5000;
+  const sleep = opts.sleep ?? abortableSleep;
+  const random = opts.random ?? Math.random;
+
+  return {
+    name: sender.name,
+    async send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt> {
+      for (let attempt = 1;; attempt++) {
+        try {
+          return await sender.send(message, signal);
+        } catch (err) {
+          const retryable = err instanceof SmsError && !err.permanent;
+          if (!retryable || attempt >= attempts || signal?.aborted) throw err;
+          const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
+          const delayMs = Math.floor(random() * cap);
+          opts.logger?.warn("sms send failed, retrying", {
+            sender: sender.name,
+            to: maskPhone(message.to),
+            attempt,
+            of: attempts,
+            delayMs,
+            status: err.status,
+            providerCode: err.providerCode,
+            error: err.message,
+          });
+          try {
+            await sleep(delayMs, signal);
+          } catch {
+            throw err; // aborted while waiting: the send's failure is the useful error
+          }
+        }
+      }
+    },
+  };
+}
+
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
