@@ -71,7 +71,9 @@ export function serveConnect(o: ServeOptions): RunningServer {
       url: req.url,
       header: req.headers,
       body: req.body ?? emptyBody(),
-      signal: req.signal,
+      // Not req.signal: Deno aborts it after every response (legacy behaviour) and warns
+      // when it is observed. Unary calls are short; Connect applies deadlines itself.
+      signal: new AbortController().signal,
       contextValues: createContextValues()
         .set(kClientAddress, clientAddress(req, info, hops))
         .set(kRequestId, req.headers.get("x-request-id")?.slice(0, 64) || crypto.randomUUID()),
@@ -79,6 +81,10 @@ export function serveConnect(o: ServeOptions): RunningServer {
     const uRes = await h(uReq);
     let body: Uint8Array | null = null;
     if (uRes.body !== undefined) body = await collect(uRes.body);
+    if (uRes.status === 500 || contentType.startsWith("application/grpc-web")) {
+      const fixed = clientParseError(uRes.status, contentType, body);
+      if (fixed) return fixed;
+    }
     return new Response(body as BodyInit | null, { status: uRes.status, headers: uRes.header });
   };
 
@@ -140,6 +146,36 @@ function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number):
   const chain = forwarded.split(",").map((s) => s.trim()).filter(Boolean);
   // Each trusted proxy appends the address it saw; entries left of those are client-made.
   return chain[Math.max(0, chain.length - hops)] ?? socket;
+}
+
+const PARSE_MESSAGE = "request body is not a valid protobuf message";
+
+/**
+ * connect-es reports an undecodable binary request as `internal` ("parse binary: ...").
+ * The fault is the client's, so it becomes `invalid_argument`. Only error replies are
+ * inspected, so successful calls pay nothing for this.
+ */
+function clientParseError(status: number, contentType: string, body: Uint8Array | null) {
+  if (!body || body.byteLength > 1024) return undefined;
+  const text = new TextDecoder().decode(body);
+  if (!text.includes("parse binary") && !text.includes("parse%20binary")) return undefined;
+  if (status === 500 && text.includes('"code":"internal"')) {
+    return Response.json({ code: "invalid_argument", message: PARSE_MESSAGE }, { status: 400 });
+  }
+  if (contentType.startsWith("application/grpc-web") && text.includes("grpc-status: 13")) {
+    const trailer = new TextEncoder().encode(
+      `grpc-status: 3\r\ngrpc-message: ${encodeURIComponent(PARSE_MESSAGE)}\r\n`,
+    );
+    const frame = new Uint8Array(5 + trailer.byteLength);
+    frame[0] = 0x80;
+    new DataView(frame.buffer).setUint32(1, trailer.byteLength);
+    frame.set(trailer, 5);
+    return new Response(frame, {
+      status: 200,
+      headers: { "content-type": contentType.split(";")[0]! },
+    });
+  }
+  return undefined;
 }
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {

@@ -1,0 +1,75 @@
+// otp-service as a process with SMS_PROVIDER=twilio: the real npm:twilio client talks
+// to a local imitation of Twilio's Messages API, and the code it carries verifies.
+import assert from "node:assert/strict";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
+import { startFakeTwilio } from "../shared/testing/fake_twilio.ts";
+import { eventually, randomPhone, startStack } from "../shared/testing/stack.ts";
+
+const accountSid = `AC${"0123456789abcdef".repeat(2)}`;
+const authToken = "test-auth-token-0123456789";
+const fake = startFakeTwilio({ accountSid, authToken });
+const stack = await startStack({
+  otpEnv: {
+    TWILIO_ACCOUNT_SID: accountSid,
+    TWILIO_AUTH_TOKEN: authToken,
+    TWILIO_FROM_NUMBER: "+15005550006",
+    TWILIO_API_BASE_URL: fake.url,
+  },
+});
+Deno.test.afterAll(async () => {
+  await stack.stop();
+  await fake.close();
+});
+const auth = createClient(AuthService, createConnectTransport({ baseUrl: stack.authUrl }));
+
+Deno.test("with Twilio configured, the code goes out through the Messages API and verifies", async () => {
+  const phone = randomPhone();
+  const before = fake.requests.length;
+  await auth.signupWithPhoneNumber({ phoneNumber: phone });
+  const [req] = (await fake.waitForRequests(before + 1, 10_000)).slice(before);
+  assert.ok(req!.authOk, "Basic auth with the account SID and token");
+  assert.equal(req!.to, phone);
+  assert.equal(req!.from, "+15005550006");
+  const code = /(\d{6})/.exec(req!.body ?? "")?.[1];
+  assert.ok(code);
+  const { sessionToken } = await eventually(
+    () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
+    10_000,
+    "the challenge to arrive",
+  );
+  assert.ok(sessionToken);
+  // Production never prints codes.
+  assert.ok(!stack.otp.lines.some((l) => l.includes(code)));
+  assert.ok(!stack.otp.lines.some((l) => l.includes(authToken)));
+});
+
+Deno.test("a permanent Twilio error sends nothing twice and the code is never accepted", async () => {
+  const phone = randomPhone();
+  fake.script([{
+    status: 400,
+    code: 21211,
+    message: "The 'To' number is not a valid phone number.",
+  }]);
+  const before = fake.requests.length;
+  await auth.signupWithPhoneNumber({ phoneNumber: phone });
+  await eventually(
+    async () => {
+      const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
+      return r?.status === "failed";
+    },
+    10_000,
+    "the request to be marked failed",
+  );
+  assert.equal(fake.requests.length, before + 1, "no retry of a permanent error");
+  const [c] = await stack.sql`select count(*)::int as n from auth.challenges
+    where phone_number = ${phone}`;
+  assert.equal(c!.n, 0);
+  const body = fake.requests.at(-1)!.body ?? "";
+  const code = /(\d{6})/.exec(body)![1]!;
+  await assert.rejects(
+    auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }),
+    (e) => ConnectError.from(e).code === Code.Unauthenticated,
+  );
+});
