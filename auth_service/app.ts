@@ -42,10 +42,19 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     maxTtlSeconds: config.codes.maxTtlSeconds,
     sessionTtlSeconds: config.sessions.ttlSeconds,
     sessionIdleSeconds: config.sessions.idleSeconds,
+    sending: config.sending,
+    lockAfterFailures: config.checking.lockAfterFailures,
+    lockSeconds: config.checking.lockSeconds,
+    perAddress: config.perAddress,
   }, logger);
 
   broker.consume(AUTH_QUEUE, (m) => service.acceptIssued(m), { prefetch: 32 });
   relay.start();
+  // Any replica may sweep; deletes are idempotent. Keep rows a day past the longest window.
+  const keep = Math.max(config.sending.daySeconds, config.perAddress.windowSeconds) + 86_400;
+  const sweeper = setInterval(() => {
+    store.sweep(keep).catch((err) => logger.warn("sweep failed", { error: err.message }));
+  }, 5 * 60_000);
 
   const server = serveConnect({
     hostname: d.hostname,
@@ -66,6 +75,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   return {
     port: server.port,
     async stop() {
+      clearInterval(sweeper);
       await server.shutdown();
       await relay.stop();
       await broker.close();

@@ -1,6 +1,8 @@
 import { ConfigReader } from "../shared/config.ts";
 import type { Env } from "../shared/config.ts";
 import type { Level } from "../shared/log.ts";
+import { readSendLimits } from "../shared/limits_config.ts";
+import type { SendLimits } from "../shared/limits_config.ts";
 
 export interface AuthConfig {
   port: number;
@@ -22,6 +24,16 @@ export interface AuthConfig {
     ttlSeconds: number;
     idleSeconds: number;
   };
+  sending: SendLimits;
+  checking: {
+    lockAfterFailures: number;
+    lockSeconds: number;
+  };
+  perAddress: {
+    sendLimit: number;
+    checkLimit: number;
+    windowSeconds: number;
+  };
 }
 
 /** Every variable auth-service reads; its task's --allow-env lists exactly these. */
@@ -40,6 +52,17 @@ export const AUTH_ENV = [
   "OTP_TTL_SECONDS",
   "SESSION_TTL_SECONDS",
   "SESSION_IDLE_SECONDS",
+  "OTP_SEND_COOLDOWN_SECONDS",
+  "OTP_SENDS_PER_HOUR",
+  "OTP_SENDS_PER_DAY",
+  "RATE_HOUR_SECONDS",
+  "RATE_DAY_SECONDS",
+  "ALLOWED_COUNTRIES",
+  "LOCK_AFTER_FAILURES",
+  "LOCK_SECONDS",
+  "ADDRESS_SEND_LIMIT",
+  "ADDRESS_CHECK_LIMIT",
+  "ADDRESS_WINDOW_SECONDS",
 ] as const;
 
 export function loadAuthConfig(env: Env): AuthConfig {
@@ -64,8 +87,18 @@ export function loadAuthConfig(env: Env): AuthConfig {
       maxTtlSeconds: c.int("OTP_TTL_SECONDS", 300, 1, 600),
     },
     sessions: {
-      ttlSeconds: c.int("SESSION_TTL_SECONDS", 7 * 24 * 3600, 60, 90 * 24 * 3600),
-      idleSeconds: c.int("SESSION_IDLE_SECONDS", 24 * 3600, 60, 90 * 24 * 3600),
+      ttlSeconds: c.int("SESSION_TTL_SECONDS", 7 * 24 * 3600, 1, 90 * 24 * 3600),
+      idleSeconds: c.int("SESSION_IDLE_SECONDS", 24 * 3600, 1, 90 * 24 * 3600),
+    },
+    sending: readSendLimits(c),
+    checking: {
+      lockAfterFailures: c.int("LOCK_AFTER_FAILURES", 20, 1, 1_000),
+      lockSeconds: c.int("LOCK_SECONDS", 900, 1, 7 * 86_400),
+    },
+    perAddress: {
+      sendLimit: c.int("ADDRESS_SEND_LIMIT", 20, 1, 1_000_000),
+      checkLimit: c.int("ADDRESS_CHECK_LIMIT", 60, 1, 1_000_000),
+      windowSeconds: c.int("ADDRESS_WINDOW_SECONDS", 600, 1, 86_400),
     },
   };
 }

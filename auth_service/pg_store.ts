@@ -2,13 +2,19 @@
 import { enqueue } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import type { Sql } from "../shared/postgres.ts";
+import type { Sql, TxSql } from "../shared/postgres.ts";
+import { admit, audit } from "./pg_limits.ts";
 import type {
+  AuditContext,
   AuthStore,
   Challenge,
   ChallengeOutcome,
+  Limited,
+  LoginCodeOutcome,
   NewSession,
+  RateRule,
   RedeemOutcome,
+  RedeemPolicy,
   SignupOutcome,
   User,
 } from "./store.ts";
@@ -32,19 +38,55 @@ const toUser = (r: UserRow): User => ({
 export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
-  async signup(phone: string, request: OutgoingMessage): Promise<SignupOutcome> {
-    const outcome = await this.sql.begin(async (tx) => {
+  async signup(
+    phone: string,
+    request: OutgoingMessage,
+    rules: RateRule[],
+    who: AuditContext,
+  ): Promise<SignupOutcome> {
+    const outcome = await this.sql.begin(async (tx): Promise<SignupOutcome> => {
       // The no-op update takes the row lock, so concurrent signups of one number serialise.
       const [user] = await tx<UserRow[]>`
         insert into auth.users (phone_number) values (${phone})
         on conflict (phone_number) do update set phone_number = excluded.phone_number
         returning id, phone_number, created_at, verified_at`;
-      if (user!.verified_at !== null) return "already_verified" as const;
+      if (user!.verified_at !== null) return { kind: "already_verified" };
+      const limited = await admit(tx, rules);
+      // Throwing rolls back the user row too: a refused signup changes nothing.
+      if (limited) throw new Refused(limited);
       await enqueue(tx, SCHEMA, request);
-      return "queued" as const;
+      await audit(tx, "code_requested", "signup", who);
+      return { kind: "queued" };
+    }).catch((err) => {
+      if (err instanceof Refused) return err.outcome;
+      throw err;
     });
-    if (outcome === "queued") this.onEnqueued();
+    if (outcome.kind === "queued") this.onEnqueued();
+    else await this.auditAlone("code_requested", outcome.kind, who);
     return outcome;
+  }
+
+  async admitLoginCode(
+    phone: string,
+    rules: RateRule[],
+    who: AuditContext,
+  ): Promise<LoginCodeOutcome> {
+    const outcome = await this.sql.begin(async (tx): Promise<LoginCodeOutcome> => {
+      const [user] = await tx<{ verified_at: Date | null }[]>`
+        select verified_at from auth.users where phone_number = ${phone}`;
+      if (!user || user.verified_at === null) return { kind: "not_verified" };
+      const limited = await admit(tx, rules);
+      if (limited) return limited;
+      await audit(tx, "code_requested", "login", who);
+      return { kind: "ok" };
+    });
+    if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
+    return outcome;
+  }
+
+  /** For refusals whose transaction rolled back or changed nothing. */
+  private async auditAlone(event: string, outcome: string, who: AuditContext): Promise<void> {
+    await this.sql.begin((tx) => audit(tx, event, outcome, who));
   }
 
   async findUser(phone: string): Promise<User | null> {
@@ -57,11 +99,24 @@ export class PgAuthStore implements AuthStore {
   async redeem(
     phone: string,
     purpose: PurposeName,
-    maxAttempts: number,
+    policy: RedeemPolicy,
     matches: (c: Challenge) => Promise<boolean>,
     session: NewSession,
+    who: AuditContext,
   ): Promise<RedeemOutcome> {
     return await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
+      const limited = await admit(tx, policy.rules);
+      if (limited) {
+        await audit(tx, "code_checked", "limited", who);
+        return limited;
+      }
+      const [lock] = await tx<{ retry: number }[]>`
+        select extract(epoch from locked_until - now())::float8 as retry
+          from auth.number_locks where phone_number = ${phone} and locked_until > now()`;
+      if (lock) {
+        await audit(tx, "code_checked", "locked", who);
+        return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil(lock.retry)) };
+      }
       const [c] = await tx<
         {
           request_id: string;
@@ -78,8 +133,14 @@ export class PgAuthStore implements AuthStore {
          where c.phone_number = ${phone} and c.purpose = ${purpose}
            and c.consumed_at is null and c.expires_at > now()
          for update of c`;
-      if (!c) return { kind: "no_challenge" };
-      if (c.failed_attempts >= maxAttempts) return { kind: "exhausted" };
+      if (!c) {
+        await audit(tx, "code_checked", "no_challenge", who);
+        return { kind: "no_challenge" };
+      }
+      if (c.failed_attempts >= policy.maxAttempts) {
+        await audit(tx, "code_checked", "exhausted", who);
+        return { kind: "exhausted" };
+      }
       const ok = await matches({
         requestId: c.request_id,
         phoneNumber: phone,
@@ -88,15 +149,11 @@ export class PgAuthStore implements AuthStore {
         issuedAt: c.issued_at,
         expiresAt: c.expires_at,
       });
-      if (!ok) {
-        await tx`
-          update auth.challenges set failed_attempts = failed_attempts + 1
-           where phone_number = ${phone} and purpose = ${purpose}`;
-        return { kind: "wrong", remaining: Math.max(0, maxAttempts - c.failed_attempts - 1) };
-      }
+      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
       await tx`
         update auth.challenges set consumed_at = now()
          where phone_number = ${phone} and purpose = ${purpose}`;
+      await tx`delete from auth.number_locks where phone_number = ${phone}`;
       if (purpose === "signup") {
         await tx`
           update auth.users set verified_at = coalesce(verified_at, now())
@@ -106,8 +163,42 @@ export class PgAuthStore implements AuthStore {
         insert into auth.sessions (user_id, token_hash, expires_at)
         values (${c.user_id}, ${session.tokenHash},
                 now() + make_interval(secs => ${session.ttlSeconds}))`;
+      await audit(tx, "code_checked", "ok", who);
+      await audit(tx, "session_created", purpose, who);
       return { kind: "ok", userId: c.user_id };
     });
+  }
+
+  private async wrongCode(
+    tx: TxSql,
+    phone: string,
+    purpose: PurposeName,
+    policy: RedeemPolicy,
+    failedBefore: number,
+    who: AuditContext,
+  ): Promise<RedeemOutcome> {
+    await tx`
+      update auth.challenges set failed_attempts = failed_attempts + 1
+       where phone_number = ${phone} and purpose = ${purpose}`;
+    const [l] = await tx<{ consecutive_failures: number }[]>`
+      insert into auth.number_locks (phone_number, consecutive_failures) values (${phone}, 1)
+      on conflict (phone_number) do update
+        set consecutive_failures = auth.number_locks.consecutive_failures + 1
+      returning consecutive_failures`;
+    const locked = l!.consecutive_failures >= policy.lockAfterFailures;
+    if (locked) {
+      await tx`
+        update auth.number_locks set consecutive_failures = 0,
+          locked_until = now() + make_interval(secs => ${policy.lockSeconds})
+        where phone_number = ${phone}`;
+      await audit(tx, "number_locked", `${policy.lockSeconds}s`, who);
+    }
+    await audit(tx, "code_checked", "wrong", who);
+    return {
+      kind: "wrong",
+      remaining: Math.max(0, policy.maxAttempts - failedBefore - 1),
+      locked,
+    };
   }
 
   async saveChallenge(messageId: string, c: Challenge): Promise<ChallengeOutcome> {
@@ -144,22 +235,42 @@ export class PgAuthStore implements AuthStore {
     return row ? toUser(row) : null;
   }
 
-  async revoke(tokenHash: Uint8Array, all: boolean): Promise<number> {
-    const rows = all
-      ? await this.sql`
-        update auth.sessions set revoked_at = now()
-         where revoked_at is null and user_id = (
-           select user_id from auth.sessions where token_hash = ${tokenHash}
-              and revoked_at is null and expires_at > now())
-        returning id`
-      : await this.sql`
-        update auth.sessions set revoked_at = now()
-         where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
-        returning id`;
-    return rows.length;
+  async revoke(tokenHash: Uint8Array, all: boolean, who: AuditContext): Promise<number> {
+    return await this.sql.begin(async (tx) => {
+      const rows = all
+        ? await tx`
+          update auth.sessions set revoked_at = now()
+           where revoked_at is null and user_id = (
+             select user_id from auth.sessions where token_hash = ${tokenHash}
+                and revoked_at is null and expires_at > now())
+          returning id`
+        : await tx`
+          update auth.sessions set revoked_at = now()
+           where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
+          returning id`;
+      if (rows.length > 0) {
+        await audit(tx, "session_revoked", all ? `all:${rows.length}` : "one", who);
+      }
+      return rows.length;
+    });
   }
 
-  async ping(): Promise<void> {
-    await this.sql`select 1`;
+  async sweep(keepSeconds: number): Promise<void> {
+    await this.sql`delete from auth.rate_events
+      where at < now() - make_interval(secs => ${keepSeconds})`;
+    await this.sql`delete from auth.challenges
+      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+    await this.sql`delete from auth.sessions
+      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+    await this.sql`delete from auth.inbox
+      where handled_at < now() - make_interval(secs => ${keepSeconds})`;
+    await this.sql`delete from auth.number_locks
+      where locked_until < now() and consecutive_failures = 0`;
+  }
+}
+
+class Refused extends Error {
+  constructor(readonly outcome: Limited) {
+    super("refused");
   }
 }

@@ -37,7 +37,8 @@ export function authRoutes(service: AuthService) {
         };
       },
       async logout(req, ctx) {
-        return { revoked: await service.logout(ctx.requestHeader.get("authorization"), req.all) };
+        const authorization = ctx.requestHeader.get("authorization");
+        return { revoked: await service.logout(authorization, req.all, callContext(ctx)) };
       },
     });
 }

@@ -23,7 +23,8 @@ import {
 } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
-import type { AuthStore, Challenge, User } from "./store.ts";
+import type { SendLimits } from "../shared/limits_config.ts";
+import type { AuditContext, AuthStore, Challenge, Limited, RateRule, User } from "./store.ts";
 
 /** Asks otp-service for a login code (GenerateOtp). Throws DomainError on refusal. */
 export interface OtpGateway {
@@ -41,6 +42,10 @@ export interface AuthSettings {
   maxTtlSeconds: number;
   sessionTtlSeconds: number;
   sessionIdleSeconds: number;
+  sending: SendLimits;
+  lockAfterFailures: number;
+  lockSeconds: number;
+  perAddress: { sendLimit: number; checkLimit: number; windowSeconds: number };
 }
 
 const WRONG_CODE = "invalid or expired code";
@@ -60,7 +65,7 @@ export class AuthService {
   }
 
   async signup(phoneInput: string, ctx: CallContext): Promise<void> {
-    const phone = parsePhone(phoneInput).e164;
+    const phone = this.sendablePhone(phoneInput);
     const requestId = crypto.randomUUID();
     const request = encodeOtpRequested(create(OtpRequestedSchema, {
       requestId,
@@ -70,10 +75,16 @@ export class AuthService {
       traceId: ctx.requestId,
       clientAddress: ctx.clientAddress,
     }));
-    const outcome = await this.store.signup(phone, request);
-    if (outcome === "already_verified") {
+    const outcome = await this.store.signup(
+      phone,
+      request,
+      this.sendRules(phone, "signup", ctx),
+      audit(phone, ctx),
+    );
+    if (outcome.kind === "already_verified") {
       throw alreadyExists("phone number is already registered; log in instead");
     }
+    if (outcome.kind === "limited") throw limitedError(outcome);
     this.log.info("signup queued code", {
       phone: maskPhone(phone),
       otp_request_id: requestId,
@@ -91,9 +102,14 @@ export class AuthService {
 
   /** Whether the number is a verified user; if so, a login code is on its way. */
   async validateLogin(phoneInput: string, ctx: CallContext): Promise<boolean> {
-    const phone = parsePhone(phoneInput).e164;
-    const user = await this.store.findUser(phone);
-    if (!user || user.verifiedAt === null) return false;
+    const phone = this.sendablePhone(phoneInput);
+    const outcome = await this.store.admitLoginCode(
+      phone,
+      this.sendRules(phone, "login", ctx),
+      audit(phone, ctx),
+    );
+    if (outcome.kind === "not_verified") return false;
+    if (outcome.kind === "limited") throw limitedError(outcome);
     await this.otp.requestCode(phone, "login", ctx);
     return true;
   }
@@ -107,9 +123,9 @@ export class AuthService {
     return user;
   }
 
-  async logout(authorization: string | null, all: boolean): Promise<number> {
+  async logout(authorization: string | null, all: boolean, ctx: CallContext): Promise<number> {
     const hash = await sha256(bearer(authorization));
-    const n = await this.store.revoke(hash, all);
+    const n = await this.store.revoke(hash, all, audit(null, ctx));
     if (n === 0) throw unauthenticated("session is missing, expired or revoked");
     return n;
   }
@@ -179,12 +195,25 @@ export class AuthService {
     const outcome = await this.store.redeem(
       phone,
       purpose,
-      this.settings.maxAttempts,
+      {
+        maxAttempts: this.settings.maxAttempts,
+        lockAfterFailures: this.settings.lockAfterFailures,
+        lockSeconds: this.settings.lockSeconds,
+        rules: ctx.clientAddress
+          ? [{
+            key: `check-addr:${ctx.clientAddress}`,
+            limit: this.settings.perAddress.checkLimit,
+            windowSeconds: this.settings.perAddress.windowSeconds,
+            reason: "too many code checks from this address",
+          }]
+          : [],
+      },
       async (c) => {
         const mac = await otpMac(this.hmac, c.requestId, phone, purpose, code);
         return constantTimeEqual(mac, c.codeMac);
       },
       { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },
+      audit(phone, ctx),
     );
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
     switch (outcome.kind) {
@@ -196,6 +225,13 @@ export class AuthService {
         throw unauthenticated(WRONG_CODE);
       case "wrong":
         this.log.info("code rejected: wrong", { ...fields, remaining: outcome.remaining });
+        if (outcome.locked) {
+          this.log.warn("number locked after consecutive wrong codes", fields);
+          throw resourceExhausted(
+            "too many wrong codes for this number; it is locked for now",
+            this.settings.lockSeconds,
+          );
+        }
         throw unauthenticated(
           outcome.remaining > 0
             ? `${WRONG_CODE}; ${outcome.remaining} ${
@@ -206,7 +242,61 @@ export class AuthService {
       case "exhausted":
         this.log.info("code rejected: too many wrong tries", fields);
         throw resourceExhausted("too many wrong codes; request a new code");
+      case "locked":
+        this.log.info("code rejected: number locked", fields);
+        throw resourceExhausted(
+          "too many wrong codes for this number; it is locked for now",
+          outcome.retryAfterSeconds,
+        );
+      case "limited":
+        this.log.info("code check refused: limit", fields);
+        throw limitedError(outcome);
     }
+  }
+
+  /** Parses the number and applies the destination-country allow-list. */
+  private sendablePhone(input: string): string {
+    const { e164, country } = parsePhone(input);
+    const allowed = this.settings.sending.allowedCountries;
+    if (allowed.length > 0 && (!country || !allowed.includes(country))) {
+      throw permissionDenied(`SMS to ${country ?? "this region"} is not enabled`);
+    }
+    return e164;
+  }
+
+  private sendRules(phone: string, purpose: PurposeName, ctx: CallContext): RateRule[] {
+    const s = this.settings.sending;
+    const rules: RateRule[] = [
+      {
+        key: `send:${phone}`,
+        limit: s.perHour,
+        windowSeconds: s.hourSeconds,
+        reason: "too many codes for this number this hour",
+      },
+      {
+        key: `send:${phone}`,
+        limit: s.perDay,
+        windowSeconds: s.daySeconds,
+        reason: "too many codes for this number today",
+      },
+    ];
+    if (s.cooldownSeconds > 0) {
+      rules.push({
+        key: `send:${phone}:${purpose}`,
+        limit: 1,
+        windowSeconds: s.cooldownSeconds,
+        reason: "a code was sent to this number moments ago",
+      });
+    }
+    if (ctx.clientAddress) {
+      rules.push({
+        key: `send-addr:${ctx.clientAddress}`,
+        limit: this.settings.perAddress.sendLimit,
+        windowSeconds: this.settings.perAddress.windowSeconds,
+        reason: "too many code requests from this address",
+      });
+    }
+    return rules;
   }
 
   private async authenticate(authorization: string | null): Promise<User> {
@@ -217,6 +307,14 @@ export class AuthService {
     if (!user) throw unauthenticated("session is missing, expired or revoked");
     return user;
   }
+}
+
+function audit(phone: string | null, ctx: CallContext): AuditContext {
+  return { phone, clientAddress: ctx.clientAddress, requestId: ctx.requestId };
+}
+
+function limitedError(l: Limited) {
+  return resourceExhausted(l.reason, l.retryAfterSeconds);
 }
 
 function bearer(authorization: string | null): string {

@@ -24,20 +24,59 @@ export interface NewSession {
   ttlSeconds: number;
 }
 
-export type SignupOutcome = "queued" | "already_verified";
+/** At most `limit` events with this key in any `windowSeconds`-long window. */
+export interface RateRule {
+  key: string;
+  limit: number;
+  windowSeconds: number;
+  /** Shown to the client when this rule trips. */
+  reason: string;
+}
+
+/** Who did what, for the audit trail; never a code or token. */
+export interface AuditContext {
+  phone: string | null;
+  clientAddress: string;
+  requestId: string;
+}
+
+export interface Limited {
+  kind: "limited";
+  retryAfterSeconds: number;
+  reason: string;
+}
+
+export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Limited;
+export type LoginCodeOutcome = { kind: "ok" } | { kind: "not_verified" } | Limited;
+
+export interface RedeemPolicy {
+  maxAttempts: number;
+  lockAfterFailures: number;
+  lockSeconds: number;
+  /** Caps code-checking calls per client address. */
+  rules: RateRule[];
+}
 
 export type RedeemOutcome =
   | { kind: "ok"; userId: string }
   | { kind: "no_challenge" }
-  | { kind: "wrong"; remaining: number }
-  | { kind: "exhausted" };
+  | { kind: "wrong"; remaining: number; locked: boolean }
+  | { kind: "exhausted" }
+  | { kind: "locked"; retryAfterSeconds: number }
+  | Limited;
 
 export type ChallengeOutcome = "stored" | "duplicate" | "superseded";
 
 export interface AuthStore {
   /** Creates or keeps an unverified user and enqueues the OTP request, atomically. */
-  signup(phone: string, request: OutgoingMessage): Promise<SignupOutcome>;
-  findUser(phone: string): Promise<User | null>;
+  signup(
+    phone: string,
+    request: OutgoingMessage,
+    rules: RateRule[],
+    audit: AuditContext,
+  ): Promise<SignupOutcome>;
+  /** Admits a login-code request for a verified user under the sending limits. */
+  admitLoginCode(phone: string, rules: RateRule[], audit: AuditContext): Promise<LoginCodeOutcome>;
   /**
    * Checks a code against the number's live challenge under a row lock: at most one
    * concurrent caller can consume it. On success marks the user verified (for signup)
@@ -46,15 +85,17 @@ export interface AuthStore {
   redeem(
     phone: string,
     purpose: PurposeName,
-    maxAttempts: number,
+    policy: RedeemPolicy,
     matches: (challenge: Challenge) => Promise<boolean>,
     session: NewSession,
+    audit: AuditContext,
   ): Promise<RedeemOutcome>;
   /** Stores an issued challenge unless this message was handled or a newer one exists. */
   saveChallenge(messageId: string, challenge: Challenge): Promise<ChallengeOutcome>;
   /** The user of a live session, refreshing its idle timer; null if none. */
   sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null>;
   /** Revokes one session (or all of its user's); returns how many were revoked. */
-  revoke(tokenHash: Uint8Array, all: boolean): Promise<number>;
-  ping(): Promise<void>;
+  revoke(tokenHash: Uint8Array, all: boolean, audit: AuditContext): Promise<number>;
+  /** Deletes expired counters, challenges, sessions and old inbox rows. */
+  sweep(keepSeconds: number): Promise<void>;
 }

@@ -38,10 +38,16 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
   const issuer = new OtpIssuer(store, d.sms, await HmacKey.import(config.otpHmacKey), {
     codeLength: config.codes.length,
     ttlSeconds: config.codes.ttlSeconds,
+    limits: { ...config.sending, globalPerHour: config.smsHourlyBudget },
+    allowedCountries: config.sending.allowedCountries,
   }, logger);
 
   broker.consume(OTP_QUEUE, (m) => issuer.handleRequested(m), { prefetch: 16 });
   relay.start();
+  const keep = config.sending.daySeconds + 86_400;
+  const sweeper = setInterval(() => {
+    store.sweep(keep).catch((err) => logger.warn("sweep failed", { error: err.message }));
+  }, 5 * 60_000);
 
   const server = serveConnect({
     hostname: d.hostname,
@@ -61,6 +67,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
   return {
     port: server.port,
     async stop() {
+      clearInterval(sweeper);
       await server.shutdown();
       await broker.close();
       await relay.stop();

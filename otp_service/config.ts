@@ -1,6 +1,8 @@
 import { ConfigError, ConfigReader } from "../shared/config.ts";
 import type { Env } from "../shared/config.ts";
 import type { Level } from "../shared/log.ts";
+import { readSendLimits } from "../shared/limits_config.ts";
+import type { SendLimits } from "../shared/limits_config.ts";
 
 export type TwilioConfig = {
   accountSid: string;
@@ -22,6 +24,8 @@ export interface OtpConfig {
   sms: { provider: "console" } | { provider: "twilio"; twilio: TwilioConfig };
   smsRetryAttempts: number;
   codes: { length: number; ttlSeconds: number };
+  sending: SendLimits;
+  smsHourlyBudget: number;
 }
 
 /** Every variable otp-service reads; its task's --allow-env lists exactly these. */
@@ -42,6 +46,13 @@ export const OTP_ENV = [
   "TWILIO_FROM_NUMBER",
   "TWILIO_MESSAGING_SERVICE_SID",
   "TWILIO_API_BASE_URL",
+  "OTP_SEND_COOLDOWN_SECONDS",
+  "OTP_SENDS_PER_HOUR",
+  "OTP_SENDS_PER_DAY",
+  "RATE_HOUR_SECONDS",
+  "RATE_DAY_SECONDS",
+  "ALLOWED_COUNTRIES",
+  "SMS_HOURLY_BUDGET",
 ] as const;
 
 export function loadOtpConfig(env: Env): OtpConfig {
@@ -71,6 +82,8 @@ export function loadOtpConfig(env: Env): OtpConfig {
       // SPEC §7: never more than 10 minutes.
       ttlSeconds: c.int("OTP_TTL_SECONDS", 300, 1, 600),
     },
+    sending: readSendLimits(c),
+    smsHourlyBudget: c.int("SMS_HOURLY_BUDGET", 1_000, 0, 10_000_000),
   };
 }
 

@@ -17,15 +17,25 @@ import {
 import { parsePhone } from "../shared/phone.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsSender } from "./sms/sender.ts";
-import type { CodeRequest, OtpStore } from "./store.ts";
+import type { CodeRequest, OtpStore, SendPolicy } from "./store.ts";
 
 export interface IssuerSettings {
   codeLength: number;
   ttlSeconds: number;
+  limits: SendPolicy;
+  /** ISO 3166 alpha-2; empty means every country. */
+  allowedCountries: string[];
 }
 
-/** "sent": a code went out now or earlier; "undeliverable": the provider refused for good. */
-export type IssueOutcome = "sent" | "undeliverable";
+/**
+ * "sent": a code went out now or earlier; "undeliverable": the provider refused for
+ * good; "country": the destination is not allowed; or a tripped limit.
+ */
+export type IssueOutcome =
+  | { kind: "sent" }
+  | { kind: "undeliverable" }
+  | { kind: "country" }
+  | { kind: "limited"; retryAfterSeconds: number; reason: string };
 
 export class OtpIssuer {
   constructor(
@@ -47,14 +57,28 @@ export class OtpIssuer {
       phone: maskPhone(req.phoneNumber),
       purpose: req.purpose,
     });
-    const status = await this.store.begin(req);
-    if (status === "sent") {
-      log.info("request already handled");
-      return "sent";
+    const allowed = this.settings.allowedCountries;
+    if (allowed.length > 0) {
+      const country = parsePhone(req.phoneNumber).country;
+      if (!country || !allowed.includes(country)) {
+        log.warn("destination country not allowed");
+        await this.store.audit("code_refused", "country", req);
+        return { kind: "country" };
+      }
     }
-    if (status === "failed" || status === "refused") {
+    const begun = await this.store.begin(req, this.settings.limits);
+    if (begun.status === "limited") {
+      log.warn("send limit reached; no code sent", { reason: begun.reason });
+      await this.store.audit("code_refused", "limited", req);
+      return { kind: "limited", retryAfterSeconds: begun.retryAfterSeconds, reason: begun.reason };
+    }
+    if (begun.status === "sent") {
+      log.info("request already handled");
+      return { kind: "sent" };
+    }
+    if (begun.status === "failed" || begun.status === "refused") {
       log.info("request already failed; not retrying");
-      return "undeliverable";
+      return { kind: "undeliverable" };
     }
     const code = randomCode(this.settings.codeLength);
     const issuedAt = new Date();
@@ -69,8 +93,9 @@ export class OtpIssuer {
     } catch (err) {
       if (err instanceof SmsError && err.permanent) {
         await this.store.markFailed(req.requestId, err.message);
+        await this.store.audit("code_failed", "permanent", req);
         log.warn("sms refused permanently; code discarded", { error: err.message });
-        return "undeliverable";
+        return { kind: "undeliverable" };
       }
       log.warn("sms failed; will retry", { error: (err as Error).message });
       throw err;
@@ -89,8 +114,9 @@ export class OtpIssuer {
         traceId: req.traceId,
       })),
     );
+    await this.store.audit("code_sent", this.sms.name, req);
     log.info("code sent", { provider: this.sms.name, provider_id: providerId });
-    return "sent";
+    return { kind: "sent" };
   }
 
   /** Consumer of otp_queue. */

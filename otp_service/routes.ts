@@ -3,7 +3,13 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
 import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
-import { invalidArgument, unauthenticated, unavailable } from "../shared/errors.ts";
+import {
+  invalidArgument,
+  permissionDenied,
+  resourceExhausted,
+  unauthenticated,
+  unavailable,
+} from "../shared/errors.ts";
 import { OtpPurpose, purposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
 import type { OtpIssuer } from "./issuer.ts";
@@ -41,8 +47,13 @@ export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
           }
           throw err;
         });
-        if (outcome === "undeliverable") {
-          throw invalidArgument("an SMS cannot be delivered to this number");
+        switch (outcome.kind) {
+          case "undeliverable":
+            throw invalidArgument("an SMS cannot be delivered to this number");
+          case "country":
+            throw permissionDenied("SMS to this country is not enabled");
+          case "limited":
+            throw resourceExhausted(outcome.reason, outcome.retryAfterSeconds);
         }
         return { message: "OTP sent" };
       },

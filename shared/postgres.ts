@@ -37,7 +37,7 @@ export function createPool(o: PoolOptions): Sql {
     keep_alive: 30,
     prepare: true,
     debug: false,
-    fetch_types: false,
+    fetch_types: true,
     publications: "alltables",
     target_session_attrs: "read-write",
     onnotice: () => {},

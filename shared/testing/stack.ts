@@ -27,6 +27,8 @@ export class Service {
   private waiters: (() => void)[] = [];
   private child: Deno.ChildProcess;
   readonly exited: Promise<Deno.CommandStatus>;
+  /** Resolves once standard output and error are read to their end. */
+  readonly outputDone: Promise<void>;
   port = 0;
 
   constructor(readonly name: string, args: string[], env: Record<string, string>) {
@@ -40,8 +42,12 @@ export class Service {
       stderr: "piped",
     }).spawn();
     this.exited = this.child.status;
-    this.pump(this.child.stdout);
-    this.pump(this.child.stderr);
+    this.outputDone = Promise.all([this.pump(this.child.stdout), this.pump(this.child.stderr)])
+      .then(() => {}, () => {});
+  }
+
+  get pid(): number {
+    return this.child.pid;
   }
 
   private async pump(stream: ReadableStream<Uint8Array>) {
@@ -96,6 +102,19 @@ export class Service {
     try {
       this.child.kill(sig);
     } catch { /* already gone */ }
+  }
+
+  /**
+   * Sends `sig` and waits for the exit and the last output; SIGKILL if it has not
+   * exited after `timeoutMs`.
+   */
+  async kill(sig: Deno.Signal = "SIGKILL", timeoutMs = 15_000): Promise<Deno.CommandStatus> {
+    this.signal(sig);
+    const timer = setTimeout(() => this.signal("SIGKILL"), timeoutMs);
+    const status = await this.exited;
+    clearTimeout(timer);
+    await this.outputDone;
+    return status;
   }
 
   async stop(): Promise<Deno.CommandStatus> {
@@ -188,7 +207,14 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     ...secrets,
   };
   const otpEnv: Record<string, string> = { ...base, OTP_PORT: "0", ...o.otpEnv };
-  const authEnv: Record<string, string> = { ...base, AUTH_PORT: "0", ...o.authEnv };
+  // Every test client is 127.0.0.1: per-address caps are raised unless a test sets them.
+  const authEnv: Record<string, string> = {
+    ...base,
+    AUTH_PORT: "0",
+    ADDRESS_SEND_LIMIT: "1000000",
+    ADDRESS_CHECK_LIMIT: "1000000",
+    ...o.authEnv,
+  };
   for (const env of [otpEnv, authEnv]) if (!env.DENO_DIR) delete env.DENO_DIR;
   const sql = createPool({ url: db.url, applicationName: "tests", max: 4 });
 
