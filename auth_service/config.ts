@@ -1,7 +1,7 @@
 import { ConfigReader } from "../shared/config.ts";
 import type { Env } from "../shared/config.ts";
 import type { Level } from "../shared/log.ts";
-import { readSendLimits } from "../shared/limits_config.ts";
+import { readSendLimits, SEND_LIMIT_ENV } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
 
 export interface AuthConfig {
@@ -52,12 +52,7 @@ export const AUTH_ENV = [
   "OTP_TTL_SECONDS",
   "SESSION_TTL_SECONDS",
   "SESSION_IDLE_SECONDS",
-  "OTP_SEND_COOLDOWN_SECONDS",
-  "OTP_SENDS_PER_HOUR",
-  "OTP_SENDS_PER_DAY",
-  "RATE_HOUR_SECONDS",
-  "RATE_DAY_SECONDS",
-  "ALLOWED_COUNTRIES",
+  ...SEND_LIMIT_ENV,
   "LOCK_AFTER_FAILURES",
   "LOCK_SECONDS",
   "ADDRESS_SEND_LIMIT",

@@ -1,7 +1,7 @@
 import { ConfigError, ConfigReader } from "../shared/config.ts";
 import type { Env } from "../shared/config.ts";
 import type { Level } from "../shared/log.ts";
-import { readSendLimits } from "../shared/limits_config.ts";
+import { readSendLimits, SEND_LIMIT_ENV } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
 
 export type TwilioConfig = {
@@ -46,12 +46,7 @@ export const OTP_ENV = [
   "TWILIO_FROM_NUMBER",
   "TWILIO_MESSAGING_SERVICE_SID",
   "TWILIO_API_BASE_URL",
-  "OTP_SEND_COOLDOWN_SECONDS",
-  "OTP_SENDS_PER_HOUR",
-  "OTP_SENDS_PER_DAY",
-  "RATE_HOUR_SECONDS",
-  "RATE_DAY_SECONDS",
-  "ALLOWED_COUNTRIES",
+  ...SEND_LIMIT_ENV,
   "SMS_HOURLY_BUDGET",
 ] as const;
 
