@@ -14,8 +14,10 @@ import {
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import {
+  cleanText,
   decodeOtpIssued,
   encodeOtpRequested,
+  isUuid,
   OtpPurpose,
   OtpRequestedSchema,
   PoisonMessage,
@@ -140,12 +142,15 @@ export class AuthService {
       this.log.warn("dead-lettering message", { message_id: m.messageId, reason: err.message });
       return "dead-letter";
     }
-    const outcome = await this.store.saveChallenge(m.messageId ?? challenge.requestId, challenge);
+    const outcome = await this.store.saveChallenge(
+      cleanText(m.messageId ?? "") || challenge.requestId,
+      challenge,
+    );
     this.log.info("challenge received", {
       outcome,
       phone: maskPhone(challenge.phoneNumber),
       otp_request_id: challenge.requestId,
-      request_id: m.correlationId,
+      request_id: cleanText(m.correlationId ?? ""),
     });
     return "ack";
   }
@@ -154,9 +159,7 @@ export class AuthService {
     const msg = decodeOtpIssued(m);
     const purpose = purposeName(msg.purpose);
     if (!purpose) throw new PoisonMessage("unknown purpose");
-    if (msg.requestId.length === 0 || msg.requestId.length > 64) {
-      throw new PoisonMessage("bad request_id");
-    }
+    if (!isUuid(msg.requestId)) throw new PoisonMessage("request_id is not a UUID");
     let phone: string;
     try {
       phone = parsePhone(msg.phoneNumber).e164;

@@ -7,8 +7,10 @@ import { HmacKey, otpMac, randomCode } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import {
+  cleanText,
   decodeOtpRequested,
   encodeOtpIssued,
+  isUuid,
   OtpIssuedSchema,
   PoisonMessage,
   purposeFromName,
@@ -143,9 +145,7 @@ function requestFrom(m: IncomingMessage): CodeRequest {
   const msg = decodeOtpRequested(m);
   const purpose = purposeName(msg.purpose);
   if (!purpose) throw new PoisonMessage("unknown purpose");
-  if (msg.requestId.length === 0 || msg.requestId.length > 64) {
-    throw new PoisonMessage("bad request_id");
-  }
+  if (!isUuid(msg.requestId)) throw new PoisonMessage("request_id is not a UUID");
   let phone: string;
   try {
     phone = parsePhone(msg.phoneNumber).e164;
@@ -156,8 +156,8 @@ function requestFrom(m: IncomingMessage): CodeRequest {
     requestId: msg.requestId,
     phoneNumber: phone,
     purpose,
-    clientAddress: msg.clientAddress.slice(0, 64),
-    traceId: (msg.traceId || m.correlationId || "").slice(0, 64),
+    clientAddress: cleanText(msg.clientAddress),
+    traceId: cleanText(msg.traceId || m.correlationId || ""),
   };
 }
 

@@ -10,7 +10,7 @@ import {
   unauthenticated,
   unavailable,
 } from "../shared/errors.ts";
-import { OtpPurpose, purposeName } from "../shared/messages.ts";
+import { cleanText, isUuid, OtpPurpose, purposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
 import type { OtpIssuer } from "./issuer.ts";
 import { SmsError } from "./sms/sender.ts";
@@ -31,7 +31,9 @@ export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
         const phone = parsePhone(req.phoneNumber).e164;
         const purpose = req.purpose === OtpPurpose.UNSPECIFIED ? "login" : purposeName(req.purpose);
         if (!purpose) throw invalidArgument("unknown purpose");
-        if (req.requestId.length > 64) throw invalidArgument("request_id is too long");
+        if (req.requestId !== "" && !isUuid(req.requestId)) {
+          throw invalidArgument("request_id must be a UUID");
+        }
         const outcome = await issuer.issue({
           requestId: req.requestId || crypto.randomUUID(),
           phoneNumber: phone,

@@ -69,15 +69,18 @@ const withToken = (t: string) => ({ headers: { authorization: `Bearer ${t}` } })
 Deno.test("GenerateOtp with the internal token sends one SMS and records one issued challenge", async () => {
   const { store, sms, client } = await setup();
   const res = await client.generateOtp(
-    { phoneNumber: "+1 415 555 0123", requestId: "r-1" },
+    { phoneNumber: "+1 415 555 0123", requestId: "7f0c1c52-6d4a-4b8e-9a51-2f7e8c3d9b10" },
     withToken(TOKEN),
   );
   assert.equal(res.message, "OTP sent");
   assert.equal(sms.length, 1);
   assert.match(sms[0]!, /to=\+14155550123/);
-  assert.deepEqual(store.issued, ["r-1"]);
+  assert.deepEqual(store.issued, ["7f0c1c52-6d4a-4b8e-9a51-2f7e8c3d9b10"]);
   // The same request id again is idempotent: no second SMS.
-  await client.generateOtp({ phoneNumber: "+14155550123", requestId: "r-1" }, withToken(TOKEN));
+  await client.generateOtp({
+    phoneNumber: "+14155550123",
+    requestId: "7f0c1c52-6d4a-4b8e-9a51-2f7e8c3d9b10",
+  }, withToken(TOKEN));
   assert.equal(sms.length, 1);
 });
 

@@ -63,8 +63,6 @@ export function serveConnect(o: ServeOptions): RunningServer {
     ) {
       return grpcUnsupported();
     }
-    const declared = Number(req.headers.get("content-length") ?? 0);
-    if (declared > readMaxBytes) return new Response("request body too large", { status: 413 });
     const uReq: UniversalServerRequest = {
       httpVersion: "1.1",
       method: req.method,
@@ -78,11 +76,20 @@ export function serveConnect(o: ServeOptions): RunningServer {
         .set(kClientAddress, clientAddress(req, info, hops))
         .set(kRequestId, req.headers.get("x-request-id")?.slice(0, 64) || crypto.randomUUID()),
     };
-    const uRes = await h(uReq);
+    let uRes;
     let body: Uint8Array | null = null;
-    if (uRes.body !== undefined) body = await collect(uRes.body);
-    if (uRes.status === 500 || contentType.startsWith("application/grpc-web")) {
-      const fixed = clientParseError(uRes.status, contentType, body);
+    try {
+      uRes = await h(uReq);
+      if (uRes.body !== undefined) body = await collect(uRes.body);
+    } catch (err) {
+      // connect-es can throw while encoding an error about a malformed request (e.g. a
+      // message it cannot percent-encode): the request was at fault, and it gets a
+      // well-formed error in its own protocol rather than a bare 500.
+      o.logger.warn("malformed request rejected", { error: (err as Error).message });
+      return requestError(contentType, "invalid_argument", MALFORMED);
+    }
+    if (uRes.status >= 500 || contentType.startsWith("application/grpc-web")) {
+      const fixed = frameworkRequestError(uRes.status, contentType, body);
       if (fixed) return fixed;
     }
     return new Response(body as BodyInit | null, { status: uRes.status, headers: uRes.header });
@@ -148,34 +155,55 @@ function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number):
   return chain[Math.max(0, chain.length - hops)] ?? socket;
 }
 
-const PARSE_MESSAGE = "request body is not a valid protobuf message";
+const MALFORMED = "request body is malformed";
+
+/** What connect-es says when the request, not the server, is at fault. */
+const REQUEST_FAULTS = [
+  "parse binary",
+  "parse json",
+  "cannot decode",
+  "compressed envelope",
+  "invalid envelope",
+  "protocol error",
+  "premature",
+  "unexpected end",
+];
 
 /**
- * connect-es reports an undecodable binary request as `internal` ("parse binary: ...").
- * The fault is the client's, so it becomes `invalid_argument`. Only error replies are
- * inspected, so successful calls pay nothing for this.
+ * connect-es reports some malformed requests (undecodable protobuf, a compressed flag
+ * with no compression) as `internal` before any handler runs. Our own internal errors
+ * always say exactly "internal error" (see connect_errors.ts), so any other `internal`
+ * naming a request fault is the client's and becomes `invalid_argument`. Only error
+ * replies are inspected, so successful calls pay nothing for this.
  */
-function clientParseError(status: number, contentType: string, body: Uint8Array | null) {
-  if (!body || body.byteLength > 1024) return undefined;
-  const text = new TextDecoder().decode(body);
-  if (!text.includes("parse binary") && !text.includes("parse%20binary")) return undefined;
-  if (status === 500 && text.includes('"code":"internal"')) {
-    return Response.json({ code: "invalid_argument", message: PARSE_MESSAGE }, { status: 400 });
-  }
-  if (contentType.startsWith("application/grpc-web") && text.includes("grpc-status: 13")) {
-    const trailer = new TextEncoder().encode(
-      `grpc-status: 3\r\ngrpc-message: ${encodeURIComponent(PARSE_MESSAGE)}\r\n`,
-    );
-    const frame = new Uint8Array(5 + trailer.byteLength);
-    frame[0] = 0x80;
-    new DataView(frame.buffer).setUint32(1, trailer.byteLength);
-    frame.set(trailer, 5);
-    return new Response(frame, {
+function frameworkRequestError(status: number, contentType: string, body: Uint8Array | null) {
+  if (!body || body.byteLength > 2048) return undefined;
+  let text = new TextDecoder().decode(body);
+  try {
+    text = decodeURIComponent(text.replace(/%(?![0-9A-Fa-f]{2})/g, "%25"));
+  } catch { /* keep it encoded */ }
+  text = text.toLowerCase();
+  const isInternal = (status === 500 && text.includes('"code":"internal"')) ||
+    (contentType.startsWith("application/grpc-web") && text.includes("grpc-status: 13"));
+  if (!isInternal || !REQUEST_FAULTS.some((f) => text.includes(f))) return undefined;
+  return requestError(contentType, "invalid_argument", MALFORMED);
+}
+
+const GRPC_CODES = { invalid_argument: 3 } as const;
+
+function requestError(contentType: string, code: "invalid_argument", message: string): Response {
+  if (contentType.startsWith("application/grpc-web")) {
+    // Trailers-only: status in the headers, no body.
+    return new Response(null, {
       status: 200,
-      headers: { "content-type": contentType.split(";")[0]! },
+      headers: {
+        "content-type": contentType.split(";")[0]!,
+        "grpc-status": String(GRPC_CODES[code]),
+        "grpc-message": encodeURIComponent(message),
+      },
     });
   }
-  return undefined;
+  return Response.json({ code, message }, { status: 400 });
 }
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
