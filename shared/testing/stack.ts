@@ -14,7 +14,7 @@ export const AMQP_URL = Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.
 const ROOT = new URL("../../", import.meta.url);
 
 /** The argv of a deno.json task, so tests run services exactly as the task does. */
-export async function taskArgs(task: "auth" | "otp"): Promise<string[]> {
+export async function taskArgs(task: "auth" | "otp" | "dev"): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
   const line: string = config.tasks[task];
   const args = line.split(/\s+/);
@@ -30,6 +30,7 @@ export class Service {
   /** Resolves once standard output and error are read to their end. */
   readonly outputDone: Promise<void>;
   port = 0;
+  private done = false;
 
   constructor(readonly name: string, args: string[], env: Record<string, string>) {
     this.child = new Deno.Command("deno", {
@@ -44,6 +45,11 @@ export class Service {
     this.exited = this.child.status;
     this.outputDone = Promise.all([this.pump(this.child.stdout), this.pump(this.child.stderr)])
       .then(() => {}, () => {});
+    // Once the process is gone and its output read, no awaited line can still come.
+    Promise.all([this.exited, this.outputDone]).then(() => {
+      this.done = true;
+      this.waiters.splice(0).forEach((w) => w());
+    });
   }
 
   get pid(): number {
@@ -77,7 +83,7 @@ export class Service {
         if (pred(this.lines[seen]!)) return this.lines[seen]!;
       }
       const left = deadline - Date.now();
-      if (left <= 0) {
+      if (left <= 0 || this.done) {
         throw new Error(
           `${this.name}: no matching line in ${timeoutMs}ms; last lines:\n` +
             this.lines.slice(-15).join("\n"),

@@ -1,0 +1,169 @@
+// Docker does not run in CI, so compose.yaml and the Dockerfile are checked for shape.
+import assert from "node:assert/strict";
+import { parse } from "yaml";
+
+interface Service {
+  image?: string;
+  build?: { context?: string; target?: string };
+  environment?: Record<string, string | number | null> | string[];
+  ports?: (string | { published?: string | number; target?: number })[];
+  depends_on?: Record<string, { condition?: string }> | string[];
+  healthcheck?: { test?: string | string[] };
+}
+
+const compose = parse(
+  await Deno.readTextFile(new URL("./compose.yaml", import.meta.url)),
+) as { services: Record<string, Service> };
+const dockerfile = await Deno.readTextFile(new URL("./Dockerfile", import.meta.url));
+
+function service(name: string): Service {
+  const s = compose.services[name];
+  assert.ok(s, `service ${name} is missing`);
+  return s;
+}
+
+function env(s: Service): Record<string, string> {
+  const e = s.environment ?? {};
+  if (Array.isArray(e)) {
+    return Object.fromEntries(e.map((kv) => [kv.split("=")[0]!, kv.split("=").slice(1).join("=")]));
+  }
+  return Object.fromEntries(Object.entries(e).map(([k, v]) => [k, String(v ?? "")]));
+}
+
+function publishedPorts(s: Service): string[] {
+  return (s.ports ?? []).map((p) =>
+    typeof p === "string" ? p.split(":").at(-2)! : `${p.published}`
+  );
+}
+
+/** The script of a `deno eval` health check (the image has no curl). */
+function healthScript(s: Service): string {
+  const test = s.healthcheck?.test;
+  assert.ok(Array.isArray(test), "health check is in exec form");
+  assert.deepEqual(test.slice(0, 3), ["CMD", "deno", "eval"]);
+  assert.equal(test.length, 4);
+  return test[3]!;
+}
+
+const AUTH_ENV = [
+  "AUTH_PORT",
+  "DATABASE_URL",
+  "AMQP_URL",
+  "OTP_HMAC_KEY",
+  "INTERNAL_API_TOKEN",
+  "OTP_SERVICE_URL",
+];
+const OTP_ENV = [
+  "OTP_PORT",
+  "DATABASE_URL",
+  "AMQP_URL",
+  "OTP_HMAC_KEY",
+  "INTERNAL_API_TOKEN",
+  "SMS_PROVIDER",
+  "TWILIO_ACCOUNT_SID",
+  "TWILIO_AUTH_TOKEN",
+  "TWILIO_FROM_NUMBER",
+  "TWILIO_MESSAGING_SERVICE_SID",
+];
+const APPS = { "auth-service": 8080, "otp-service": 8081 } as const;
+
+Deno.test("compose runs postgres, rabbitmq, auth-service and otp-service", () => {
+  assert.deepEqual(
+    Object.keys(compose.services).sort(),
+    ["auth-service", "otp-service", "postgres", "rabbitmq"],
+  );
+});
+
+Deno.test("auth-service publishes 8080 and otp-service 8081", () => {
+  assert.deepEqual(publishedPorts(service("auth-service")), ["8080"]);
+  assert.deepEqual(publishedPorts(service("otp-service")), ["8081"]);
+});
+
+Deno.test("each app service checks its /healthz and waits for healthy postgres and rabbitmq", () => {
+  for (const [name, port] of Object.entries(APPS)) {
+    const s = service(name);
+    assert.match(healthScript(s), new RegExp(`http://127\\.0\\.0\\.1:${port}/healthz`));
+    assert.deepEqual(s.depends_on, {
+      postgres: { condition: "service_healthy" },
+      rabbitmq: { condition: "service_healthy" },
+    });
+  }
+});
+
+Deno.test("the app health check exits 0 when /healthz answers and non-zero otherwise", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) =>
+      new URL(req.url).pathname === "/healthz"
+        ? Response.json({ status: "ok" })
+        : new Response(null, { status: 404 }),
+  );
+  const run = async (script: string) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", script],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.code;
+  };
+  const script = healthScript(service("auth-service")).replace(":8080", `:${server.addr.port}`);
+  try {
+    assert.equal(await run(script), 0);
+    assert.notEqual(await run(script.replace("/healthz", "/missing")), 0);
+  } finally {
+    await server.shutdown();
+  }
+  assert.notEqual(await run(script), 0);
+});
+
+Deno.test("auth-service gets exactly its SPEC §4 variables and no Twilio ones", () => {
+  const e = env(service("auth-service"));
+  assert.deepEqual(Object.keys(e).sort(), [...AUTH_ENV].sort());
+  assert.equal(e.AUTH_PORT, "8080");
+  assert.equal(e.OTP_SERVICE_URL, "http://otp-service:8081");
+});
+
+Deno.test("otp-service gets its SPEC §4 variables, Twilio ones optional", () => {
+  const e = env(service("otp-service"));
+  assert.deepEqual(Object.keys(e).sort(), [...OTP_ENV].sort());
+  assert.equal(e.OTP_PORT, "8081");
+  for (const k of OTP_ENV.filter((k) => k.startsWith("TWILIO_") || k === "SMS_PROVIDER")) {
+    assert.equal(e[k], `\${${k}:-}`);
+  }
+});
+
+Deno.test("no secret is committed: every secret is a reference to the environment", () => {
+  const reference = /^\$\{[A-Z_]+(:[?-][^}]*)?\}$/;
+  for (const [name, s] of Object.entries(compose.services)) {
+    for (const [k, v] of Object.entries(env(s))) {
+      if (/KEY|TOKEN|SECRET|PASS/.test(k)) assert.match(v, reference, `${name} ${k}`);
+      // Passwords inside URLs too.
+      const password = /^[a-z]+:\/\/[^:/@]+:([^@]*)@/.exec(v)?.[1];
+      if (password !== undefined) assert.match(password, reference, `${name} ${k}`);
+    }
+  }
+  const e = env(service("auth-service"));
+  assert.equal(e.OTP_HMAC_KEY, "${OTP_HMAC_KEY:?set OTP_HMAC_KEY}");
+  assert.equal(e.INTERNAL_API_TOKEN, "${INTERNAL_API_TOKEN:?set INTERNAL_API_TOKEN}");
+});
+
+Deno.test("infrastructure: postgres 15 and rabbitmq management, both health-checked", () => {
+  const pg = service("postgres");
+  assert.equal(pg.image, "postgres:15");
+  assert.match(JSON.stringify(pg.healthcheck?.test), /pg_isready/);
+  const mq = service("rabbitmq");
+  assert.match(mq.image ?? "", /^rabbitmq:3\.13-management(-alpine)?$/);
+  assert.deepEqual(mq.healthcheck?.test, ["CMD", "rabbitmq-diagnostics", "-q", "ping"]);
+  assert.deepEqual(publishedPorts(mq).sort(), ["15672", "5672"]);
+});
+
+Deno.test("app images build from the pinned denoland/deno image and run their tasks", () => {
+  assert.match(dockerfile, /^FROM denoland\/deno:2\.9\.6 AS base$/m);
+  assert.doesNotMatch(dockerfile, /^FROM (?!denoland\/deno:2\.9\.6 |base )/m);
+  assert.match(dockerfile, /RUN deno install --frozen/);
+  for (const [name, task] of [["auth-service", "auth"], ["otp-service", "otp"]] as const) {
+    assert.deepEqual(service(name).build, { context: ".", target: name });
+    assert.match(dockerfile, new RegExp(`^FROM base AS ${name}$`, "m"));
+    assert.match(dockerfile, new RegExp(`CMD \\["deno", "task", "${task}"\\]`));
+  }
+});

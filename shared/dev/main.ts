@@ -1,0 +1,96 @@
+// `deno task dev`: both services in one process with zero infrastructure: embedded
+// PostgreSQL (PGlite, same migrations), an in-process broker with the same topology,
+// the console SMS sender and generated secrets. DATABASE_URL / AMQP_URL, when set,
+// switch to the real ones. Development only.
+import { connectAmqp } from "../amqp.ts";
+import type { Broker } from "../bus.ts";
+import { ConfigReader, processEnv, runMain } from "../config.ts";
+import type { Env } from "../config.ts";
+import { randomToken } from "../crypto.ts";
+import { onShutdown } from "../lifecycle.ts";
+import { createLogger } from "../log.ts";
+import { createPool } from "../postgres.ts";
+import { startAuthService } from "../../auth_service/app.ts";
+import { loadAuthConfig } from "../../auth_service/config.ts";
+import { createOtpGateway } from "../../auth_service/otp_client.ts";
+import { startOtpService } from "../../otp_service/app.ts";
+import { loadOtpConfig } from "../../otp_service/config.ts";
+import { ConsoleSmsSender } from "../../otp_service/sms/console_sender.ts";
+import { MemoryBroker } from "./memory_broker.ts";
+import { PGLITE_POOL_MAX, startPglite } from "./pglite_server.ts";
+
+const bold = (s: string) => Deno.noColor ? s : `\x1b[1m${s}\x1b[0m`;
+
+await runMain(async () => {
+  const log = createLogger("dev", "info");
+  const generated: Record<string, string> = {
+    OTP_HMAC_KEY: randomToken(),
+    INTERNAL_API_TOKEN: randomToken(),
+  };
+  // Dev defaults: real values win, secrets are generated for this run only.
+  const env: Env = (name) => processEnv(name) ?? generated[name];
+  const reader = new ConfigReader(processEnv);
+
+  const realDb = reader.optional("DATABASE_URL");
+  const dataDir = reader.optional("DEV_DATA_DIR") ?? ".dev/pgdata";
+  const pg = realDb ? undefined : await startPglite({ dataDir, logger: log });
+  const databaseUrl = realDb ?? pg!.url;
+  // PGlite runs one statement at a time; more connections would only queue.
+  const poolSize = pg ? PGLITE_POOL_MAX : 10;
+
+  const realAmqp = reader.optional("AMQP_URL");
+  const otpConfig = loadOtpConfig(env);
+  const authConfig = loadAuthConfig(env);
+  const makeBroker = async (): Promise<Broker> =>
+    realAmqp
+      ? await connectAmqp({ url: realAmqp, logger: log, deliveryLimit: otpConfig.deliveryLimit })
+      : shared;
+  const shared: Broker = new MemoryBroker(log, { deliveryLimit: otpConfig.deliveryLimit });
+
+  const otp = await startOtpService({
+    config: { ...otpConfig, sms: { provider: "console" } },
+    sql: createPool({ url: databaseUrl, applicationName: "otp-service", max: poolSize }),
+    broker: await makeBroker(),
+    // The code is the point of dev mode: make it impossible to miss.
+    // The line itself stays as the console sender wrote it, so tools can parse it.
+    sms: new ConsoleSmsSender((line) => console.log(`\n${bold("📱 SMS")} ${line}\n`)),
+    logger: createLogger("otp-service", otpConfig.logLevel),
+    hostname: "127.0.0.1",
+  });
+  const authLog = createLogger("auth-service", authConfig.logLevel);
+  const auth = await startAuthService({
+    config: authConfig,
+    sql: createPool({ url: databaseUrl, applicationName: "auth-service", max: poolSize }),
+    broker: await makeBroker(),
+    otp: createOtpGateway(
+      `http://127.0.0.1:${otp.port}`,
+      env("INTERNAL_API_TOKEN")!,
+      authLog,
+    ),
+    logger: authLog,
+    hostname: "127.0.0.1",
+  });
+
+  const a = `http://127.0.0.1:${auth.port}`;
+  console.log([
+    "",
+    bold("phone auth is running (development mode)"),
+    `  auth-service  ${a}`,
+    `  otp-service   http://127.0.0.1:${otp.port}`,
+    `  database      ${pg ? `embedded PGlite in ${dataDir}` : "DATABASE_URL"}`,
+    `  broker        ${realAmqp ? "AMQP_URL" : "in-process (not durable; dev only)"}`,
+    "",
+    "Try it:",
+    `  curl -s ${a}/auth.v1.AuthService/SignupWithPhoneNumber \\`,
+    `    -H 'content-type: application/json' -d '{"phone_number": "+14155550123"}'`,
+    "",
+    "The code appears below on a 📱 SMS line. Ctrl-C stops everything.",
+    "",
+  ].join("\n"));
+
+  onShutdown(async () => {
+    await auth.stop();
+    await otp.stop();
+    await pg?.close();
+  }, log);
+});
