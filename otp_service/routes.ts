@@ -39,9 +39,9 @@ export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
           phoneNumber: phone,
           purpose,
           // Forwarded by auth-service, which saw the client; trusted because the caller is.
-          clientAddress:
-            (ctx.requestHeader.get("x-client-address") ?? ctx.values.get(kClientAddress))
-              .slice(0, 64),
+          clientAddress: cleanText(
+            ctx.requestHeader.get("x-client-address") ?? ctx.values.get(kClientAddress),
+          ),
           traceId: ctx.values.get(kRequestId),
         }).catch((err) => {
           if (err instanceof SmsError) {
