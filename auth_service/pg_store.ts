@@ -71,10 +71,11 @@ export class PgAuthStore implements AuthStore {
     rules: RateRule[],
     who: AuditContext,
   ): Promise<LoginCodeOutcome> {
+    // Most lookups are for numbers that are not users: answer those in one round trip.
+    const [user] = await this.sql<{ verified_at: Date | null }[]>`
+      select verified_at from auth.users where phone_number = ${phone}`;
+    if (!user || user.verified_at === null) return { kind: "not_verified" };
     const outcome = await this.sql.begin(async (tx): Promise<LoginCodeOutcome> => {
-      const [user] = await tx<{ verified_at: Date | null }[]>`
-        select verified_at from auth.users where phone_number = ${phone}`;
-      if (!user || user.verified_at === null) return { kind: "not_verified" };
       const limited = await admit(tx, rules);
       if (limited) return limited;
       await audit(tx, "code_requested", "login", who);
@@ -224,12 +225,18 @@ export class PgAuthStore implements AuthStore {
   }
 
   async sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null> {
+    // The idle timer is refreshed only when it is somewhat stale, so most profile reads
+    // stay read-only (no WAL flush at commit).
+    const refresh = Math.min(60, idleSeconds / 4);
     const [row] = await this.sql<UserRow[]>`
       with s as (
-        update auth.sessions set last_seen_at = now()
+        select id, user_id, last_seen_at from auth.sessions
          where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
-           and last_seen_at > now() - make_interval(secs => ${idleSeconds})
-        returning user_id)
+           and last_seen_at > now() - make_interval(secs => ${idleSeconds})),
+      touch as (
+        update auth.sessions set last_seen_at = now()
+         where id in (select id from s
+                       where last_seen_at < now() - make_interval(secs => ${refresh})))
       select u.id, u.phone_number, u.created_at, u.verified_at
         from s join auth.users u on u.id = s.user_id`;
     return row ? toUser(row) : null;

@@ -1,0 +1,42 @@
+// The database cost of the hot RPCs against PostgreSQL's own floor (one `select 1`
+// round trip on the same pool): `deno task bench`. Needs DATABASE_URL's server.
+import { createLogger } from "../shared/log.ts";
+import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
+import { DATABASE_URL } from "../shared/testing/stack.ts";
+import { sha256 } from "../shared/crypto.ts";
+import { PgAuthStore } from "./pg_store.ts";
+
+// One fixed scratch database, recreated each run.
+const admin = createPool({ url: DATABASE_URL, applicationName: "bench", max: 1 });
+await admin.unsafe("drop database if exists auth_bench with (force)");
+await admin.unsafe("create database auth_bench");
+await admin.end();
+const url = new URL(DATABASE_URL);
+url.pathname = "/auth_bench";
+const sql = createPool({ url: url.toString(), applicationName: "bench", max: 4 });
+await migrate(
+  sql,
+  "auth",
+  await readMigrations(new URL("./migrations/", import.meta.url)),
+  createLogger("bench", "error"),
+);
+const store = new PgAuthStore(sql);
+const [user] = await sql`insert into auth.users (phone_number, verified_at)
+  values ('+14155550123', now()) returning id`;
+const tokenHash = await sha256("bench-token");
+await sql`insert into auth.sessions (user_id, token_hash, expires_at)
+  values (${user!.id}, ${tokenHash}, now() + interval '1 day')`;
+
+Deno.bench("select 1 (PostgreSQL round-trip floor)", { group: "db", baseline: true }, async () => {
+  await sql`select 1`;
+});
+Deno.bench("GetProfile: session lookup with idle refresh", { group: "db" }, async () => {
+  await store.sessionUser(tokenHash, 86_400);
+});
+Deno.bench("ValidatePhoneNumberLogin: unknown number", { group: "db" }, async () => {
+  await store.admitLoginCode("+14155550199", [], { phone: null, clientAddress: "", requestId: "" });
+});
+
+globalThis.addEventListener("unload", () => {
+  sql.end();
+});
