@@ -1,6 +1,20 @@
 // RabbitMQ transport for the Broker port, on amqplib's opt-in recovery: it reconnects
 // with backoff and jitter, and our setup hook redeclares the topology, reopens the
-// confirm channel and restarts every consumer after each (re)connect.
+// confirm channel and restarts every consumer after each (re)connect. Channels that
+// die while the connection lives (a channel error) are reopened here, since amqplib's
+// recovery only covers the connection.
+//
+// Guarantees:
+// - publish resolves only once the broker confirmed the message and did not return
+//   it as unroutable (`mandatory`); it rejects with PublishError otherwise, including
+//   when the confirm does not come within `confirmTimeoutMs` or the connection drops
+//   first. Callers (the outbox relay) keep the message and publish it again.
+// - back-pressure: when amqplib's publish returns false, later publishes wait for
+//   'drain' (or for the channel to die), bounded by the confirm timeout.
+// - consumers acknowledge after the handler is done; a handler failing on a transient
+//   dependency error (database unreachable) is retried in place, holding the message,
+//   so an outage does not burn the queue's delivery limit; other failures are
+//   requeued and the delivery limit moves them to the dead-letter queue.
 import amqp from "amqplib";
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
@@ -13,6 +27,7 @@ import type {
 } from "./bus.ts";
 import { PublishError } from "./bus.ts";
 import type { Logger } from "./log.ts";
+import { isDatabaseUnavailable } from "./postgres.ts";
 import {
   DEAD_LETTER_EXCHANGE,
   deadLetterQueueArguments,
@@ -27,6 +42,15 @@ export interface AmqpOptions {
   deliveryLimit: number;
   /** How long a publish may wait for its confirm before it counts as failed. */
   confirmTimeoutMs?: number;
+  /**
+   * Errors for which a handler is retried in place (the message stays unacknowledged
+   * and its delivery count does not grow). Default: the database is unreachable.
+   */
+  isTransient?: (err: unknown) => boolean;
+  /** How long a message may be retried in place before it is requeued. */
+  transientRetryMs?: number;
+  /** How long close() waits for handlers in flight. */
+  drainTimeoutMs?: number;
 }
 
 interface Consumer {
@@ -36,6 +60,8 @@ interface Consumer {
   channel?: Channel;
   tag?: string;
 }
+
+type RecoveringConnection = Awaited<ReturnType<typeof connectRecovering>>;
 
 export async function connectAmqp(options: AmqpOptions): Promise<AmqpBroker> {
   const broker = new AmqpBroker(options);
@@ -55,18 +81,24 @@ export function redactUrl(url: string): string {
 }
 
 export class AmqpBroker implements Broker {
-  private connection: Awaited<ReturnType<typeof connectRecovering>> | undefined;
+  private connection: RecoveringConnection | undefined;
+  /** The live connection, set by setup and cleared on disconnect. */
+  private model: ChannelModel | undefined;
   private publisher: ConfirmChannel | undefined;
   private ready = false;
   private closing = false;
   private readonly consumers: Consumer[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private readonly returned = new Set<string>();
-  private drain: Promise<void> | undefined;
+  /** Set while the publish channel's buffer is full; resolved by 'drain' or its death. */
+  private drain: { promise: Promise<void>; release: () => void } | undefined;
+  private readonly closedChannels = new WeakSet<Channel>();
   private readonly log: Logger;
+  private readonly isTransient: (err: unknown) => boolean;
 
   constructor(private readonly options: AmqpOptions) {
     this.log = options.logger.child({ component: "amqp" });
+    this.isTransient = options.isTransient ?? isDatabaseUnavailable;
   }
 
   async start(): Promise<void> {
@@ -75,15 +107,21 @@ export class AmqpBroker implements Broker {
     conn.on("connect", () => this.log.info("broker connected"));
     conn.on("disconnect", (err: Error) => {
       this.ready = false;
+      this.model = undefined;
       this.publisher = undefined;
+      this.releaseDrain();
       for (const c of this.consumers) c.channel = undefined;
       if (!this.closing) this.log.warn("broker disconnected", { error: err?.message });
     });
     conn.on("connect-failed", (err: Error) => {
       this.log.warn("broker connect failed", { error: err?.message });
     });
+    conn.on("reconnect-failed", (err: Error) => {
+      this.log.error("broker recovery gave up", { error: err?.message });
+    });
     conn.on("error", (err: Error) => this.log.warn("broker error", { error: err?.message }));
     conn.on("blocked", (reason: string) => this.log.warn("broker blocked us", { reason }));
+    conn.on("unblocked", () => this.log.info("broker unblocked us"));
     this.log.info("connecting to broker", { url: redactUrl(this.options.url) });
   }
 
@@ -93,38 +131,85 @@ export class AmqpBroker implements Broker {
   }
 
   isReady(): boolean {
-    return this.ready && !this.closing;
+    return this.ready && !this.closing && this.publisher !== undefined;
   }
 
   private async setup(model: ChannelModel): Promise<void> {
     const ch = await model.createChannel();
     await declareTopology(ch, this.options.deliveryLimit);
     await ch.close();
+    this.model = model;
+    try {
+      await this.openPublisher(model);
+      for (const c of this.consumers) await this.attach(model, c);
+    } catch (err) {
+      // amqplib closes this connection and reconnects; nothing may reuse it meanwhile.
+      this.model = undefined;
+      throw err;
+    }
+    this.ready = true;
+  }
 
+  private async openPublisher(model: ChannelModel): Promise<void> {
     const pub = await model.createConfirmChannel();
     pub.on("error", (err: Error) => this.log.warn("publish channel error", { error: err.message }));
     // With `mandatory`, an unroutable message comes back before its confirm.
     pub.on("return", (msg: { properties: { messageId?: string } }) => {
       if (msg.properties.messageId) this.returned.add(msg.properties.messageId);
     });
-    pub.on("drain", () => (this.drain = undefined));
+    pub.on("drain", () => this.releaseDrain());
+    pub.on("close", () => {
+      this.closedChannels.add(pub);
+      if (this.publisher !== pub) return;
+      this.publisher = undefined;
+      this.releaseDrain();
+      // A channel-level error closed it while the connection may live on: reopen it.
+      this.reopenLater(model, "publish channel", () => this.openPublisher(model));
+    });
+    this.releaseDrain();
     this.publisher = pub;
-    this.drain = undefined;
+  }
 
-    for (const c of this.consumers) await this.startConsumer(model, c);
-    this.ready = true;
+  /** Retries `open` with backoff while `model` is still the live connection. */
+  private reopenLater(model: ChannelModel, what: string, open: () => Promise<void>): void {
+    const attempt = (n: number) => {
+      setTimeout(() => {
+        if (this.closing || this.model !== model) return; // reconnect's setup takes over
+        open().then(
+          () => this.log.info(`${what} reopened`),
+          (err: Error) => {
+            this.log.warn(`could not reopen ${what}`, { error: err.message, attempt: n });
+            attempt(n + 1);
+          },
+        );
+      }, jittered(Math.min(250 * 2 ** n, 5_000)));
+    };
+    attempt(0);
+  }
+
+  private releaseDrain(): void {
+    const d = this.drain;
+    this.drain = undefined;
+    d?.release();
   }
 
   async publish(msg: OutgoingMessage): Promise<void> {
-    if (this.drain) await this.drain;
-    const ch = this.publisher;
-    if (!ch || !this.ready) throw new PublishError("broker not connected", "unavailable");
     const timeoutMs = this.options.confirmTimeoutMs ?? 10_000;
+    const started = Date.now();
+    if (this.drain) {
+      const waited = await within(this.drain.promise, timeoutMs);
+      if (!waited) throw new PublishError("broker back-pressure did not clear", "unavailable");
+    }
+    const ch = this.publisher;
+    if (!ch || !this.ready || this.closing) {
+      throw new PublishError("broker not connected", "unavailable");
+    }
+    const left = Math.max(1, timeoutMs - (Date.now() - started));
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new PublishError("publish confirm timed out", "unavailable")),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => {
+        this.returned.delete(msg.messageId);
+        reject(new PublishError("publish confirm timed out", "unavailable"));
+      }, left);
       let ok: boolean;
       try {
         ok = ch.publish(msg.exchange, msg.routingKey, Buffer.from(msg.body), {
@@ -138,8 +223,16 @@ export class AmqpBroker implements Broker {
         }, (err: unknown) => {
           clearTimeout(timer);
           const wasReturned = this.returned.delete(msg.messageId);
-          if (err) reject(new PublishError("broker refused the message", "nacked"));
-          else if (wasReturned) {
+          if (err) {
+            // A nack, or the channel closed before the confirm: either way not taken.
+            const closed = this.closedChannels.has(ch);
+            reject(
+              new PublishError(
+                closed ? "channel closed before the confirm" : "broker refused the message",
+                closed ? "unavailable" : "nacked",
+              ),
+            );
+          } else if (wasReturned) {
             reject(new PublishError(`no queue bound for ${msg.routingKey}`, "unroutable"));
           } else resolve();
         });
@@ -149,8 +242,10 @@ export class AmqpBroker implements Broker {
         return;
       }
       // Back-pressure: the socket buffer is full; later publishes wait for 'drain'.
-      if (!ok && !this.drain) {
-        this.drain = new Promise((r) => ch.once("drain", () => r()));
+      if (!ok && !this.drain && this.publisher === ch) {
+        let release = () => {};
+        const promise = new Promise<void>((r) => (release = r));
+        this.drain = { promise, release };
       }
     });
   }
@@ -159,44 +254,101 @@ export class AmqpBroker implements Broker {
     const consumer: Consumer = { queue, handler, prefetch: options?.prefetch ?? 16 };
     this.consumers.push(consumer);
     // Started by setup on (re)connect; if already connected, start it now.
-    if (this.ready && this.connection) {
-      this.connection.createChannel().then((ch: Channel) => this.attach(ch, consumer)).catch(
-        (err: Error) => this.log.warn("could not start consumer", { queue, error: err.message }),
-      );
+    const model = this.model;
+    if (this.ready && model) {
+      this.attach(model, consumer).catch((err: Error) => {
+        this.log.warn("could not start consumer", { queue, error: err.message });
+        this.reopenLater(model, `consumer on ${queue}`, () => this.reattach(model, consumer));
+      });
     }
   }
 
-  private async startConsumer(model: ChannelModel, c: Consumer): Promise<void> {
-    await this.attach(await model.createChannel(), c);
+  /** Redeclares the topology (the queue may have been deleted), then consumes again. */
+  private async reattach(model: ChannelModel, c: Consumer): Promise<void> {
+    const ch = await model.createChannel();
+    try {
+      await declareTopology(ch, this.options.deliveryLimit);
+    } finally {
+      await ch.close().catch(() => {});
+    }
+    await this.attach(model, c);
   }
 
-  private async attach(ch: Channel, c: Consumer): Promise<void> {
-    ch.on("error", (err: Error) => this.log.warn("consumer channel error", { error: err.message }));
-    await ch.prefetch(c.prefetch);
-    const { consumerTag } = await ch.consume(c.queue, (m: ConsumeMessage | null) => {
-      if (m === null) {
-        this.log.warn("consumer cancelled by broker", { queue: c.queue });
-        return;
-      }
-      const p = this.dispatch(ch, m, c).finally(() => this.inFlight.delete(p));
-      this.inFlight.add(p);
-    }, { noAck: false });
+  private async attach(model: ChannelModel, c: Consumer): Promise<void> {
+    const ch = await model.createChannel();
+    ch.on("error", (err: Error) => {
+      this.log.warn("consumer channel error", { queue: c.queue, error: err.message });
+    });
+    ch.on("close", () => {
+      this.closedChannels.add(ch);
+      if (c.channel !== ch) return;
+      c.channel = undefined;
+      c.tag = undefined;
+      this.reopenLater(model, `consumer on ${c.queue}`, () => this.reattach(model, c));
+    });
+    let consumerTag: string;
+    try {
+      await ch.prefetch(c.prefetch);
+      ({ consumerTag } = await ch.consume(c.queue, (m: ConsumeMessage | null) => {
+        if (m === null) {
+          // The broker cancelled us (queue deleted, leader moved): consume again.
+          this.log.warn("consumer cancelled by broker", { queue: c.queue });
+          if (c.channel === ch) {
+            c.channel = undefined;
+            ch.close().catch(() => {});
+            this.reopenLater(model, `consumer on ${c.queue}`, () => this.reattach(model, c));
+          }
+          return;
+        }
+        const p = this.dispatch(ch, m, c).finally(() => this.inFlight.delete(p));
+        this.inFlight.add(p);
+      }, { noAck: false }));
+    } catch (err) {
+      ch.close().catch(() => {});
+      throw err;
+    }
     c.channel = ch;
     c.tag = consumerTag;
   }
 
   private async dispatch(ch: Channel, m: ConsumeMessage, c: Consumer): Promise<void> {
     const incoming = toIncoming(m);
-    let disposition: Disposition;
-    try {
-      disposition = await c.handler(incoming);
-    } catch (err) {
-      this.log.error("handler failed", {
+    const budget = this.options.transientRetryMs ?? 30_000;
+    const started = Date.now();
+    let disposition: Disposition | undefined;
+    for (let attempt = 1; disposition === undefined; attempt++) {
+      try {
+        disposition = await c.handler(incoming);
+      } catch (err) {
+        const transient = this.isTransient(err);
+        const fields = {
+          queue: c.queue,
+          message_id: incoming.messageId,
+          delivery: incoming.deliveryCount,
+          attempt,
+          error: (err as Error)?.message ?? String(err),
+        };
+        const wait = jittered(Math.min(100 * 2 ** (attempt - 1), 3_000));
+        if (
+          transient && !this.closing && !this.closedChannels.has(ch) &&
+          Date.now() - started + wait < budget
+        ) {
+          // Holding the message costs no delivery; the dependency will come back.
+          this.log.warn("handler hit a transient failure; retrying in place", fields);
+          await delay(wait);
+          continue;
+        }
+        this.log.error("handler failed", fields);
+        disposition = "retry";
+      }
+    }
+    if (this.closedChannels.has(ch)) {
+      // The broker has already put the message back; its redelivery is deduplicated.
+      this.log.warn("channel closed before settling; the message will be redelivered", {
         queue: c.queue,
         message_id: incoming.messageId,
-        error: (err as Error).message,
       });
-      disposition = "retry";
+      return;
     }
     try {
       if (disposition === "ack") ch.ack(m);
@@ -204,7 +356,7 @@ export class AmqpBroker implements Broker {
       else {
         // A short pause keeps a failing message from spinning; the queue's delivery
         // limit bounds how often it comes back.
-        await delay(Math.min(100 * 2 ** (incoming.deliveryCount - 1), 2_000));
+        if (!this.closing) await delay(Math.min(100 * 2 ** (incoming.deliveryCount - 1), 2_000));
         ch.nack(m, false, true);
       }
     } catch (err) {
@@ -214,12 +366,22 @@ export class AmqpBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    if (this.closing) return;
     this.closing = true;
-    for (const c of this.consumers) {
-      if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => {});
+    this.releaseDrain();
+    await Promise.allSettled(this.consumers.map(async (c) => {
+      if (c.channel && c.tag) await within(c.channel.cancel(c.tag).catch(() => {}), 2_000);
+    }));
+    const drained = await within(
+      Promise.allSettled([...this.inFlight]),
+      this.options.drainTimeoutMs ?? 10_000,
+    );
+    if (!drained) {
+      this.log.warn("handlers still running at close; their messages will be redelivered", {
+        in_flight: this.inFlight.size,
+      });
     }
-    await Promise.allSettled([...this.inFlight]);
-    await this.connection?.close().catch(() => {});
+    await within(this.connection?.close().catch(() => {}) ?? Promise.resolve(), 3_000);
     this.ready = false;
   }
 }
@@ -273,4 +435,20 @@ function toIncoming(m: ConsumeMessage): IncomingMessage {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** ms ± 30 %, so replicas retrying together spread out. */
+function jittered(ms: number): number {
+  return Math.round(ms * (0.7 + Math.random() * 0.6));
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise; never rejects. */
+function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    p.then(
+      () => (clearTimeout(t), resolve(true)),
+      () => (clearTimeout(t), resolve(true)),
+    );
+  });
 }

@@ -50,6 +50,8 @@ interface Row {
 export class OutboxRelay {
   private running = false;
   private wake: (() => void) | undefined;
+  /** A poke that came while a pass was running: the next sleep is skipped. */
+  private poked = false;
   private loop: Promise<void> | undefined;
   private readonly batch: number;
   private readonly pollMs: number;
@@ -69,6 +71,7 @@ export class OutboxRelay {
 
   /** Called after a commit that enqueued something, so it goes out without waiting a poll. */
   poke(): void {
+    this.poked = true;
     this.wake?.();
   }
 
@@ -81,6 +84,7 @@ export class OutboxRelay {
   private async run(): Promise<void> {
     while (this.running) {
       let handled = 0;
+      this.poked = false;
       try {
         handled = await this.relayOnce();
       } catch (err) {
@@ -91,12 +95,14 @@ export class OutboxRelay {
   }
 
   private sleep(): Promise<void> {
+    if (this.poked) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(done, this.pollMs);
-      function done() {
+      const done = () => {
         clearTimeout(t);
+        this.wake = undefined;
         resolve();
-      }
+      };
+      const t = setTimeout(done, this.pollMs);
       this.wake = done;
     });
   }
@@ -143,7 +149,11 @@ export class OutboxRelay {
         );
       }
       if (sent.length > 0) {
-        await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent]);
+        // One placeholder per id, so this does not depend on the pool fetching array
+        // types (without fetch_types a JS array binds as a malformed array literal, the
+        // delete fails, and every pass would publish the same rows again).
+        const ids = sent.map((_, i) => `$${i + 1}::bigint`).join(", ");
+        await tx.unsafe(`delete from ${s}.outbox where id in (${ids})`, sent);
       }
       return rows.length;
     });
