@@ -1,6 +1,9 @@
 // PostgreSQL pool and migrations. Options are passed explicitly so postgres.js does
 // not go looking through PG* environment variables the service is not allowed to read
 // (it still reads PGAPPNAME, which the service tasks therefore allow).
+// Runtime: shared/vendor/postgres (postgres.js 3.4.9 with the nextWrite fix, see its PATCHED.md);
+// types: the published package.
+// @ts-types="npm:postgres@3.4.9"
 import postgres from "postgres";
 import type { Logger } from "./log.ts";
 
@@ -17,6 +20,7 @@ export interface PoolOptions {
 }
 
 export function createPool(o: PoolOptions): Sql {
+  guardStrayDriverRejections();
   const u = new URL(o.url);
   const params = Object.fromEntries(u.searchParams);
   return postgres({
@@ -47,6 +51,29 @@ export function createPool(o: PoolOptions): Sql {
       idle_in_transaction_session_timeout: 30_000,
     },
   } as postgres.Options<Record<string, never>>);
+}
+
+let guarded = false;
+
+/**
+ * When the server drops connections (restart, failover, pg_terminate_backend),
+ * postgres.js can reject internal promises nobody awaits with the connection error;
+ * every caller has already received its own error. Deno ends the process on an
+ * unhandled rejection, so those, and only those, are logged and absorbed here.
+ */
+function guardStrayDriverRejections(): void {
+  if (guarded) return;
+  guarded = true;
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    if (!isDatabaseUnavailable(e.reason)) return;
+    e.preventDefault();
+    console.log(JSON.stringify({
+      time: new Date().toISOString(),
+      level: "warn",
+      msg: "database connection error with no awaiting caller; ignored",
+      error: (e.reason as Error).message,
+    }));
+  });
 }
 
 function sslFrom(mode: string | undefined): boolean | "require" | "prefer" | "verify-full" {

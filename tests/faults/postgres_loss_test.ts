@@ -37,7 +37,6 @@ Deno.test({
   //    nextWrite, porsager/postgres#1208) or leaves queries hanging;
   // 2. shared/postgres.ts: createPool absorbs (and logs) unhandled rejections that are
   //    database-connection errors, which the driver leaves behind when a server drops.
-  ignore: true,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
