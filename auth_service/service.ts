@@ -14,14 +14,13 @@ import {
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import {
+  checkIdentity,
   cleanText,
   decodeOtpIssued,
   encodeOtpRequested,
-  isUuid,
   OtpPurpose,
   OtpRequestedSchema,
   PoisonMessage,
-  purposeName,
 } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
@@ -157,16 +156,7 @@ export class AuthService {
 
   private challengeFrom(m: IncomingMessage): Challenge {
     const msg = decodeOtpIssued(m);
-    const purpose = purposeName(msg.purpose);
-    if (!purpose) throw new PoisonMessage("unknown purpose");
-    if (!isUuid(msg.requestId)) throw new PoisonMessage("request_id is not a UUID");
-    let phone: string;
-    try {
-      phone = parsePhone(msg.phoneNumber).e164;
-    } catch {
-      throw new PoisonMessage("bad phone_number");
-    }
-    if (phone !== msg.phoneNumber) throw new PoisonMessage("phone_number not in E.164");
+    const { purpose, phone } = checkIdentity(msg, (p) => parsePhone(p).e164);
     if (msg.codeMac.length !== 32) throw new PoisonMessage("bad code_mac");
     if (!msg.issuedAt || !msg.expiresAt) throw new PoisonMessage("missing issued_at/expires_at");
     const issuedAt = new Date(Number(msg.issuedAt.seconds) * 1000 + msg.issuedAt.nanos / 1e6);

@@ -1,6 +1,5 @@
-import { ConfigError, ConfigReader } from "../shared/config.ts";
-import type { Env } from "../shared/config.ts";
-import type { Level } from "../shared/log.ts";
+import { COMMON_ENV, ConfigError, ConfigReader, readCommon } from "../shared/config.ts";
+import type { CommonConfig, Env } from "../shared/config.ts";
 import { readSendLimits, SEND_LIMIT_ENV } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
 
@@ -13,14 +12,8 @@ export type TwilioConfig = {
   apiBaseUrl?: string;
 };
 
-export interface OtpConfig {
+export interface OtpConfig extends CommonConfig {
   port: number;
-  databaseUrl: string;
-  amqpUrl: string;
-  otpHmacKey: string;
-  internalApiToken: string;
-  logLevel: Level;
-  deliveryLimit: number;
   sms: { provider: "console" } | { provider: "twilio"; twilio: TwilioConfig };
   smsRetryAttempts: number;
   codes: { length: number; ttlSeconds: number };
@@ -31,12 +24,7 @@ export interface OtpConfig {
 /** Every variable otp-service reads; its task's --allow-env lists exactly these. */
 export const OTP_ENV = [
   "OTP_PORT",
-  "DATABASE_URL",
-  "AMQP_URL",
-  "OTP_HMAC_KEY",
-  "INTERNAL_API_TOKEN",
-  "LOG_LEVEL",
-  "AMQP_DELIVERY_LIMIT",
+  ...COMMON_ENV,
   "OTP_LENGTH",
   "OTP_TTL_SECONDS",
   "SMS_PROVIDER",
@@ -59,17 +47,8 @@ export function loadOtpConfig(env: Env): OtpConfig {
     twilioSet ? "twilio" : "console",
   );
   return {
+    ...readCommon(c),
     port: c.port("OTP_PORT", 8081),
-    databaseUrl: c.url(
-      "DATABASE_URL",
-      "postgres://postgres@127.0.0.1:5432/postgres",
-      ["postgres:", "postgresql:"],
-    ),
-    amqpUrl: c.url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672", ["amqp:", "amqps:"]),
-    otpHmacKey: c.secret("OTP_HMAC_KEY", 32),
-    internalApiToken: c.secret("INTERNAL_API_TOKEN", 32),
-    logLevel: c.oneOf("LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
-    deliveryLimit: c.int("AMQP_DELIVERY_LIMIT", 5, 1, 100),
     sms: provider === "console" ? { provider } : { provider, twilio: twilioConfig(c) },
     smsRetryAttempts: c.int("SMS_RETRY_ATTEMPTS", 4, 1, 10),
     codes: {

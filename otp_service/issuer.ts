@@ -7,14 +7,13 @@ import { HmacKey, otpMac, randomCode } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import {
+  checkIdentity,
   cleanText,
   decodeOtpRequested,
   encodeOtpIssued,
-  isUuid,
   OtpIssuedSchema,
   PoisonMessage,
   purposeFromName,
-  purposeName,
 } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
 import { SmsError } from "./sms/sender.ts";
@@ -143,15 +142,7 @@ export class OtpIssuer {
 
 function requestFrom(m: IncomingMessage): CodeRequest {
   const msg = decodeOtpRequested(m);
-  const purpose = purposeName(msg.purpose);
-  if (!purpose) throw new PoisonMessage("unknown purpose");
-  if (!isUuid(msg.requestId)) throw new PoisonMessage("request_id is not a UUID");
-  let phone: string;
-  try {
-    phone = parsePhone(msg.phoneNumber).e164;
-  } catch {
-    throw new PoisonMessage("bad phone_number");
-  }
+  const { purpose, phone } = checkIdentity(msg, (p) => parsePhone(p).e164);
   return {
     requestId: msg.requestId,
     phoneNumber: phone,

@@ -105,3 +105,37 @@ export async function runMain(start: () => Promise<void>): Promise<void> {
     throw err;
   }
 }
+
+/** What both services read the same way. */
+export interface CommonConfig {
+  databaseUrl: string;
+  amqpUrl: string;
+  otpHmacKey: string;
+  internalApiToken: string;
+  logLevel: "debug" | "info" | "warn" | "error";
+  deliveryLimit: number;
+}
+
+export const COMMON_ENV = [
+  "DATABASE_URL",
+  "AMQP_URL",
+  "OTP_HMAC_KEY",
+  "INTERNAL_API_TOKEN",
+  "LOG_LEVEL",
+  "AMQP_DELIVERY_LIMIT",
+] as const;
+
+export function readCommon(c: ConfigReader): CommonConfig {
+  return {
+    databaseUrl: c.url(
+      "DATABASE_URL",
+      "postgres://postgres@127.0.0.1:5432/postgres",
+      ["postgres:", "postgresql:"],
+    ),
+    amqpUrl: c.url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672", ["amqp:", "amqps:"]),
+    otpHmacKey: c.secret("OTP_HMAC_KEY", 32),
+    internalApiToken: c.secret("INTERNAL_API_TOKEN", 32),
+    logLevel: c.oneOf("LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
+    deliveryLimit: c.int("AMQP_DELIVERY_LIMIT", 5, 1, 100),
+  };
+}

@@ -87,6 +87,27 @@ export function isUuid(s: string): boolean {
   return UUID.test(s);
 }
 
+/**
+ * The fields every bus message about a code carries, validated: a UUID request id, a
+ * known purpose and a number already in E.164. Anything else is poison.
+ */
+export function checkIdentity(
+  msg: { requestId: string; phoneNumber: string; purpose: OtpPurpose },
+  parse: (phone: string) => string,
+): { purpose: PurposeName; phone: string } {
+  const purpose = purposeName(msg.purpose);
+  if (!purpose) throw new PoisonMessage("unknown purpose");
+  if (!isUuid(msg.requestId)) throw new PoisonMessage("request_id is not a UUID");
+  let phone: string;
+  try {
+    phone = parse(msg.phoneNumber);
+  } catch {
+    throw new PoisonMessage("bad phone_number");
+  }
+  if (phone !== msg.phoneNumber) throw new PoisonMessage("phone_number not in E.164");
+  return { purpose, phone };
+}
+
 /** Free text from outside (trace ids, addresses): printable, at most 64 characters. */
 export function cleanText(s: string): string {
   // deno-lint-ignore no-control-regex

@@ -6,21 +6,30 @@ import { taskArgs } from "../shared/testing/stack.ts";
 const ROOT = new URL("../", import.meta.url);
 const KEY = "k".repeat(64);
 
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "",
+    HOME: Deno.env.get("HOME") ?? "",
+    NO_COLOR: "1",
+  };
+  const denoDir = Deno.env.get("DENO_DIR");
+  if (denoDir) env.DENO_DIR = denoDir;
+  return env;
+}
+
 async function start(task: "auth" | "otp", env: Record<string, string>) {
   const out = await new Deno.Command("deno", {
     args: await taskArgs(task),
     cwd: ROOT,
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      NO_COLOR: "1",
-      ...env,
-    },
+    env: { ...baseEnv(), ...env },
     stdin: "null",
   }).output();
   const stderr = new TextDecoder().decode(out.stderr).trim();
-  return { code: out.code, stderr, lines: stderr.split("\n").filter(Boolean) };
+  // Deno itself may print a boxed notice while it first sets up npm packages on a cold
+  // cache; only the service's own lines count.
+  const lines = stderr.split("\n").filter((l) => l && !/^[╭│╰]/.test(l));
+  return { code: out.code, stderr, lines };
 }
 
 const cases: [string, "auth" | "otp", Record<string, string>, string][] = [

@@ -1,0 +1,85 @@
+// What both services do around their domain: migrate their schema, relay their outbox,
+// sweep old rows, serve Connect with health checks, and stop in the right order.
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Broker } from "./bus.ts";
+import { serveConnect } from "./connect_server.ts";
+import { retryUntil, withTimeout } from "./lifecycle.ts";
+import type { Logger } from "./log.ts";
+import { OutboxRelay } from "./outbox.ts";
+import { migrate, migrationsApplied, readMigrations } from "./postgres.ts";
+import type { Sql } from "./postgres.ts";
+
+export interface RuntimeOptions {
+  sql: Sql;
+  broker: Broker;
+  logger: Logger;
+  /** The schema the service owns, and where its numbered migrations live. */
+  schema: string;
+  migrationsDir: URL;
+}
+
+export interface Runtime {
+  relay: OutboxRelay;
+  /** Starts the relay, the periodic sweep and the server; resolves once listening. */
+  serve(o: ServeParts): RunningService;
+}
+
+export interface ServeParts {
+  hostname?: string;
+  port: number;
+  trustedProxyHops?: number;
+  routes: (router: ConnectRouter) => void;
+  /** Deletes rows no limit or lookup needs any more; run every few minutes. */
+  sweep: () => Promise<void>;
+  listenFields?: Record<string, unknown>;
+}
+
+export interface RunningService {
+  port: number;
+  /** Stops taking requests, drains, stops consuming and relaying, closes the pool. */
+  stop(): Promise<void>;
+}
+
+const SWEEP_EVERY_MS = 5 * 60_000;
+
+export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
+  const { sql, broker, logger, schema } = o;
+  const migrations = await readMigrations(o.migrationsDir);
+  await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), logger);
+  const relay = new OutboxRelay({ sql, schema, broker, logger });
+  return {
+    relay,
+    serve(p: ServeParts): RunningService {
+      relay.start();
+      // Any replica may sweep: the deletes are idempotent.
+      const sweeper = setInterval(() => {
+        p.sweep().catch((err) => logger.warn("sweep failed", { error: err.message }));
+      }, SWEEP_EVERY_MS);
+      const server = serveConnect({
+        hostname: p.hostname,
+        port: p.port,
+        logger,
+        routes: p.routes,
+        trustedProxyHops: p.trustedProxyHops,
+        health: {
+          ready: async () => {
+            const db = await withTimeout(() => migrationsApplied(sql, schema, migrations), 1_000)
+              .catch(() => false);
+            return { database: db, migrations: db, broker: broker.isReady() };
+          },
+        },
+        onListen: (addr) => logger.info("listening", { port: addr.port, ...p.listenFields }),
+      });
+      return {
+        port: server.port,
+        async stop() {
+          clearInterval(sweeper);
+          await server.shutdown();
+          await broker.close();
+          await relay.stop();
+          await sql.end({ timeout: 5 });
+        },
+      };
+    },
+  };
+}
