@@ -16,6 +16,8 @@ export interface OtpConfig extends CommonConfig {
   port: number;
   sms: { provider: "console" } | { provider: "twilio"; twilio: TwilioConfig };
   smsRetryAttempts: number;
+  /** How long one provider request may take before it counts as a transient failure. */
+  smsTimeoutMs: number;
   codes: { length: number; ttlSeconds: number };
   sending: SendLimits;
   smsHourlyBudget: number;
@@ -29,6 +31,7 @@ export const OTP_ENV = [
   "OTP_TTL_SECONDS",
   "SMS_PROVIDER",
   "SMS_RETRY_ATTEMPTS",
+  "SMS_TIMEOUT_MS",
   "TWILIO_ACCOUNT_SID",
   "TWILIO_AUTH_TOKEN",
   "TWILIO_FROM_NUMBER",
@@ -51,6 +54,7 @@ export function loadOtpConfig(env: Env): OtpConfig {
     port: c.port("OTP_PORT", 8081),
     sms: provider === "console" ? { provider } : { provider, twilio: twilioConfig(c) },
     smsRetryAttempts: c.int("SMS_RETRY_ATTEMPTS", 4, 1, 10),
+    smsTimeoutMs: c.int("SMS_TIMEOUT_MS", 10_000, 100, 60_000),
     codes: {
       length: c.int("OTP_LENGTH", 6, 6, 9),
       // SPEC §7: never more than 10 minutes.

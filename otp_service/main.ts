@@ -26,6 +26,7 @@ async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
     from: t.messagingServiceSid ? undefined : t.from,
     messagingServiceSid: t.messagingServiceSid,
     baseUrl: t.apiBaseUrl,
+    timeoutMs: config.smsTimeoutMs,
   });
   return withRetries(twilio, { attempts: config.smsRetryAttempts, logger });
 }

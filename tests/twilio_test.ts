@@ -16,6 +16,7 @@ const stack = await startStack({
     TWILIO_AUTH_TOKEN: authToken,
     TWILIO_FROM_NUMBER: "+15005550006",
     TWILIO_API_BASE_URL: fake.url,
+    SMS_TIMEOUT_MS: "400",
   },
 });
 Deno.test.afterAll(async () => {
@@ -72,4 +73,37 @@ Deno.test("a permanent Twilio error sends nothing twice and the code is never ac
     auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }),
     (e) => ConnectError.from(e).code === Code.Unauthenticated,
   );
+});
+
+Deno.test("a Twilio request that times out is retried and the code still arrives", async () => {
+  const phone = randomPhone();
+  fake.script([{ delayMs: 1_500 }, "ok"]);
+  const before = fake.requests.length;
+  await auth.signupWithPhoneNumber({ phoneNumber: phone });
+  await eventually(
+    async () => {
+      const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
+      return r?.status === "sent";
+    },
+    10_000,
+    "the request to be sent after a retry",
+  );
+  // The fake records the slow request when it finally answers.
+  const mine = await eventually(
+    async () => {
+      const m = fake.requests.slice(before).filter((r) => r.to === phone);
+      return m.length >= 2 ? m : undefined;
+    },
+    5_000,
+    "both requests to reach the fake",
+  );
+  // Retries resend the same code: whichever copy arrives, it verifies.
+  assert.ok(mine.every((r) => r.body === mine[0]!.body));
+  const code = /(\d{6})/.exec(mine.at(-1)!.body ?? "")![1]!;
+  const { sessionToken } = await eventually(
+    () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
+    10_000,
+    "the challenge to arrive",
+  );
+  assert.ok(sessionToken);
 });

@@ -1,0 +1,47 @@
+// The sweep against real PostgreSQL: rows past their use are deleted, live ones kept.
+import assert from "node:assert/strict";
+import { createLogger } from "../shared/log.ts";
+import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
+import { createDatabase } from "../shared/testing/stack.ts";
+import { PgAuthStore } from "./pg_store.ts";
+
+Deno.test("the sweep deletes expired counters, challenges, sessions and old inbox rows only", async () => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
+  try {
+    const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
+    await migrate(sql, "auth", migrations, createLogger("test", "error"));
+    const [u] = await sql`insert into auth.users (phone_number) values ('+14155550123')
+      returning id`;
+    await sql`insert into auth.rate_events (key, at) values
+      ('old', now() - interval '3 days'), ('new', now())`;
+    await sql`insert into auth.inbox (message_id, handled_at) values
+      ('old', now() - interval '3 days'), ('new', now())`;
+    await sql`insert into auth.sessions (user_id, token_hash, expires_at) values
+      (${u!.id}, '\\x01', now() - interval '3 days'), (${
+      u!.id
+    }, '\\x02', now() + interval '1 day')`;
+    await sql`insert into auth.challenges
+      (phone_number, purpose, request_id, code_mac, issued_at, expires_at) values
+      ('+14155550123', 'signup', 'a', '\\x00', now() - interval '3 days',
+       now() - interval '3 days'),
+      ('+14155550123', 'login', 'b', '\\x00', now(), now() + interval '5 minutes')`;
+
+    await new PgAuthStore(sql).sweep(86_400);
+
+    const [left] = await sql`select
+      (select string_agg(key, ',') from auth.rate_events) as events,
+      (select string_agg(message_id, ',') from auth.inbox) as inbox,
+      (select count(*)::int from auth.sessions) as sessions,
+      (select string_agg(purpose, ',') from auth.challenges) as challenges`;
+    assert.deepEqual({ ...left }, {
+      events: "new",
+      inbox: "new",
+      sessions: 1,
+      challenges: "login",
+    });
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+});
