@@ -24,13 +24,22 @@ const capped = await startStack({
     ADDRESS_CHECK_LIMIT: "4",
     ADDRESS_WINDOW_SECONDS: "3",
     ALLOWED_COUNTRIES: "US",
-    SESSION_TTL_SECONDS: "3",
-    SESSION_IDLE_SECONDS: "2",
   },
   otpEnv: { SMS_HOURLY_BUDGET: "2", RATE_HOUR_SECONDS: "4", ALLOWED_COUNTRIES: "US" },
 });
+// Short sessions and a daily cap below the hourly one, so each trips on its own.
+const daily = await startStack({
+  authEnv: {
+    OTP_SEND_COOLDOWN_SECONDS: "0",
+    OTP_SENDS_PER_DAY: "2",
+    RATE_DAY_SECONDS: "5",
+    SESSION_TTL_SECONDS: "3",
+    SESSION_IDLE_SECONDS: "2",
+  },
+  otpEnv: { OTP_SEND_COOLDOWN_SECONDS: "0", OTP_SENDS_PER_DAY: "2", RATE_DAY_SECONDS: "5" },
+});
 Deno.test.afterAll(async () => {
-  await Promise.all([stack.stop(), capped.stop()]);
+  await Promise.all([stack.stop(), capped.stop(), daily.stop()]);
 });
 
 const client = (url: string) => createClient(AuthService, createConnectTransport({ baseUrl: url }));
@@ -201,20 +210,45 @@ Deno.test("the global hourly SMS budget stops all sending until the window passe
   await otp.generateOtp({ phoneNumber: phone }, bearer);
 });
 
-Deno.test("a session stops working after its idle timeout and its absolute lifetime", async () => {
-  const c = client(capped.authUrl);
-  await sleep(3_100); // fresh address window
+async function sessionFor(s: typeof stack): Promise<{ phone: string; bearer: object }> {
+  const c = client(s.authUrl);
   const phone = randomPhone();
-  const mark = capped.otp.lines.length;
+  const mark = s.otp.lines.length;
   await c.signupWithPhoneNumber({ phoneNumber: phone });
-  const code = await codeFor(capped, phone, "signup", mark);
+  const code = await codeFor(s, phone, "signup", mark);
   const { sessionToken } = await c.verifyPhoneNumber({ phoneNumber: phone, otp: code });
-  const bearer = { headers: { authorization: `Bearer ${sessionToken}` } };
-  await sleep(1_000);
-  await c.getProfile({ phoneNumber: phone }, bearer); // refreshes the idle timer
-  await sleep(2_200); // idle timeout (2s) passes
-  await assert.rejects(
-    c.getProfile({ phoneNumber: phone }, bearer),
-    (e) => ConnectError.from(e).code === Code.Unauthenticated,
-  );
+  return { phone, bearer: { headers: { authorization: `Bearer ${sessionToken}` } } };
+}
+
+const unauthenticated = (e: unknown) => ConnectError.from(e).code === Code.Unauthenticated;
+
+Deno.test("the per-number daily cap trips and lifts when its window passes", async () => {
+  const c = client(daily.authUrl);
+  const phone = randomPhone();
+  await c.signupWithPhoneNumber({ phoneNumber: phone });
+  await c.signupWithPhoneNumber({ phoneNumber: phone });
+  const retry = await exhausted(c.signupWithPhoneNumber({ phoneNumber: phone }));
+  assert.ok(retry <= 5);
+  await sleep(retry * 1000 + 200);
+  await c.signupWithPhoneNumber({ phoneNumber: phone });
+});
+
+Deno.test("a session unused for longer than the idle timeout stops working", async () => {
+  const c = client(daily.authUrl);
+  const { phone, bearer } = await sessionFor(daily);
+  await c.getProfile({ phoneNumber: phone }, bearer);
+  await sleep(2_300); // idle timeout: 2 s
+  await assert.rejects(c.getProfile({ phoneNumber: phone }, bearer), unauthenticated);
+});
+
+Deno.test("a session kept busy still ends at its absolute lifetime", async () => {
+  const c = client(daily.authUrl);
+  const { phone, bearer } = await sessionFor(daily);
+  // Used every 0.7 s, so the 2 s idle timeout never passes; the 3 s lifetime does.
+  for (let i = 0; i < 3; i++) {
+    await sleep(700);
+    await c.getProfile({ phoneNumber: phone }, bearer);
+  }
+  await sleep(1_300);
+  await assert.rejects(c.getProfile({ phoneNumber: phone }, bearer), unauthenticated);
 });
