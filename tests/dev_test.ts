@@ -5,13 +5,40 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
-import { randomPhone, Service, taskArgs } from "../shared/testing/stack.ts";
+import { createPool } from "../shared/postgres.ts";
+import {
+  createDatabase,
+  createVhost,
+  randomPhone,
+  Service,
+  taskArgs,
+} from "../shared/testing/stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
 Deno.test("deno task dev serves the whole journey with embedded infrastructure and stops on SIGINT", async () => {
+  await journey({}, "in-process (not durable; dev only)");
+});
+
+Deno.test("deno task dev switches to the real PostgreSQL and RabbitMQ when their URLs are set", async () => {
+  const db = await createDatabase();
+  const vhost = await createVhost();
+  try {
+    await journey({ DATABASE_URL: db.url, AMQP_URL: vhost.url }, "broker        AMQP_URL");
+    const sql = createPool({ url: db.url, applicationName: "test", max: 1 });
+    const [row] = await sql`select count(*)::int as n from auth.users`;
+    await sql.end();
+    assert.equal(row!.n, 1, "the user landed in the real database");
+  } finally {
+    await db.drop();
+    await vhost.drop();
+  }
+});
+
+async function journey(extra: Record<string, string>, brokerLine: string) {
   const dataDir = `.dev/test-${crypto.randomUUID()}`;
   const env: Record<string, string> = {
+    ...extra,
     PATH: Deno.env.get("PATH") ?? "",
     HOME: Deno.env.get("HOME") ?? "",
     NO_COLOR: "1",
@@ -25,7 +52,7 @@ Deno.test("deno task dev serves the whole journey with embedded infrastructure a
   try {
     const banner = await dev.waitForLine((l) => l.includes("auth-service  http://"), 60_000);
     const authUrl = /(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)![1]!;
-    assert.ok(dev.lines.some((l) => l.includes("in-process (not durable; dev only)")));
+    assert.ok(dev.lines.some((l) => l.includes(brokerLine)));
     assert.ok(dev.lines.some((l) => l.includes("curl -s")), "a ready-to-paste curl command");
     const auth = createClient(AuthService, createConnectTransport({ baseUrl: authUrl }));
     const phone = randomPhone();
@@ -70,4 +97,4 @@ Deno.test("deno task dev serves the whole journey with embedded infrastructure a
     await Deno.remove(new URL(dataDir, ROOT), { recursive: true }).catch(() => {});
     await Deno.remove(new URL(`${dataDir}.lock`, ROOT)).catch(() => {});
   }
-});
+}
