@@ -90,9 +90,9 @@ Deno.test("a Twilio request that times out is retried and the code still arrives
   );
   // The fake records the slow request when it finally answers.
   const mine = await eventually(
-    async () => {
+    () => {
       const m = fake.requests.slice(before).filter((r) => r.to === phone);
-      return m.length >= 2 ? m : undefined;
+      return Promise.resolve(m.length >= 2 ? m : undefined);
     },
     5_000,
     "both requests to reach the fake",
