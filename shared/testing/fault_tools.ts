@@ -6,7 +6,7 @@ import type { Channel, ChannelModel, GetMessage } from "amqplib";
 import { Buffer } from "node:buffer";
 import { createPool } from "../postgres.ts";
 import { QUEUES } from "../topology.ts";
-import { DATABASE_URL } from "./stack.ts";
+import { DATABASE_URL, startStack } from "./stack.ts";
 import type { Stack } from "./stack.ts";
 
 const text = new TextDecoder();
@@ -367,4 +367,23 @@ export async function queuesSettled(vhost: string, timeoutMs = 15_000): Promise<
 /** Closes every client connection to `vhost` (as a network blip or a failover would). */
 export async function closeConnections(vhost: string): Promise<void> {
   await rabbitmqctl(["close_all_connections", "--vhost", vhost, "fault test"]);
+}
+
+/**
+ * Runs a fault scenario on a fresh stack (client addresses taken from
+ * X-Forwarded-For), explaining a failure with the services' last warnings, and always
+ * leaves the broker running and the stack stopped.
+ */
+export async function onFreshStack(
+  scenario: (stack: Stack) => Promise<void>,
+  extraEnv: Record<string, string> = {},
+): Promise<void> {
+  const env = { TRUSTED_PROXY_HOPS: "1", ...extraEnv };
+  const stack = await startStack({ authEnv: env, otpEnv: env });
+  try {
+    await explainFailure([stack.auth, stack.otp], () => scenario(stack));
+  } finally {
+    await ensureBrokerRunning();
+    await stack.stop();
+  }
 }

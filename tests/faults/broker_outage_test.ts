@@ -6,9 +6,8 @@ import assert from "node:assert/strict";
 import {
   clientHeaders,
   distinctPhones,
-  ensureBrokerRunning,
-  explainFailure,
   mapLimit,
+  onFreshStack,
   queuesSettled,
   rpc,
   SIGNUP,
@@ -19,7 +18,7 @@ import {
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
 import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
-import { randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { randomPhone } from "../../shared/testing/stack.ts";
 import type { Stack } from "../../shared/testing/stack.ts";
 
 const USERS = 100;
@@ -29,16 +28,7 @@ Deno.test({
     "100 concurrent signups across a broker stop/start: all accepted, each number gets exactly one live challenge and one SMS, and every code verifies",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const env = { TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({ authEnv: env, otpEnv: env });
-    try {
-      await explainFailure([stack.auth, stack.otp], () => scenario(stack));
-    } finally {
-      await ensureBrokerRunning();
-      await stack.stop();
-    }
-  },
+  fn: () => onFreshStack(scenario),
 });
 
 async function scenario(stack: Stack) {

@@ -6,7 +6,7 @@ import { EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import {
   clientHeaders,
   closeConnections,
-  explainFailure,
+  onFreshStack,
   queuesSettled,
   RawAmqp,
   rpc,
@@ -14,7 +14,7 @@ import {
   until,
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
 import type { Stack } from "../../shared/testing/stack.ts";
 
 Deno.test({
@@ -22,15 +22,7 @@ Deno.test({
     "an unroutable publish is returned and kept in the outbox, then delivered once a reconnect redeclares the topology",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const env = { TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({ authEnv: env, otpEnv: env });
-    try {
-      await explainFailure([stack.auth, stack.otp], () => scenario(stack));
-    } finally {
-      await stack.stop();
-    }
-  },
+  fn: () => onFreshStack(scenario),
 });
 
 async function scenario(stack: Stack) {
