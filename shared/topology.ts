@@ -9,7 +9,10 @@ export const OTP_QUEUE = "otp_queue";
 export const AUTH_ROUTING_KEY = "otp_to_auth";
 export const AUTH_QUEUE = "auth_service_queue";
 
-/** Deliveries after which a message that keeps failing is dead-lettered. */
+/**
+ * Returns after which a message that keeps failing is dead-lettered (RabbitMQ counts
+ * returns, so its handler sees it at most this many times plus one).
+ */
 export const DEFAULT_DELIVERY_LIMIT = 5;
 
 export interface QueueSpec {
