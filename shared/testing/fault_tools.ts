@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer";
 import { createPool } from "../postgres.ts";
 import { QUEUES } from "../topology.ts";
 import { DATABASE_URL, startStack } from "./stack.ts";
-import type { Stack } from "./stack.ts";
+import type { Service, Stack } from "./stack.ts";
 
 const text = new TextDecoder();
 
@@ -369,19 +369,33 @@ export async function closeConnections(vhost: string): Promise<void> {
   await rabbitmqctl(["close_all_connections", "--vhost", vhost, "fault test"]);
 }
 
+export interface FreshStackOptions {
+  /** Added to both services' environment. */
+  env?: Record<string, string>;
+  /** Added to otp-service's environment only (e.g. twilioEnv). */
+  otpEnv?: Record<string, string>;
+  beforeStart?: (amqpUrl: string) => Promise<void>;
+}
+
 /**
  * Runs a fault scenario on a fresh stack (client addresses taken from
- * X-Forwarded-For), explaining a failure with the services' last warnings, and always
- * leaves the broker running and the stack stopped.
+ * X-Forwarded-For), explaining a failure with the last warnings of every service the
+ * scenario ran (it pushes restarted ones onto `services`), and always leaves the
+ * broker running and the stack stopped.
  */
 export async function onFreshStack(
-  scenario: (stack: Stack) => Promise<void>,
-  extraEnv: Record<string, string> = {},
+  scenario: (stack: Stack, services: Service[]) => Promise<void>,
+  o: FreshStackOptions = {},
 ): Promise<void> {
-  const env = { TRUSTED_PROXY_HOPS: "1", ...extraEnv };
-  const stack = await startStack({ authEnv: env, otpEnv: env });
+  const env = { TRUSTED_PROXY_HOPS: "1", ...o.env };
+  const stack = await startStack({
+    authEnv: env,
+    otpEnv: { ...env, ...o.otpEnv },
+    beforeStart: o.beforeStart,
+  });
+  const services: Service[] = [stack.auth, stack.otp];
   try {
-    await explainFailure([stack.auth, stack.otp], () => scenario(stack));
+    await explainFailure(services, () => scenario(stack, services));
   } finally {
     await ensureBrokerRunning();
     await stack.stop();

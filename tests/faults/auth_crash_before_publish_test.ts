@@ -10,9 +10,8 @@ import { OtpRequestedSchema } from "../../shared/gen/bus/v1/bus_pb.ts";
 import { AUTH_ROUTING_KEY, EXCHANGE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import {
   clientHeaders,
-  ensureBrokerRunning,
-  explainFailure,
   jsonLogs,
+  onFreshStack,
   RawAmqp,
   rpc,
   SIGNUP,
@@ -21,7 +20,7 @@ import {
   until,
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
 import type { Service, Stack } from "../../shared/testing/stack.ts";
 
 const TAP = "fault_tap";
@@ -31,26 +30,15 @@ Deno.test({
     "auth-service killed between its database commit and its publish: the request is published after restart and its code verifies (request id traced end to end)",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const env = { TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({
-      authEnv: env,
-      otpEnv: env,
+  fn: () =>
+    onFreshStack(scenario, {
       // A durable tap on the exchange records every bus message with its properties.
       beforeStart: async (url) => {
         const bus = await RawAmqp.open(url);
         await bus.tap(TAP, EXCHANGE, [OTP_ROUTING_KEY, AUTH_ROUTING_KEY]);
         await bus.close();
       },
-    });
-    const services: Service[] = [stack.auth, stack.otp];
-    try {
-      await explainFailure(services, () => scenario(stack, services));
-    } finally {
-      await ensureBrokerRunning();
-      await stack.stop();
-    }
-  },
+    }),
 });
 
 async function scenario(stack: Stack, services: Service[]) {

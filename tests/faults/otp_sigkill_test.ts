@@ -12,8 +12,8 @@ import {
   clientHeaders,
   codeIn,
   distinctPhones,
-  explainFailure,
   mapLimit,
+  onFreshStack,
   queuesSettled,
   rpc,
   SIGNUP,
@@ -22,7 +22,7 @@ import {
   until,
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
-import { randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { randomPhone } from "../../shared/testing/stack.ts";
 import type { Service, Stack } from "../../shared/testing/stack.ts";
 
 const accountSid = `AC${"7b".repeat(16)}`;
@@ -40,16 +40,11 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const fake = startFakeTwilio({ accountSid, authToken });
-    const env = { TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({
-      authEnv: env,
-      otpEnv: { ...env, ...twilioEnv(fake.url, accountSid, authToken) },
-    });
-    const services: Service[] = [stack.auth, stack.otp];
     try {
-      await explainFailure(services, () => scenario(stack, fake, services));
+      await onFreshStack((stack, services) => scenario(stack, fake, services), {
+        otpEnv: twilioEnv(fake.url, accountSid, authToken),
+      });
     } finally {
-      await stack.stop();
       await fake.close();
     }
   },

@@ -16,15 +16,15 @@ import {
 } from "../../shared/topology.ts";
 import {
   clientHeaders,
-  explainFailure,
   jsonLogs,
+  onFreshStack,
   queuesSettled,
   RawAmqp,
   rpc,
   SIGNUP,
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
 import type { Stack } from "../../shared/testing/stack.ts";
 
 const DELIVERY_LIMIT = 3;
@@ -34,17 +34,15 @@ Deno.test({
     "poison messages (garbage bytes, wrong type, always-throwing handler) end in the DLQ within the delivery limit while valid signups keep flowing",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const env = { AMQP_DELIVERY_LIMIT: String(DELIVERY_LIMIT), TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({ authEnv: env, otpEnv: env });
-    const bus = await RawAmqp.open(stack.amqpUrl);
-    try {
-      await explainFailure([stack.auth, stack.otp], () => scenario(stack, bus));
-    } finally {
-      await bus.close();
-      await stack.stop();
-    }
-  },
+  fn: () =>
+    onFreshStack(async (stack) => {
+      const bus = await RawAmqp.open(stack.amqpUrl);
+      try {
+        await scenario(stack, bus);
+      } finally {
+        await bus.close();
+      }
+    }, { env: { AMQP_DELIVERY_LIMIT: String(DELIVERY_LIMIT) } }),
 });
 
 async function scenario(stack: Stack, bus: RawAmqp) {

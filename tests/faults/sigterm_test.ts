@@ -10,7 +10,7 @@ import { EXCHANGE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
 import {
   clientHeaders,
-  explainFailure,
+  onFreshStack,
   queuesSettled,
   RawAmqp,
   rpc,
@@ -19,7 +19,7 @@ import {
   until,
 } from "../../shared/testing/fault_tools.ts";
 import type { RpcResult } from "../../shared/testing/fault_tools.ts";
-import { randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { randomPhone } from "../../shared/testing/stack.ts";
 import type { Service, Stack } from "../../shared/testing/stack.ts";
 
 const WORKERS = 16;
@@ -33,24 +33,14 @@ Deno.test({
     "SIGTERM under load: both services drain and exit 0 within a bound, and no accepted signup is lost (each later gets one challenge and one SMS)",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn() {
-    const env = { TRUSTED_PROXY_HOPS: "1" };
-    const stack = await startStack({
-      authEnv: env,
-      otpEnv: env,
+  fn: () =>
+    onFreshStack(scenario, {
       beforeStart: async (url) => {
         const bus = await RawAmqp.open(url);
         await bus.tap(TAP, EXCHANGE, [OTP_ROUTING_KEY]);
         await bus.close();
       },
-    });
-    const services: Service[] = [stack.auth, stack.otp];
-    try {
-      await explainFailure(services, () => scenario(stack, services));
-    } finally {
-      await stack.stop();
-    }
-  },
+    }),
 });
 
 async function scenario(stack: Stack, services: Service[]) {

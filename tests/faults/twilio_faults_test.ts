@@ -9,7 +9,7 @@ import type { FakeTwilio } from "../../shared/testing/fake_twilio.ts";
 import {
   clientHeaders,
   codeIn,
-  explainFailure,
+  onFreshStack,
   queueStats,
   rpc,
   SIGNUP,
@@ -18,7 +18,7 @@ import {
   until,
   VERIFY,
 } from "../../shared/testing/fault_tools.ts";
-import { randomPhone, startStack } from "../../shared/testing/stack.ts";
+import { randomPhone } from "../../shared/testing/stack.ts";
 import type { Stack } from "../../shared/testing/stack.ts";
 
 const accountSid = `AC${"5a".repeat(16)}`;
@@ -26,15 +26,11 @@ const authToken = "fault-test-auth-token-0123456789";
 
 async function withTwilioStack(fn: (stack: Stack, fake: FakeTwilio) => Promise<void>) {
   const fake = startFakeTwilio({ accountSid, authToken });
-  const env = { TRUSTED_PROXY_HOPS: "1" };
-  const stack = await startStack({
-    authEnv: env,
-    otpEnv: { ...env, ...twilioEnv(fake.url, accountSid, authToken), SMS_RETRY_ATTEMPTS: "4" },
-  });
   try {
-    await explainFailure([stack.auth, stack.otp], () => fn(stack, fake));
+    await onFreshStack((stack) => fn(stack, fake), {
+      otpEnv: { ...twilioEnv(fake.url, accountSid, authToken), SMS_RETRY_ATTEMPTS: "4" },
+    });
   } finally {
-    await stack.stop();
     await fake.close();
   }
 }
