@@ -90,13 +90,6 @@ export class PgAuthStore implements AuthStore {
     await this.sql.begin((tx) => audit(tx, event, outcome, who));
   }
 
-  async findUser(phone: string): Promise<User | null> {
-    const [row] = await this.sql<UserRow[]>`
-      select id, phone_number, created_at, verified_at from auth.users
-      where phone_number = ${phone}`;
-    return row ? toUser(row) : null;
-  }
-
   async redeem(
     phone: string,
     purpose: PurposeName,

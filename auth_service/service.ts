@@ -24,6 +24,7 @@ import {
 } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
+import { countryAllowed } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
 import type { AuditContext, AuthStore, Challenge, Limited, RateRule, User } from "./store.ts";
 
@@ -250,8 +251,7 @@ export class AuthService {
   /** Parses the number and applies the destination-country allow-list. */
   private sendablePhone(input: string): string {
     const { e164, country } = parsePhone(input);
-    const allowed = this.settings.sending.allowedCountries;
-    if (allowed.length > 0 && (!country || !allowed.includes(country))) {
+    if (!countryAllowed(this.settings.sending.allowedCountries, country)) {
       throw permissionDenied(`SMS to ${country ?? "this region"} is not enabled`);
     }
     return e164;

@@ -15,6 +15,7 @@ import {
   PoisonMessage,
   purposeFromName,
 } from "../shared/messages.ts";
+import { countryAllowed } from "../shared/limits_config.ts";
 import { parsePhone } from "../shared/phone.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsSender } from "./sms/sender.ts";
@@ -59,13 +60,10 @@ export class OtpIssuer {
       purpose: req.purpose,
     });
     const allowed = this.settings.allowedCountries;
-    if (allowed.length > 0) {
-      const country = parsePhone(req.phoneNumber).country;
-      if (!country || !allowed.includes(country)) {
-        log.warn("destination country not allowed");
-        await this.store.audit("code_refused", "country", req);
-        return { kind: "country" };
-      }
+    if (allowed.length > 0 && !countryAllowed(allowed, parsePhone(req.phoneNumber).country)) {
+      log.warn("destination country not allowed");
+      await this.store.audit("code_refused", "country", req);
+      return { kind: "country" };
     }
     const begun = await this.store.begin(req, this.settings.limits);
     if (begun.status === "limited") {

@@ -291,13 +291,10 @@ export class AmqpBroker implements Broker {
       await ch.prefetch(c.prefetch);
       ({ consumerTag } = await ch.consume(c.queue, (m: ConsumeMessage | null) => {
         if (m === null) {
-          // The broker cancelled us (queue deleted, leader moved): consume again.
+          // The broker cancelled us (queue deleted, leader moved): closing the channel
+          // lets its 'close' handler above consume again.
           this.log.warn("consumer cancelled by broker", { queue: c.queue });
-          if (c.channel === ch) {
-            c.channel = undefined;
-            ch.close().catch(() => {});
-            this.reopenLater(model, `consumer on ${c.queue}`, () => this.reattach(model, c));
-          }
+          ch.close().catch(() => {});
           return;
         }
         const p = this.dispatch(ch, m, c).finally(() => this.inFlight.delete(p));

@@ -43,3 +43,8 @@ export function readSendLimits(c: ConfigReader): SendLimits {
     allowedCountries,
   };
 }
+
+/** Whether an SMS may go to `country` under the allow-list (an empty list allows all). */
+export function countryAllowed(allowed: readonly string[], country: string | undefined): boolean {
+  return allowed.length === 0 || (country !== undefined && allowed.includes(country));
+}

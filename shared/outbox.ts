@@ -149,11 +149,7 @@ export class OutboxRelay {
         );
       }
       if (sent.length > 0) {
-        // One placeholder per id, so this does not depend on the pool fetching array
-        // types (without fetch_types a JS array binds as a malformed array literal, the
-        // delete fails, and every pass would publish the same rows again).
-        const ids = sent.map((_, i) => `$${i + 1}::bigint`).join(", ");
-        await tx.unsafe(`delete from ${s}.outbox where id in (${ids})`, sent);
+        await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent]);
       }
       return rows.length;
     });

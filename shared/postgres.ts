@@ -41,6 +41,7 @@ export function createPool(o: PoolOptions): Sql {
     keep_alive: 30,
     prepare: true,
     debug: false,
+    // Array parameters (outbox ids, rate-limit keys) need the array types fetched.
     fetch_types: true,
     publications: "alltables",
     target_session_attrs: "read-write",
