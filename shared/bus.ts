@@ -1,5 +1,5 @@
 // The message bus port. Two transports implement it: RabbitMQ (shared/amqp.ts) and
-// the in-process broker used by `deno task dev` (shared/dev/memory_broker.ts).
+// the in-process broker used by `deno task dev` (dev/memory_broker.ts).
 // Everything above this interface is the same code in both.
 
 export interface OutgoingMessage {

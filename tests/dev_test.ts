@@ -12,7 +12,7 @@ import {
   randomPhone,
   Service,
   taskArgs,
-} from "../shared/testing/stack.ts";
+} from "../testing/stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 

@@ -4,23 +4,23 @@
 // nothing is lost, nothing loops, and the services keep serving; through all of it,
 // neither process exits and neither logs an "internal error". The property has a fixed
 // seed; fast-check prints seed and counterexample on failure. The generators and the
-// dead-letter accounting live in shared/testing/fuzz/; the RPCs are fuzzed in
+// dead-letter accounting live in testing/fuzz/; the RPCs are fuzzed in
 // tests/fuzz_rpc_test.ts, against its own stack.
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
-import { eventually, randomPhone } from "../shared/testing/stack.ts";
-import { busCaseArb, certainlyInvalid, queueFor } from "../shared/testing/fuzz/bus.ts";
-import type { Sent } from "../shared/testing/fuzz/bus.ts";
+import { eventually, randomPhone } from "../testing/stack.ts";
+import { busCaseArb, certainlyInvalid, queueFor } from "../testing/fuzz/bus.ts";
+import type { Sent } from "../testing/fuzz/bus.ts";
 import {
   DeadLetterLedger,
   describeSent,
   logsAbout,
   processed,
   queueDepths,
-} from "../shared/testing/fuzz/dead_letters.ts";
+} from "../testing/fuzz/dead_letters.ts";
 import {
   assertAlive,
   assertServicesHealthy,
@@ -29,7 +29,7 @@ import {
   randomIp,
   signupAndVerify,
   startFuzzStack,
-} from "../shared/testing/fuzz/services.ts";
+} from "../testing/fuzz/services.ts";
 
 const stack = await startFuzzStack();
 Deno.test.afterAll(() => stack.stop());

@@ -7,7 +7,7 @@
 // a hang; and through all of it, neither process exits and neither logs an "internal
 // error". Every property has a fixed seed; fast-check prints seed and counterexample on
 // failure. Four bugs this fuzzing found (now fixed) are pinned as regression properties
-// below. The generators and the reply check live in shared/testing/fuzz/; the bus is
+// below. The generators and the reply check live in testing/fuzz/; the bus is
 // fuzzed in tests/fuzz_bus_test.ts, against its own stack.
 import assert from "node:assert/strict";
 import fc from "fast-check";
@@ -19,9 +19,9 @@ import {
   objectText,
   rpcCaseArb,
   validPhone,
-} from "../shared/testing/fuzz/arbitraries.ts";
-import type { CaseOptions } from "../shared/testing/fuzz/arbitraries.ts";
-import { bearerWord, spaces } from "../shared/testing/fuzz/headers.ts";
+} from "../testing/fuzz/arbitraries.ts";
+import type { CaseOptions } from "../testing/fuzz/arbitraries.ts";
+import { bearerWord, spaces } from "../testing/fuzz/headers.ts";
 import {
   assertAlive,
   assertServicesHealthy,
@@ -29,7 +29,7 @@ import {
   lazyFixture,
   randomIp,
   startFuzzStack,
-} from "../shared/testing/fuzz/services.ts";
+} from "../testing/fuzz/services.ts";
 import {
   ALL_TARGETS,
   GENERATE,
@@ -40,10 +40,10 @@ import {
   targetNamed,
   VALIDATE,
   VERIFY,
-} from "../shared/testing/fuzz/targets.ts";
-import type { Target } from "../shared/testing/fuzz/targets.ts";
-import { bodyBytes, checkReply, READ_MAX_BYTES, send } from "../shared/testing/fuzz/wire.ts";
-import type { Encoding, RpcCase } from "../shared/testing/fuzz/wire.ts";
+} from "../testing/fuzz/targets.ts";
+import type { Target } from "../testing/fuzz/targets.ts";
+import { bodyBytes, checkReply, READ_MAX_BYTES, send } from "../testing/fuzz/wire.ts";
+import type { Encoding, RpcCase } from "../testing/fuzz/wire.ts";
 
 const stack = await startFuzzStack();
 Deno.test.afterAll(() => stack.stop());

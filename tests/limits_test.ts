@@ -8,7 +8,7 @@ import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { RetryInfoSchema } from "../shared/gen/google/rpc/error_details_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
-import { codeFor, randomPhone, Service, startStack, taskArgs } from "../shared/testing/stack.ts";
+import { codeFor, randomPhone, Service, startStack, taskArgs } from "../testing/stack.ts";
 
 const limits = {
   OTP_SEND_COOLDOWN_SECONDS: "2",

@@ -5,7 +5,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
-import { randomPhone, startStack } from "../shared/testing/stack.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 
 const stack = await startStack();
 Deno.test.afterAll(() => stack.stop());

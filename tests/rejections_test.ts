@@ -4,8 +4,8 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
-import { codeFor, randomPhone, startStack } from "../shared/testing/stack.ts";
-import type { Stack } from "../shared/testing/stack.ts";
+import { codeFor, randomPhone, startStack } from "../testing/stack.ts";
+import type { Stack } from "../testing/stack.ts";
 
 const TTL = 3;
 const stack = await startStack({

@@ -7,7 +7,7 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { AUTH_ROUTING_KEY, EXCHANGE, OTP_ROUTING_KEY } from "../shared/topology.ts";
-import { codeFor, eventually, randomPhone, startStack } from "../shared/testing/stack.ts";
+import { codeFor, eventually, randomPhone, startStack } from "../testing/stack.ts";
 
 const TAP = "secrecy_tap";
 const stack = await startStack({

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
-import { startFakeTwilio } from "../shared/testing/fake_twilio.ts";
-import { eventually, randomPhone, startStack } from "../shared/testing/stack.ts";
+import { startFakeTwilio } from "../testing/fake_twilio.ts";
+import { eventually, randomPhone, startStack } from "../testing/stack.ts";
 
 const accountSid = `AC${"0123456789abcdef".repeat(2)}`;
 const authToken = "test-auth-token-0123456789";

@@ -19,9 +19,9 @@ import {
   stopBroker,
   until,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
-import type { Service, Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import { codeFor, randomPhone } from "../../testing/stack.ts";
+import type { Service, Stack } from "../../testing/stack.ts";
 
 const TAP = "fault_tap";
 

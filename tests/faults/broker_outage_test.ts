@@ -16,10 +16,10 @@ import {
   stopBroker,
   until,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
+} from "../../testing/fault_tools.ts";
 import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
-import { randomPhone } from "../../shared/testing/stack.ts";
-import type { Stack } from "../../shared/testing/stack.ts";
+import { randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 const USERS = 100;
 

@@ -6,8 +6,8 @@
 // one documented duplicate window (sent, but the crash came before the commit); their
 // codes are never accepted.
 import assert from "node:assert/strict";
-import { startFakeTwilio } from "../../shared/testing/fake_twilio.ts";
-import type { FakeTwilio } from "../../shared/testing/fake_twilio.ts";
+import { startFakeTwilio } from "../../testing/fake_twilio.ts";
+import type { FakeTwilio } from "../../testing/fake_twilio.ts";
 import {
   clientHeaders,
   codeIn,
@@ -21,9 +21,9 @@ import {
   twilioEnv,
   until,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import { randomPhone } from "../../shared/testing/stack.ts";
-import type { Service, Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import { randomPhone } from "../../testing/stack.ts";
+import type { Service, Stack } from "../../testing/stack.ts";
 
 const accountSid = `AC${"7b".repeat(16)}`;
 const authToken = "fault-test-auth-token-0123456789";

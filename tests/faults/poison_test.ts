@@ -23,9 +23,9 @@ import {
   rpc,
   SIGNUP,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
-import type { Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import { codeFor, randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 const DELIVERY_LIMIT = 3;
 

@@ -16,10 +16,10 @@ import {
   until,
   VALIDATE_LOGIN,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import type { RpcResult } from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
-import type { Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import type { RpcResult } from "../../testing/fault_tools.ts";
+import { codeFor, randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 /** How long one RPC may take while the database is being disrupted. */
 const RPC_BOUND_MS = 8_000;

@@ -17,10 +17,10 @@ import {
   SIGNUP,
   sleep,
   until,
-} from "../../shared/testing/fault_tools.ts";
-import type { RpcResult } from "../../shared/testing/fault_tools.ts";
-import { randomPhone } from "../../shared/testing/stack.ts";
-import type { Service, Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import type { RpcResult } from "../../testing/fault_tools.ts";
+import { randomPhone } from "../../testing/stack.ts";
+import type { Service, Stack } from "../../testing/stack.ts";
 
 const WORKERS = 16;
 const LOAD_BEFORE_MS = 1_500;

@@ -4,8 +4,8 @@
 // message is settled (not redelivered or dead-lettered), and the code that was in the
 // refused SMS is never accepted.
 import assert from "node:assert/strict";
-import { startFakeTwilio } from "../../shared/testing/fake_twilio.ts";
-import type { FakeTwilio } from "../../shared/testing/fake_twilio.ts";
+import { startFakeTwilio } from "../../testing/fake_twilio.ts";
+import type { FakeTwilio } from "../../testing/fake_twilio.ts";
 import {
   clientHeaders,
   codeIn,
@@ -17,9 +17,9 @@ import {
   twilioEnv,
   until,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import { randomPhone } from "../../shared/testing/stack.ts";
-import type { Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import { randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 const accountSid = `AC${"5a".repeat(16)}`;
 const authToken = "fault-test-auth-token-0123456789";

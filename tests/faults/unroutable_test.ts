@@ -13,9 +13,9 @@ import {
   SIGNUP,
   until,
   VERIFY,
-} from "../../shared/testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../shared/testing/stack.ts";
-import type { Stack } from "../../shared/testing/stack.ts";
+} from "../../testing/fault_tools.ts";
+import { codeFor, randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 Deno.test({
   name:

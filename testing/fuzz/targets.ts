@@ -16,8 +16,8 @@ import {
   ValidatePhoneNumberLoginResponseSchema,
   VerifyPhoneNumberRequestSchema,
   VerifyPhoneNumberResponseSchema,
-} from "../../gen/auth/v1/auth_pb.ts";
-import { GenerateOtpRequestSchema, GenerateOtpResponseSchema } from "../../gen/otp/v1/otp_pb.ts";
+} from "../../shared/gen/auth/v1/auth_pb.ts";
+import { GenerateOtpRequestSchema, GenerateOtpResponseSchema } from "../../shared/gen/otp/v1/otp_pb.ts";
 import type { Stack } from "../stack.ts";
 
 export interface Target {

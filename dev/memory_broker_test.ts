@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { Disposition, IncomingMessage, OutgoingMessage } from "../bus.ts";
-import { PublishError } from "../bus.ts";
-import { createLogger } from "../log.ts";
-import { AUTH_QUEUE, AUTH_ROUTING_KEY, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../topology.ts";
+import type { Disposition, IncomingMessage, OutgoingMessage } from "../shared/bus.ts";
+import { PublishError } from "../shared/bus.ts";
+import { createLogger } from "../shared/log.ts";
+import { AUTH_QUEUE, AUTH_ROUTING_KEY, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../shared/topology.ts";
 import { MemoryBroker } from "./memory_broker.ts";
 
 function setup(deliveryLimit = 3) {

@@ -4,8 +4,8 @@
 import amqp from "amqplib";
 import type { Channel, ChannelModel, GetMessage } from "amqplib";
 import { Buffer } from "node:buffer";
-import { createPool } from "../postgres.ts";
-import { QUEUES } from "../topology.ts";
+import { createPool } from "../shared/postgres.ts";
+import { QUEUES } from "../shared/topology.ts";
 import { DATABASE_URL, startStack } from "./stack.ts";
 import type { Service, Stack } from "./stack.ts";
 

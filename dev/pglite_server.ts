@@ -22,7 +22,7 @@
  * - queries run on the calling thread, so a slow query stalls the whole process.
  */
 import { PGlite } from "@electric-sql/pglite";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 
 /**
  * Pool size for each service in dev. The backend runs one statement at a time whatever

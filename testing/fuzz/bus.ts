@@ -5,8 +5,8 @@
 // services must dead-letter on first delivery (SPEC §6, proto/bus/v1).
 import fc from "fast-check";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { OtpIssuedSchema, OtpPurpose, OtpRequestedSchema } from "../../gen/bus/v1/bus_pb.ts";
-import { AUTH_QUEUE, AUTH_ROUTING_KEY, OTP_QUEUE, OTP_ROUTING_KEY } from "../../topology.ts";
+import { OtpIssuedSchema, OtpPurpose, OtpRequestedSchema } from "../../shared/gen/bus/v1/bus_pb.ts";
+import { AUTH_QUEUE, AUTH_ROUTING_KEY, OTP_QUEUE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import { BAD_PHONES, validPhone } from "./arbitraries.ts";
 import { concat, enc } from "./bytes.ts";
 import { encodeRaw, mutate, mutationArb, rawFieldArb } from "./protobuf.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { AuthService } from "../../gen/auth/v1/auth_pb.ts";
+import { AuthService } from "../../shared/gen/auth/v1/auth_pb.ts";
 import { codeFor, randomPhone, startStack } from "../stack.ts";
 import type { Service, Stack } from "../stack.ts";
 

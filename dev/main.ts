@@ -2,20 +2,20 @@
 // PostgreSQL (PGlite, same migrations), an in-process broker with the same topology,
 // the console SMS sender and generated secrets. DATABASE_URL / AMQP_URL, when set,
 // switch to the real ones. Development only.
-import { connectAmqp } from "../amqp.ts";
-import type { Broker } from "../bus.ts";
-import { ConfigReader, processEnv, runMain } from "../config.ts";
-import type { Env } from "../config.ts";
-import { randomToken } from "../crypto.ts";
-import { onShutdown } from "../lifecycle.ts";
-import { createLogger } from "../log.ts";
-import { createPool } from "../postgres.ts";
-import { startAuthService } from "../../auth_service/app.ts";
-import { loadAuthConfig } from "../../auth_service/config.ts";
-import { createOtpGateway } from "../../auth_service/otp_client.ts";
-import { startOtpService } from "../../otp_service/app.ts";
-import { loadOtpConfig } from "../../otp_service/config.ts";
-import { ConsoleSmsSender } from "../../otp_service/sms/console_sender.ts";
+import { connectAmqp } from "../shared/amqp.ts";
+import type { Broker } from "../shared/bus.ts";
+import { ConfigReader, processEnv, runMain } from "../shared/config.ts";
+import type { Env } from "../shared/config.ts";
+import { randomToken } from "../shared/crypto.ts";
+import { onShutdown } from "../shared/lifecycle.ts";
+import { createLogger } from "../shared/log.ts";
+import { createPool } from "../shared/postgres.ts";
+import { startAuthService } from "../auth_service/app.ts";
+import { loadAuthConfig } from "../auth_service/config.ts";
+import { createOtpGateway } from "../auth_service/otp_client.ts";
+import { startOtpService } from "../otp_service/app.ts";
+import { loadOtpConfig } from "../otp_service/config.ts";
+import { ConsoleSmsSender } from "../otp_service/sms/console_sender.ts";
 import { MemoryBroker } from "./memory_broker.ts";
 import { PGLITE_POOL_MAX, startPglite } from "./pglite_server.ts";
 

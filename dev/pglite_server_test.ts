@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createPool } from "../postgres.ts";
+import { createPool } from "../shared/postgres.ts";
 import { PGLITE_POOL_MAX, startPglite } from "./pglite_server.ts";
 
 Deno.test("postgres.js runs production SQL against the embedded database", async (t) => {

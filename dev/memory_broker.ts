@@ -19,10 +19,10 @@ import type {
   IncomingMessage,
   MessageHandler,
   OutgoingMessage,
-} from "../bus.ts";
-import { PublishError } from "../bus.ts";
-import type { Logger } from "../log.ts";
-import { DEAD_LETTER_EXCHANGE, DEFAULT_DELIVERY_LIMIT, EXCHANGE, QUEUES } from "../topology.ts";
+} from "../shared/bus.ts";
+import { PublishError } from "../shared/bus.ts";
+import type { Logger } from "../shared/log.ts";
+import { DEAD_LETTER_EXCHANGE, DEFAULT_DELIVERY_LIMIT, EXCHANGE, QUEUES } from "../shared/topology.ts";
 
 export interface MemoryBrokerOptions {
   /** Returns after which a retried message is dead-lettered (x-delivery-limit). */

@@ -2,16 +2,16 @@
 // the permission flags of their deno.json tasks, against the real PostgreSQL and
 // RabbitMQ. Each stack gets its own database and RabbitMQ vhost, so test files can run
 // in parallel without stealing each other's messages.
-import { createPool } from "../postgres.ts";
-import type { Sql } from "../postgres.ts";
-import { constantTimeEqual, HmacKey, otpMac } from "../crypto.ts";
-import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
+import { createPool } from "../shared/postgres.ts";
+import type { Sql } from "../shared/postgres.ts";
+import { constantTimeEqual, HmacKey, otpMac } from "../shared/crypto.ts";
+import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 
 export const DATABASE_URL = Deno.env.get("DATABASE_URL") ??
   "postgres://postgres@127.0.0.1:5432/postgres";
 export const AMQP_URL = Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.1:5672";
 
-const ROOT = new URL("../../", import.meta.url);
+const ROOT = new URL("../", import.meta.url);
 
 /** The argv of a deno.json task, so tests run services exactly as the task does. */
 export async function taskArgs(task: "auth" | "otp" | "dev"): Promise<string[]> {

@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer";
 import amqp from "amqplib";
 import type { ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
 import { fromBinary } from "@bufbuild/protobuf";
-import { AUTH_QUEUE, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../../topology.ts";
+import { AUTH_QUEUE, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import type { Stack } from "../stack.ts";
 import { dec } from "./bytes.ts";
 import { schemaFor } from "./bus.ts";
