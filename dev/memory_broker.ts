@@ -20,9 +20,15 @@ import type {
   MessageHandler,
   OutgoingMessage,
 } from "../shared/bus.ts";
+import { backoff, delay } from "../shared/async.ts";
 import { PublishError } from "../shared/bus.ts";
 import type { Logger } from "../shared/log.ts";
-import { DEAD_LETTER_EXCHANGE, DEFAULT_DELIVERY_LIMIT, EXCHANGE, QUEUES } from "../shared/topology.ts";
+import {
+  DEAD_LETTER_EXCHANGE,
+  DEFAULT_DELIVERY_LIMIT,
+  EXCHANGE,
+  QUEUES,
+} from "../shared/topology.ts";
 
 export interface MemoryBrokerOptions {
   /** Returns after which a retried message is dead-lettered (x-delivery-limit). */
@@ -67,7 +73,7 @@ export class MemoryBroker implements Broker {
   constructor(logger: Logger, options: MemoryBrokerOptions = {}) {
     this.log = logger.child({ component: "memory-broker" });
     this.retryDelayMs = options.retryDelayMs ??
-      ((n) => Math.min(100 * 2 ** (n - 1), 2_000));
+      ((n) => backoff(n, { baseMs: 100, maxMs: 2_000 }));
     const limit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     for (const spec of QUEUES) {
       this.declare(spec.deadLetterQueue, Infinity);
@@ -248,9 +254,4 @@ export class MemoryBroker implements Broker {
 function toIncoming(m: Stored): IncomingMessage {
   const { deliveries, ...props } = m;
   return { ...props, body: m.body.slice(), deliveryCount: deliveries };
-}
-
-/** A timer even for 0 ms, so a tight retry loop cannot starve the event loop. */
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.max(0, ms)));
 }

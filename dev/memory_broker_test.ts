@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import type { Disposition, IncomingMessage, OutgoingMessage } from "../shared/bus.ts";
+import { delay, pollUntil } from "../shared/async.ts";
 import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
-import { AUTH_QUEUE, AUTH_ROUTING_KEY, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../shared/topology.ts";
+import {
+  AUTH_QUEUE,
+  AUTH_ROUTING_KEY,
+  EXCHANGE,
+  OTP_QUEUE,
+  OTP_ROUTING_KEY,
+} from "../shared/topology.ts";
 import { MemoryBroker } from "./memory_broker.ts";
 
 function setup(deliveryLimit = 3) {
@@ -26,9 +33,8 @@ function message(routingKey: string, body = new Uint8Array([1, 2, 3])): Outgoing
   };
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  assert.ok(cond(), `timed out waiting for ${what}`);
+function until(cond: () => boolean, what: string): Promise<true> {
+  return pollUntil(() => cond(), { timeoutMs: 2_000, intervalMs: 5, what });
 }
 
 function recorder(disposition: Disposition | (() => Promise<Disposition>) = "ack") {
@@ -89,7 +95,7 @@ Deno.test("rejects an unroutable publish as unroutable, logs it and delivers not
     broker.publish(message("no_such_key")),
     (e) => e instanceof PublishError && e.reason === "unroutable",
   );
-  await new Promise((r) => setTimeout(r, 20));
+  await delay(20);
   assert.equal(otp.got.length, 0);
   assert.equal(broker.queueDepth(OTP_QUEUE) + broker.queueDepth(AUTH_QUEUE), 0);
   assert.ok(lines.some((l) => l.msg === "unroutable message returned"));
@@ -154,7 +160,7 @@ Deno.test("competing consumers share a queue in turn, each within its prefetch",
   assert.equal(broker.queueDepth(OTP_QUEUE), 4);
   while (seen.a + seen.b < 6 || release.length > 0) {
     release.shift()?.();
-    await new Promise((r) => setTimeout(r, 1));
+    await delay(1);
   }
   assert.deepEqual(seen, { a: 3, b: 3 });
   assert.deepEqual([busy.maxA, busy.maxB], [1, 1]);
@@ -174,7 +180,7 @@ Deno.test("close waits for handlers in flight and then refuses publishes", async
   await until(() => finish !== undefined, "delivery");
   let closed = false;
   const closing = broker.close().then(() => (closed = true));
-  await new Promise((r) => setTimeout(r, 20));
+  await delay(20);
   assert.equal(closed, false);
   assert.equal(broker.isReady(), false);
   finish();

@@ -26,6 +26,7 @@ import type {
   OutgoingMessage,
 } from "./bus.ts";
 import { PublishError } from "./bus.ts";
+import { backoff, delay, settlesWithin } from "./async.ts";
 import type { Logger } from "./log.ts";
 import { isDatabaseUnavailable } from "./postgres.ts";
 import {
@@ -182,7 +183,7 @@ export class AmqpBroker implements Broker {
             attempt(n + 1);
           },
         );
-      }, jittered(Math.min(250 * 2 ** n, 5_000)));
+      }, backoff(n + 1, { baseMs: 250, maxMs: 5_000, jitter: 0.3 }));
     };
     attempt(0);
   }
@@ -197,7 +198,7 @@ export class AmqpBroker implements Broker {
     const timeoutMs = this.options.confirmTimeoutMs ?? 10_000;
     const started = Date.now();
     if (this.drain) {
-      const waited = await within(this.drain.promise, timeoutMs);
+      const waited = await settlesWithin(this.drain.promise, timeoutMs);
       if (!waited) throw new PublishError("broker back-pressure did not clear", "unavailable");
     }
     const ch = this.publisher;
@@ -325,7 +326,7 @@ export class AmqpBroker implements Broker {
           attempt,
           error: (err as Error)?.message ?? String(err),
         };
-        const wait = jittered(Math.min(100 * 2 ** (attempt - 1), 3_000));
+        const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
         if (
           transient && !this.closing && !this.closedChannels.has(ch) &&
           Date.now() - started + wait < budget
@@ -353,7 +354,9 @@ export class AmqpBroker implements Broker {
       else {
         // A short pause keeps a failing message from spinning; the queue's delivery
         // limit bounds how often it comes back.
-        if (!this.closing) await delay(Math.min(100 * 2 ** (incoming.deliveryCount - 1), 2_000));
+        if (!this.closing) {
+          await delay(backoff(incoming.deliveryCount, { baseMs: 100, maxMs: 2_000 }));
+        }
         ch.nack(m, false, true);
       }
     } catch (err) {
@@ -367,9 +370,9 @@ export class AmqpBroker implements Broker {
     this.closing = true;
     this.releaseDrain();
     await Promise.allSettled(this.consumers.map(async (c) => {
-      if (c.channel && c.tag) await within(c.channel.cancel(c.tag).catch(() => {}), 2_000);
+      if (c.channel && c.tag) await settlesWithin(c.channel.cancel(c.tag).catch(() => {}), 2_000);
     }));
-    const drained = await within(
+    const drained = await settlesWithin(
       Promise.allSettled([...this.inFlight]),
       this.options.drainTimeoutMs ?? 10_000,
     );
@@ -378,7 +381,7 @@ export class AmqpBroker implements Broker {
         in_flight: this.inFlight.size,
       });
     }
-    await within(this.connection?.close().catch(() => {}) ?? Promise.resolve(), 3_000);
+    await settlesWithin(this.connection?.close().catch(() => {}) ?? Promise.resolve(), 3_000);
     this.ready = false;
   }
 }
@@ -428,24 +431,4 @@ function toIncoming(m: ConsumeMessage): IncomingMessage {
     body: new Uint8Array(m.content.buffer, m.content.byteOffset, m.content.byteLength),
     deliveryCount: prior + 1,
   };
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** ms ± 30 %, so replicas retrying together spread out. */
-function jittered(ms: number): number {
-  return Math.round(ms * (0.7 + Math.random() * 0.6));
-}
-
-/** Resolves true when `p` settles within `ms`, false otherwise; never rejects. */
-function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    p.then(
-      () => (clearTimeout(t), resolve(true)),
-      () => (clearTimeout(t), resolve(true)),
-    );
-  });
 }

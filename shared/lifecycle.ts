@@ -30,37 +30,3 @@ export function onShutdown(stop: () => Promise<void>, log: Logger, deadlineMs = 
   Deno.addSignalListener("SIGTERM", () => handler("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => handler("SIGINT"));
 }
-
-/** Retries `fn` with backoff until it succeeds or `deadlineMs` passes (e.g. DB at start). */
-export async function retryUntil<T>(
-  what: string,
-  fn: () => Promise<T>,
-  log: Logger,
-  deadlineMs = 30_000,
-): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > end) throw err;
-      const wait = Math.min(200 * 2 ** attempt, 3_000);
-      log.warn(`${what} failed; retrying`, { attempt, error: (err as Error).message });
-      await new Promise((r) => setTimeout(r, wait));
-    }
-  }
-}
-
-/** Resolves `fn()` or rejects after `ms`, for health probes that must answer promptly. */
-export function withTimeout<T>(fn: () => Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error("timed out")), ms);
-    fn().then((v) => {
-      clearTimeout(t);
-      resolve(v);
-    }, (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-  });
-}

@@ -2,6 +2,7 @@
 // causes it, and a relay publishes it with publisher confirms afterwards. Rows are
 // claimed with FOR UPDATE SKIP LOCKED, so any number of replicas can relay at once.
 // Delivery is at least once; consumers deduplicate on message_id.
+import { delay } from "./async.ts";
 import type { Broker, OutgoingMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import type { Sql, TxSql } from "./postgres.ts";
@@ -94,17 +95,12 @@ export class OutboxRelay {
     }
   }
 
-  private sleep(): Promise<void> {
-    if (this.poked) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        this.wake = undefined;
-        resolve();
-      };
-      const t = setTimeout(done, this.pollMs);
-      this.wake = done;
-    });
+  private async sleep(): Promise<void> {
+    if (this.poked) return;
+    const wake = new AbortController();
+    this.wake = () => wake.abort();
+    await delay(this.pollMs, { signal: wake.signal }).catch(() => {});
+    this.wake = undefined;
   }
 
   /** Publishes one batch; returns how many rows it claimed. */

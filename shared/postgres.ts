@@ -5,6 +5,7 @@
 // types: the published package.
 // @ts-types="npm:postgres@3.4.9"
 import postgres from "postgres";
+import { backoff } from "./async.ts";
 import type { Logger } from "./log.ts";
 
 export type Sql = postgres.Sql;
@@ -37,7 +38,7 @@ export function createPool(o: PoolOptions): Sql {
     connect_timeout: o.connectTimeoutSeconds ?? 5,
     max_lifetime: 30 * 60,
     max_pipeline: 100,
-    backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
+    backoff: (n: number) => backoff(n + 1, { baseMs: 50, maxMs: 2_000 }) / 1_000,
     keep_alive: 30,
     prepare: true,
     debug: false,

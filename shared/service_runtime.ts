@@ -3,7 +3,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Broker } from "./bus.ts";
 import { serveConnect } from "./connect_server.ts";
-import { retryUntil, withTimeout } from "./lifecycle.ts";
+import { retryUntil, withTimeout } from "./async.ts";
 import type { Logger } from "./log.ts";
 import { OutboxRelay } from "./outbox.ts";
 import { migrate, migrationsApplied, readMigrations } from "./postgres.ts";
@@ -45,7 +45,7 @@ const SWEEP_EVERY_MS = 5 * 60_000;
 export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const { sql, broker, logger, schema } = o;
   const migrations = await readMigrations(o.migrationsDir);
-  await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), logger);
+  await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
   const relay = new OutboxRelay({ sql, schema, broker, logger });
   return {
     relay,

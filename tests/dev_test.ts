@@ -6,13 +6,7 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { createPool } from "../shared/postgres.ts";
-import {
-  createDatabase,
-  createVhost,
-  randomPhone,
-  Service,
-  taskArgs,
-} from "../testing/stack.ts";
+import { createDatabase, createVhost, randomPhone, Service, taskArgs } from "../testing/stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 

@@ -14,12 +14,7 @@ import fc from "fast-check";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { GenerateOtpRequestSchema } from "../shared/gen/otp/v1/otp_pb.ts";
 import { OtpPurpose } from "../shared/gen/bus/v1/bus_pb.ts";
-import {
-  jsonBodyArb,
-  objectText,
-  rpcCaseArb,
-  validPhone,
-} from "../testing/fuzz/arbitraries.ts";
+import { jsonBodyArb, objectText, rpcCaseArb, validPhone } from "../testing/fuzz/arbitraries.ts";
 import type { CaseOptions } from "../testing/fuzz/arbitraries.ts";
 import { bearerWord, spaces } from "../testing/fuzz/headers.ts";
 import {

@@ -2,6 +2,7 @@
 // backoff and full jitter, so that many instances retrying together spread out.
 // Permanent failures and anything that is not an SmsError fail at once.
 
+import { backoff, delay } from "../../shared/async.ts";
 import { type Logger, maskPhone } from "../../shared/log.ts";
 import { SmsError, type SmsMessage, type SmsReceipt, type SmsSender } from "./sender.ts";
 
@@ -20,7 +21,7 @@ export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSend
   const attempts = Math.max(1, opts.attempts ?? 4);
   const baseDelayMs = opts.baseDelayMs ?? 200;
   const maxDelayMs = opts.maxDelayMs ?? 5000;
-  const sleep = opts.sleep ?? abortableSleep;
+  const sleep = opts.sleep ?? ((ms: number, signal?: AbortSignal) => delay(ms, { signal }));
   const random = opts.random ?? Math.random;
 
   return {
@@ -32,8 +33,12 @@ export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSend
         } catch (err) {
           const retryable = err instanceof SmsError && !err.permanent;
           if (!retryable || attempt >= attempts || signal?.aborted) throw err;
-          const cap = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
-          const delayMs = Math.floor(random() * cap);
+          const delayMs = backoff(attempt, {
+            baseMs: baseDelayMs,
+            maxMs: maxDelayMs,
+            jitter: "full",
+            random,
+          });
           opts.logger?.warn("sms send failed, retrying", {
             sender: sender.name,
             to: maskPhone(message.to),
@@ -53,19 +58,4 @@ export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSend
       }
     },
   };
-}
-
-function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -3,6 +3,7 @@
 // Twilio error code but never the auth token or the message body (it holds the code).
 
 import twilio from "twilio";
+import { deadline } from "../../shared/async.ts";
 import { maskPhone } from "../../shared/log.ts";
 import { SmsError, type SmsMessage, type SmsReceipt, type SmsSender } from "./sender.ts";
 
@@ -78,7 +79,14 @@ export class TwilioSmsSender implements SmsSender {
         body: message.body,
         ...this.#sender,
       });
-      const sent = await deadline(created, this.#timeoutMs, signal);
+      // A timeout or abort is transient: the retry wrapper may try again.
+      const sent = await deadline(created, this.#timeoutMs, {
+        signal,
+        error: (cause) =>
+          cause === "abort"
+            ? new SmsError("twilio: send aborted", false)
+            : new SmsError(`twilio: timed out after ${this.#timeoutMs} ms`, false),
+      });
       return { providerId: sent.sid };
     } catch (err) {
       throw this.#toSmsError(err, message);
@@ -115,27 +123,4 @@ export class TwilioSmsSender implements SmsSender {
     const hidden = swap(swap(text, this.#authToken, "[redacted]"), message.body, "[redacted]");
     return swap(hidden, message.to, maskPhone(message.to));
   }
-}
-
-/** Settles with `work`, or rejects with a transient SmsError on timeout or abort. */
-function deadline<T>(work: Promise<T>, timeoutMs: number, signal?: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const finish = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-    };
-    const onAbort = () => {
-      finish();
-      reject(new SmsError("twilio: send aborted", false));
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(new SmsError(`twilio: timed out after ${timeoutMs} ms`, false));
-    }, timeoutMs);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => (finish(), resolve(value)),
-      (err) => (finish(), reject(err)),
-    );
-  });
 }

@@ -17,7 +17,10 @@ import {
   VerifyPhoneNumberRequestSchema,
   VerifyPhoneNumberResponseSchema,
 } from "../../shared/gen/auth/v1/auth_pb.ts";
-import { GenerateOtpRequestSchema, GenerateOtpResponseSchema } from "../../shared/gen/otp/v1/otp_pb.ts";
+import {
+  GenerateOtpRequestSchema,
+  GenerateOtpResponseSchema,
+} from "../../shared/gen/otp/v1/otp_pb.ts";
 import type { Stack } from "../stack.ts";
 
 export interface Target {
