@@ -2,7 +2,7 @@
 // round trip on the same pool): `deno task bench`. Needs DATABASE_URL's server.
 import { createLogger } from "../shared/log.ts";
 import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
-import { DATABASE_URL } from "../testing/stack.ts";
+import { DATABASE_URL } from "../testing/database.ts";
 import { sha256 } from "../shared/crypto.ts";
 import { PgAuthStore } from "./pg_store.ts";
 

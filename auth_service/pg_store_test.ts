@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../shared/log.ts";
 import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
-import { createDatabase } from "../testing/stack.ts";
+import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
 
 Deno.test("the sweep deletes expired counters, challenges, sessions and old inbox rows only", async () => {

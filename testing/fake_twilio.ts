@@ -1,6 +1,6 @@
 // A local stand-in for Twilio's Messages API, for tests that drive the real
 // twilio client (in-process or in a service started as a separate process).
-// Self-contained on purpose: no imports, so any test can load it.
+import { delay, pollUntil } from "../shared/async.ts";
 
 export interface FakeTwilioOptions {
   accountSid: string;
@@ -91,7 +91,7 @@ export function startFakeTwilio(opts: FakeTwilioOptions): FakeTwilio {
     const next = queue.shift() ?? "ok";
     if (next !== "ok" && next.delayMs) {
       // Cut short by close(), so a test that gave up waiting can still shut down at once.
-      await delay(next.delayMs, closing.signal);
+      await delay(next.delayMs, { signal: closing.signal }).catch(() => {});
     }
     const status = next === "ok" ? 201 : next.status ?? 201;
     if (status !== 201) {
@@ -118,15 +118,9 @@ export function startFakeTwilio(opts: FakeTwilioOptions): FakeTwilio {
       queue.push(...replies);
     },
     async waitForRequests(count, timeoutMs = 5000) {
-      const until = Date.now() + timeoutMs;
-      while (requests.length < count) {
-        if (Date.now() > until) {
-          throw new Error(
-            `fake twilio: ${requests.length}/${count} requests after ${timeoutMs} ms`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await pollUntil(() => requests.length >= count, { timeoutMs, intervalMs: 10 }).catch(() => {
+        throw new Error(`fake twilio: ${requests.length}/${count} requests after ${timeoutMs} ms`);
+      });
       return requests.slice(0, count);
     },
     async close() {
@@ -182,15 +176,17 @@ function randomHex(bytes: number): string {
     .join("");
 }
 
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    if (signal.aborted) done();
-  });
+/** Env for otp-service to send through a (fake) Twilio at `baseUrl`. */
+export function twilioEnv(
+  baseUrl: string,
+  accountSid: string,
+  authToken: string,
+): Record<string, string> {
+  return {
+    SMS_PROVIDER: "twilio",
+    TWILIO_ACCOUNT_SID: accountSid,
+    TWILIO_AUTH_TOKEN: authToken,
+    TWILIO_FROM_NUMBER: "+15005550006",
+    TWILIO_API_BASE_URL: baseUrl,
+  };
 }

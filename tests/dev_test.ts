@@ -6,7 +6,12 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { createPool } from "../shared/postgres.ts";
-import { createDatabase, createVhost, randomPhone, Service, taskArgs } from "../testing/stack.ts";
+import { createDatabase } from "../testing/database.ts";
+import { codeInConsoleLine } from "../testing/sms_codes.ts";
+import { retryUntil } from "../shared/async.ts";
+import { createVhost } from "../testing/broker.ts";
+import { randomPhone } from "../testing/stack.ts";
+import { Service, taskArgs } from "../testing/processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -53,19 +58,11 @@ async function journey(extra: Record<string, string>, brokerLine: string) {
 
     const codeAfter = async (from: number) => {
       const line = await dev.waitForLine((l) => parseConsoleSmsLine(l)?.to === phone, 20_000, from);
-      return /(\d{6})/.exec(parseConsoleSmsLine(line)!.body)![1]!;
+      return codeInConsoleLine(line);
     };
-    const retry = async <T>(f: () => Promise<T>): Promise<T> => {
-      // The code can be printed a moment before auth-service holds its challenge.
-      for (let i = 0;; i++) {
-        try {
-          return await f();
-        } catch (err) {
-          if (i >= 40) throw err;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-    };
+    // The code can be printed a moment before auth-service holds its challenge.
+    const retry = <T>(f: () => Promise<T>): Promise<T> =>
+      retryUntil("the call", f, { deadlineMs: 4_000 });
 
     let mark = dev.lines.length;
     await auth.signupWithPhoneNumber({ phoneNumber: phone });

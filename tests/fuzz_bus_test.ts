@@ -11,7 +11,8 @@ import fc from "fast-check";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
-import { eventually, randomPhone } from "../testing/stack.ts";
+import { delay, pollUntil } from "../shared/async.ts";
+import { randomPhone } from "../testing/stack.ts";
 import { busCaseArb, certainlyInvalid, queueFor } from "../testing/fuzz/bus.ts";
 import type { Sent } from "../testing/fuzz/bus.ts";
 import {
@@ -61,20 +62,19 @@ Deno.test({
           // Every message is accounted for, eventually (bounded): dead-lettered, or (when
           // it may be valid) processed; a failing handler takes a few redeliveries first.
           const settled = new Set<string>();
-          await eventually(
-            async () => {
-              await ledger.take();
-              for (const m of sent) {
-                if (settled.has(m.fuzzId)) continue;
-                if (dead.has(m.fuzzId) || (!m.invalid && await processed(stack, m))) {
-                  settled.add(m.fuzzId);
-                }
+          await pollUntil(async () => {
+            await ledger.take();
+            for (const m of sent) {
+              if (settled.has(m.fuzzId)) continue;
+              if (dead.has(m.fuzzId) || (!m.invalid && await processed(stack, m))) {
+                settled.add(m.fuzzId);
               }
-              return settled.size === sent.length && await ledger.workQueuesEmpty();
-            },
-            30_000,
-            "every message dead-lettered or processed, and empty work queues",
-          ).catch(async (err) => {
+            }
+            return settled.size === sent.length && await ledger.workQueuesEmpty();
+          }, {
+            timeoutMs: 30_000,
+            what: "every message dead-lettered or processed, and empty work queues",
+          }).catch(async (err) => {
             const queues = JSON.stringify(await queueDepths(stack).catch(() => ({})));
             const missing = sent.filter((m) => !settled.has(m.fuzzId))
               .map((m) => `${describeSent(m)}\n  logs: ${logsAbout(stack, m).join("\n  ")}`);
@@ -130,16 +130,12 @@ Deno.test({
       assert.equal(profile.phoneNumber, user.phone);
 
       // Everything settles: work queues empty, dead-letter queues read to the end.
-      await eventually(
-        async () => {
-          await ledger.take();
-          if (!await ledger.workQueuesEmpty()) return false;
-          return await ledger.deadLetterQueuesEmpty();
-        },
-        15_000,
-        "all queues empty at the end",
-      );
-      await new Promise((r) => setTimeout(r, 500)); // a last, late dead letter
+      await pollUntil(async () => {
+        await ledger.take();
+        if (!await ledger.workQueuesEmpty()) return false;
+        return await ledger.deadLetterQueuesEmpty();
+      }, { timeoutMs: 15_000, what: "all queues empty at the end" });
+      await delay(500); // a last, late dead letter
       await ledger.take();
 
       // The dead-letter count is exactly: every certainly invalid message once, plus the

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
-import { codeFor, randomPhone, startStack } from "../testing/stack.ts";
+import { codeFor } from "../testing/sms_codes.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 
 const stack = await startStack();
 

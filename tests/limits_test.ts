@@ -8,7 +8,10 @@ import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { RetryInfoSchema } from "../shared/gen/google/rpc/error_details_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
-import { codeFor, randomPhone, Service, startStack, taskArgs } from "../testing/stack.ts";
+import { codeFor } from "../testing/sms_codes.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
+import { Service, taskArgs } from "../testing/processes.ts";
+import { delay } from "../shared/async.ts";
 
 const limits = {
   OTP_SEND_COOLDOWN_SECONDS: "2",
@@ -44,7 +47,6 @@ Deno.test.afterAll(async () => {
 
 const client = (url: string) => createClient(AuthService, createConnectTransport({ baseUrl: url }));
 const auth = client(stack.authUrl);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function exhausted(p: Promise<unknown>): Promise<number> {
   try {
@@ -89,7 +91,7 @@ Deno.test("50 concurrent signups of one new number make one user and at most one
   );
   assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
   await codeFor(stack, phone, "signup");
-  await sleep(300);
+  await delay(300);
   assert.equal(smsCount(stack, phone), 1);
   const [u] = await stack
     .sql`select count(*)::int as n from auth.users where phone_number = ${phone}`;
@@ -102,7 +104,7 @@ Deno.test("a second code within the cooldown is refused, sends nothing, and work
   await codeFor(stack, phone, "signup");
   const retry = await exhausted(auth.signupWithPhoneNumber({ phoneNumber: phone }));
   assert.ok(retry <= 2);
-  await sleep(2_200);
+  await delay(2_200);
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
   await stack.otp.waitForLine((l) =>
     parseConsoleSmsLine(l)?.to === phone && smsCount(stack, phone) === 2
@@ -113,14 +115,14 @@ Deno.test("the per-number hourly cap trips after 3 codes and lifts when the wind
   const phone = randomPhone();
   for (let i = 0; i < 3; i++) {
     await auth.signupWithPhoneNumber({ phoneNumber: phone });
-    await sleep(2_100); // past the cooldown
+    await delay(2_100); // past the cooldown
   }
   const retry = await exhausted(auth.signupWithPhoneNumber({ phoneNumber: phone }));
   assert.ok(retry <= 12);
   const [r] = await stack
     .sql`select count(*)::int as n from otp.requests where phone_number = ${phone}`;
   assert.ok(r!.n <= 3);
-  await sleep(retry * 1000 + 200);
+  await delay(retry * 1000 + 200);
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
 });
 
@@ -133,7 +135,7 @@ Deno.test("a number is locked after consecutive wrong codes across codes, then u
   for (let i = 0; i < 5; i++) {
     await assert.rejects(auth.verifyPhoneNumber({ phoneNumber: phone, otp: wrong(code) }));
   }
-  await sleep(2_100);
+  await delay(2_100);
   mark = stack.otp.lines.length;
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
   code = await codeFor(stack, phone, "signup", mark);
@@ -144,7 +146,7 @@ Deno.test("a number is locked after consecutive wrong codes across codes, then u
   const [a] = await stack.sql`select count(*)::int as n from auth.audit_events
     where phone_number = ${phone} and event = 'number_locked'`;
   assert.equal(a!.n, 1);
-  await sleep(2_100);
+  await delay(2_100);
   assert.ok((await auth.verifyPhoneNumber({ phoneNumber: phone, otp: code })).sessionToken);
 });
 
@@ -177,7 +179,7 @@ Deno.test("per-address caps on sending and checking trip and lift with the windo
     await assert.rejects(c.verifyPhoneNumber({ phoneNumber: randomPhone(), otp: "123456" }));
   }
   await exhausted(c.verifyPhoneNumber({ phoneNumber: randomPhone(), otp: "123456" }));
-  await sleep(3_100);
+  await delay(3_100);
   await c.signupWithPhoneNumber({ phoneNumber: randomPhone() });
 });
 
@@ -198,7 +200,7 @@ Deno.test("numbers outside the allowed countries are permission_denied and sent 
 });
 
 Deno.test("the global hourly SMS budget stops all sending until the window passes", async () => {
-  await sleep(4_100); // let earlier sends in this stack age out of the window
+  await delay(4_100); // let earlier sends in this stack age out of the window
   const otp = createClient(OtpService, createConnectTransport({ baseUrl: capped.otpUrl }));
   const bearer = { headers: { authorization: `Bearer ${capped.secrets.INTERNAL_API_TOKEN}` } };
   await otp.generateOtp({ phoneNumber: randomPhone() }, bearer);
@@ -206,7 +208,7 @@ Deno.test("the global hourly SMS budget stops all sending until the window passe
   const phone = randomPhone();
   await exhausted(otp.generateOtp({ phoneNumber: phone }, bearer));
   assert.ok(!capped.otp.lines.some((l) => parseConsoleSmsLine(l)?.to === phone));
-  await sleep(4_100);
+  await delay(4_100);
   await otp.generateOtp({ phoneNumber: phone }, bearer);
 });
 
@@ -229,7 +231,7 @@ Deno.test("the per-number daily cap trips and lifts when its window passes", asy
   await c.signupWithPhoneNumber({ phoneNumber: phone });
   const retry = await exhausted(c.signupWithPhoneNumber({ phoneNumber: phone }));
   assert.ok(retry <= 5);
-  await sleep(retry * 1000 + 200);
+  await delay(retry * 1000 + 200);
   await c.signupWithPhoneNumber({ phoneNumber: phone });
 });
 
@@ -237,7 +239,7 @@ Deno.test("a session unused for longer than the idle timeout stops working", asy
   const c = client(daily.authUrl);
   const { phone, bearer } = await sessionFor(daily);
   await c.getProfile({ phoneNumber: phone }, bearer);
-  await sleep(2_300); // idle timeout: 2 s
+  await delay(2_300); // idle timeout: 2 s
   await assert.rejects(c.getProfile({ phoneNumber: phone }, bearer), unauthenticated);
 });
 
@@ -246,9 +248,9 @@ Deno.test("a session kept busy still ends at its absolute lifetime", async () =>
   const { phone, bearer } = await sessionFor(daily);
   // Used every 0.7 s, so the 2 s idle timeout never passes; the 3 s lifetime does.
   for (let i = 0; i < 3; i++) {
-    await sleep(700);
+    await delay(700);
     await c.getProfile({ phoneNumber: phone }, bearer);
   }
-  await sleep(1_300);
+  await delay(1_300);
   await assert.rejects(c.getProfile({ phoneNumber: phone }, bearer), unauthenticated);
 });

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { AUTH_ENV } from "../auth_service/config.ts";
 import { OTP_ENV } from "../otp_service/config.ts";
-import { taskArgs } from "../testing/stack.ts";
+import { taskArgs } from "../testing/processes.ts";
 
 function envFlag(args: string[]): string[] {
   const flag = args.find((a) => a.startsWith("--allow-env="));

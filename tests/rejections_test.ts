@@ -4,8 +4,10 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
-import { codeFor, randomPhone, startStack } from "../testing/stack.ts";
+import { codeFor } from "../testing/sms_codes.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
+import { delay } from "../shared/async.ts";
 
 const TTL = 3;
 const stack = await startStack({
@@ -145,7 +147,7 @@ Deno.test("a used code cannot be used again", async () => {
 
 Deno.test("an expired code is unauthenticated with the same message as a wrong one", async () => {
   const { phone, code } = await signedUp();
-  await new Promise((r) => setTimeout(r, TTL * 1000 + 300));
+  await delay(TTL * 1000 + 300);
   await rejects(
     auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }),
     Code.Unauthenticated,

@@ -1,42 +1,40 @@
 // Codes and session tokens never appear in plaintext in the database, on the bus or
 // in the logs; the console SMS line is the one place a code is printed.
 import assert from "node:assert/strict";
-import amqp from "amqplib";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
+import { RawAmqp } from "../testing/broker.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { AUTH_ROUTING_KEY, EXCHANGE, OTP_ROUTING_KEY } from "../shared/topology.ts";
-import { codeFor, eventually, randomPhone, startStack } from "../testing/stack.ts";
+import { codeFor } from "../testing/sms_codes.ts";
+import { pollUntil } from "../shared/async.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 
 const TAP = "secrecy_tap";
 const stack = await startStack({
   beforeStart: async (url) => {
-    const conn = await amqp.connect(url);
-    const ch = await conn.createChannel();
-    await ch.assertExchange(EXCHANGE, "direct", { durable: true });
-    await ch.assertQueue(TAP, { durable: false });
-    await ch.bindQueue(TAP, EXCHANGE, OTP_ROUTING_KEY);
-    await ch.bindQueue(TAP, EXCHANGE, AUTH_ROUTING_KEY);
-    await conn.close();
+    const raw = await RawAmqp.open(url);
+    await raw.tap(TAP, EXCHANGE, [OTP_ROUTING_KEY, AUTH_ROUTING_KEY]);
+    await raw.close();
   },
 });
 Deno.test.afterAll(() => stack.stop());
 
 async function drainTap(): Promise<{ type: string; body: Uint8Array }[]> {
-  const conn = await amqp.connect(stack.amqpUrl);
-  const ch = await conn.createChannel();
+  const raw = await RawAmqp.open(stack.amqpUrl);
   const out: { type: string; body: Uint8Array }[] = [];
-  for (;;) {
-    const m = await ch.get(TAP, { noAck: true });
-    if (!m) break;
-    assert.equal(m.properties.deliveryMode, 2, "messages are persistent");
-    assert.ok(m.properties.messageId, "message_id is set");
-    assert.ok(m.properties.timestamp, "timestamp is set");
-    assert.equal(m.properties.contentType, "application/x-protobuf");
-    out.push({ type: m.properties.type, body: new Uint8Array(m.content) });
+  try {
+    for (const m of await raw.drain(TAP)) {
+      assert.equal(m.properties.deliveryMode, 2, "messages are persistent");
+      assert.ok(m.properties.messageId, "message_id is set");
+      assert.ok(m.properties.timestamp, "timestamp is set");
+      assert.equal(m.properties.contentType, "application/x-protobuf");
+      out.push({ type: m.properties.type, body: new Uint8Array(m.content) });
+    }
+  } finally {
+    await raw.close();
   }
-  await conn.close();
   return out;
 }
 
@@ -69,14 +67,10 @@ Deno.test("no code or session token is stored, published or logged in plaintext"
   });
   const secrets = [code, code2, sessionToken, login.sessionToken];
 
-  const messages = await eventually(
-    async () => {
-      const m = await drainTap();
-      return m.length >= 3 ? m : undefined;
-    },
-    10_000,
-    "bus messages on the tap",
-  );
+  const messages = await pollUntil(async () => {
+    const m = await drainTap();
+    return m.length >= 3 ? m : undefined;
+  }, { timeoutMs: 10_000, what: "bus messages on the tap" });
   assert.ok(messages.some((m) => m.type === "bus.v1.OtpRequested"));
   assert.ok(messages.some((m) => m.type === "bus.v1.OtpIssued"));
   const decoder = new TextDecoder("latin1");

@@ -1,7 +1,7 @@
 // A service with a missing or malformed required variable stops at once with one line
 // naming it (and never the value of a secret).
 import assert from "node:assert/strict";
-import { taskArgs } from "../testing/stack.ts";
+import { taskArgs } from "../testing/processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const KEY = "k".repeat(64);

@@ -5,7 +5,9 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { startFakeTwilio } from "../testing/fake_twilio.ts";
-import { eventually, randomPhone, startStack } from "../testing/stack.ts";
+import { codeIn, findCode } from "../testing/sms_codes.ts";
+import { pollUntil } from "../shared/async.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 
 const accountSid = `AC${"0123456789abcdef".repeat(2)}`;
 const authToken = "test-auth-token-0123456789";
@@ -33,12 +35,11 @@ Deno.test("with Twilio configured, the code goes out through the Messages API an
   assert.ok(req!.authOk, "Basic auth with the account SID and token");
   assert.equal(req!.to, phone);
   assert.equal(req!.from, "+15005550006");
-  const code = /(\d{6})/.exec(req!.body ?? "")?.[1];
+  const code = findCode(req!.body);
   assert.ok(code);
-  const { sessionToken } = await eventually(
+  const { sessionToken } = await pollUntil(
     () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
-    10_000,
-    "the challenge to arrive",
+    { timeoutMs: 10_000, what: "the challenge to arrive" },
   );
   assert.ok(sessionToken);
   // Production never prints codes.
@@ -55,20 +56,16 @@ Deno.test("a permanent Twilio error sends nothing twice and the code is never ac
   }]);
   const before = fake.requests.length;
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
-  await eventually(
-    async () => {
-      const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
-      return r?.status === "failed";
-    },
-    10_000,
-    "the request to be marked failed",
-  );
+  await pollUntil(async () => {
+    const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
+    return r?.status === "failed";
+  }, { timeoutMs: 10_000, what: "the request to be marked failed" });
   assert.equal(fake.requests.length, before + 1, "no retry of a permanent error");
   const [c] = await stack.sql`select count(*)::int as n from auth.challenges
     where phone_number = ${phone}`;
   assert.equal(c!.n, 0);
   const body = fake.requests.at(-1)!.body ?? "";
-  const code = /(\d{6})/.exec(body)![1]!;
+  const code = codeIn(body);
   await assert.rejects(
     auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }),
     (e) => ConnectError.from(e).code === Code.Unauthenticated,
@@ -80,30 +77,21 @@ Deno.test("a Twilio request that times out is retried and the code still arrives
   fake.script([{ delayMs: 1_500 }, "ok"]);
   const before = fake.requests.length;
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
-  await eventually(
-    async () => {
-      const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
-      return r?.status === "sent";
-    },
-    10_000,
-    "the request to be sent after a retry",
-  );
+  await pollUntil(async () => {
+    const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
+    return r?.status === "sent";
+  }, { timeoutMs: 10_000, what: "the request to be sent after a retry" });
   // The fake records the slow request when it finally answers.
-  const mine = await eventually(
-    () => {
-      const m = fake.requests.slice(before).filter((r) => r.to === phone);
-      return Promise.resolve(m.length >= 2 ? m : undefined);
-    },
-    5_000,
-    "both requests to reach the fake",
-  );
+  const mine = await pollUntil(() => {
+    const m = fake.requests.slice(before).filter((r) => r.to === phone);
+    return Promise.resolve(m.length >= 2 ? m : undefined);
+  }, { timeoutMs: 5_000, what: "both requests to reach the fake" });
   // Retries resend the same code: whichever copy arrives, it verifies.
   assert.ok(mine.every((r) => r.body === mine[0]!.body));
-  const code = /(\d{6})/.exec(mine.at(-1)!.body ?? "")![1]!;
-  const { sessionToken } = await eventually(
+  const code = codeIn(mine.at(-1)!.body);
+  const { sessionToken } = await pollUntil(
     () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
-    10_000,
-    "the challenge to arrive",
+    { timeoutMs: 10_000, what: "the challenge to arrive" },
   );
   assert.ok(sessionToken);
 });

@@ -22,13 +22,6 @@ export function parseConsoleSmsLine(line: string): SmsMessage | null {
   }
 }
 
-/** A standalone run of exactly six digits. */
-export const OTP_CODE_PATTERN = /(?<!\d)(\d{6})(?!\d)/;
-
-export function extractOtpCode(body: string): string | null {
-  return OTP_CODE_PATTERN.exec(body)?.[1] ?? null;
-}
-
 export class ConsoleSmsSender implements SmsSender {
   readonly name = "console";
 

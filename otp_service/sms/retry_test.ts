@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createLogger } from "../../shared/log.ts";
 import { withRetries } from "./retry.ts";
 import { SmsError, type SmsMessage, type SmsReceipt, type SmsSender } from "./sender.ts";
+import { delay } from "../../shared/async.ts";
 
 const message: SmsMessage = { to: "+14155550123", body: "Your verification code is 123456." };
 
@@ -82,7 +83,7 @@ Deno.test("an abort during the backoff stops retrying and rethrows the send's er
   const inner = scripted([first, transient()]);
   const sender = withRetries(inner, { baseDelayMs: 60_000, random: () => 0.99 });
   const sending = sender.send(message, controller.signal);
-  await new Promise((resolve) => setTimeout(resolve, 5)); // let it reach the backoff
+  await delay(5); // let it reach the backoff
   controller.abort();
   await assert.rejects(sending, (e) => e === first);
   assert.equal(inner.calls, 1);

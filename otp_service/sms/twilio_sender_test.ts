@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type FakeTwilio, startFakeTwilio } from "../../testing/fake_twilio.ts";
+import { startFakeTwilio } from "../../testing/fake_twilio.ts";
+import type { FakeTwilio } from "../../testing/fake_twilio.ts";
 import { withRetries } from "./retry.ts";
 import { SmsError, type SmsMessage } from "./sender.ts";
 import { TwilioSmsSender, type TwilioSmsSenderOptions } from "./twilio_sender.ts";

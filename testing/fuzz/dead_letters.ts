@@ -4,12 +4,11 @@
 // (its request stored or its outcome logged). Also how to describe a message that is
 // neither, with the service log lines about it, for a readable failure.
 import { Buffer } from "node:buffer";
-import amqp from "amqplib";
-import type { ChannelModel, ConfirmChannel, GetMessage } from "amqplib";
+import type { ConfirmChannel, GetMessage } from "amqplib";
 import { fromBinary } from "@bufbuild/protobuf";
 import { AUTH_QUEUE, EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
+import { queueStats, RawAmqp } from "../broker.ts";
 import type { Stack } from "../stack.ts";
-import { dec } from "./bytes.ts";
 import { schemaFor } from "./bus.ts";
 import type { Sent } from "./bus.ts";
 
@@ -31,16 +30,15 @@ export class DeadLetterLedger {
 
   private constructor(
     private readonly stack: Stack,
-    private readonly conn: ChannelModel,
-    private readonly ch: ConfirmChannel,
+    private readonly raw: RawAmqp,
   ) {}
 
   static async open(stack: Stack): Promise<DeadLetterLedger> {
-    const conn = await amqp.connect(stack.amqpUrl);
-    conn.on("error", () => {});
-    const ch = await conn.createConfirmChannel();
-    ch.on("error", () => {});
-    return new DeadLetterLedger(stack, conn, ch);
+    return new DeadLetterLedger(stack, await RawAmqp.open(stack.amqpUrl));
+  }
+
+  private get ch(): ConfirmChannel {
+    return this.raw.ch;
   }
 
   /** Records the messages, then publishes them all (with publisher confirms). */
@@ -78,7 +76,7 @@ export class DeadLetterLedger {
   }
 
   async close(): Promise<void> {
-    await this.conn.close().catch(() => {});
+    await this.raw.close();
   }
 }
 
@@ -98,31 +96,11 @@ async function publishAll(ch: ConfirmChannel, sent: Sent[]): Promise<void> {
   ));
 }
 
-/** Messages ready + unacknowledged per queue of the stack's vhost (rabbitmqctl). */
+/** Messages ready + unacknowledged per queue of the stack's vhost. */
 export async function queueDepths(stack: Stack): Promise<Record<string, number>> {
-  const out = await new Deno.Command("rabbitmqctl", {
-    args: [
-      "-q",
-      "list_queues",
-      "-p",
-      stack.vhost,
-      "name",
-      "messages_ready",
-      "messages_unacknowledged",
-      "--formatter",
-      "json",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) throw new Error(`rabbitmqctl: ${dec.decode(out.stderr)}`);
-  const rows = JSON.parse(dec.decode(out.stdout)) as {
-    name: string;
-    messages_ready: number;
-    messages_unacknowledged: number;
-  }[];
+  const stats = await queueStats(stack.vhost);
   return Object.fromEntries(
-    rows.map((r) => [r.name, r.messages_ready + r.messages_unacknowledged]),
+    Object.entries(stats).map(([name, s]) => [name, s.ready + s.unacked]),
   );
 }
 

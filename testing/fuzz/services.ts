@@ -8,8 +8,11 @@ import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../../shared/gen/auth/v1/auth_pb.ts";
-import { codeFor, randomPhone, startStack } from "../stack.ts";
-import type { Service, Stack } from "../stack.ts";
+import { settlesWithin } from "../../shared/async.ts";
+import type { Service } from "../processes.ts";
+import { codeFor } from "../sms_codes.ts";
+import { randomPhone, startStack } from "../stack.ts";
+import type { Stack } from "../stack.ts";
 
 export const DELIVERY_LIMIT = 3;
 
@@ -28,14 +31,8 @@ export function randomIp(): string {
 }
 
 /** Whether the process has exited (its `exited` promise settled). */
-async function hasExited(s: Service): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const r = await Promise.race([
-    s.exited.then(() => true, () => true),
-    new Promise<boolean>((res) => (timer = setTimeout(() => res(false), 0))),
-  ]);
-  clearTimeout(timer);
-  return r;
+function hasExited(s: Service): Promise<boolean> {
+  return settlesWithin(s.exited, 0);
 }
 
 export async function assertAlive(stack: Stack): Promise<void> {

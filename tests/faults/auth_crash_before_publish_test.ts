@@ -8,20 +8,15 @@ import assert from "node:assert/strict";
 import { fromBinary } from "@bufbuild/protobuf";
 import { OtpRequestedSchema } from "../../shared/gen/bus/v1/bus_pb.ts";
 import { AUTH_ROUTING_KEY, EXCHANGE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
-import {
-  clientHeaders,
-  jsonLogs,
-  onFreshStack,
-  RawAmqp,
-  rpc,
-  SIGNUP,
-  startBroker,
-  stopBroker,
-  until,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../testing/stack.ts";
-import type { Service, Stack } from "../../testing/stack.ts";
+import { clientHeaders, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { jsonLogs } from "../../testing/processes.ts";
+import type { Service } from "../../testing/processes.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { RawAmqp, startBroker, stopBroker } from "../../testing/broker.ts";
+import { pollUntil } from "../../shared/async.ts";
+import { codeFor } from "../../testing/sms_codes.ts";
+import { randomPhone } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
 
 const TAP = "fault_tap";
 
@@ -74,14 +69,10 @@ async function scenario(stack: Stack, services: Service[]) {
   const code = await codeFor(stack, phone, "signup", mark, 30_000);
   const verify = await rpc(stack.authUrl, VERIFY, { phone_number: phone, otp: code }, { headers });
   assert.equal(verify.code, "ok", JSON.stringify(verify.json));
-  await until(
-    async () => {
-      const [r] = await stack.sql<{ n: number }[]>`select count(*)::int as n from auth.outbox`;
-      return r!.n === 0;
-    },
-    10_000,
-    "the outbox to drain",
-  );
+  await pollUntil(async () => {
+    const [r] = await stack.sql<{ n: number }[]>`select count(*)::int as n from auth.outbox`;
+    return r!.n === 0;
+  }, { timeoutMs: 10_000, what: "the outbox to drain" });
 
   // The bus messages carry the request id and the properties the contract requires.
   const bus = await RawAmqp.open(stack.amqpUrl);

@@ -3,23 +3,14 @@
 // both services reconnect, redeclare and resume on their own, and in the end every
 // number has exactly one live challenge, received exactly one SMS, and its code verifies.
 import assert from "node:assert/strict";
-import {
-  clientHeaders,
-  distinctPhones,
-  mapLimit,
-  onFreshStack,
-  queuesSettled,
-  rpc,
-  SIGNUP,
-  sleep,
-  startBroker,
-  stopBroker,
-  until,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
-import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
+import { clientHeaders, distinctPhones, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { codeIn } from "../../testing/sms_codes.ts";
+import { queuesSettled, startBroker, stopBroker } from "../../testing/broker.ts";
+import { delay, pollUntil } from "../../shared/async.ts";
 import { randomPhone } from "../../testing/stack.ts";
 import type { Stack } from "../../testing/stack.ts";
+import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
 
 const USERS = 100;
 
@@ -36,7 +27,7 @@ async function scenario(stack: Stack) {
   const headers = new Map(phones.map((p) => [p, clientHeaders()]));
   const wave = (list: string[]) =>
     Promise.all(list.map(async (phone, i) => {
-      await sleep(i * 10);
+      await delay(i * 10);
       return await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, {
         headers: headers.get(phone),
         timeoutMs: 15_000,
@@ -53,17 +44,12 @@ async function scenario(stack: Stack) {
   assert.deepEqual(results.filter((r) => r.code !== "ok"), [], "every signup is accepted");
 
   // Every request is issued once and every challenge arrives (bounded wait).
-  await until(
-    async () => {
-      const [r] = await stack.sql<{ n: number }[]>`
+  await pollUntil(async () => {
+    const [r] = await stack.sql<{ n: number }[]>`
           select count(*)::int as n from auth.challenges
            where consumed_at is null and expires_at > now()`;
-      return r!.n === USERS;
-    },
-    60_000,
-    "every challenge to arrive",
-    250,
-  );
+    return r!.n === USERS;
+  }, { timeoutMs: 60_000, what: "every challenge to arrive", intervalMs: 250 });
 
   const requests = await stack.sql<{ phone_number: string; status: string }[]>`
         select phone_number, status from otp.requests`;
@@ -87,7 +73,7 @@ async function scenario(stack: Stack) {
 
   // And every code verifies.
   const verified = await mapLimit(phones, 20, (phone) => {
-    const code = /(\d{6})/.exec(sms.get(phone)![0]!)![1]!;
+    const code = codeIn(sms.get(phone)![0]!);
     return rpc(stack.authUrl, VERIFY, { phone_number: phone, otp: code }, {
       headers: headers.get(phone),
     });
@@ -95,15 +81,11 @@ async function scenario(stack: Stack) {
   assert.deepEqual(verified.filter((r) => r.code !== "ok"), []);
 
   // Nothing left behind: outboxes drained, queues and dead-letter queues empty.
-  await until(
-    async () => {
-      const [a] = await stack.sql<{ n: number }[]>`
+  await pollUntil(async () => {
+    const [a] = await stack.sql<{ n: number }[]>`
           select (select count(*) from auth.outbox) + (select count(*) from otp.outbox) as n`;
-      return Number(a!.n) === 0;
-    },
-    10_000,
-    "the outboxes to drain",
-  );
+    return Number(a!.n) === 0;
+  }, { timeoutMs: 10_000, what: "the outboxes to drain" });
   // Both services consume again after the restart, and nothing is left in a queue.
   await queuesSettled(stack.vhost);
 }

@@ -6,24 +6,16 @@
 // one documented duplicate window (sent, but the crash came before the commit); their
 // codes are never accepted.
 import assert from "node:assert/strict";
-import { startFakeTwilio } from "../../testing/fake_twilio.ts";
+import { startFakeTwilio, twilioEnv } from "../../testing/fake_twilio.ts";
 import type { FakeTwilio } from "../../testing/fake_twilio.ts";
-import {
-  clientHeaders,
-  codeIn,
-  distinctPhones,
-  mapLimit,
-  onFreshStack,
-  queuesSettled,
-  rpc,
-  SIGNUP,
-  sleep,
-  twilioEnv,
-  until,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
+import { clientHeaders, distinctPhones, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { codeIn } from "../../testing/sms_codes.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { queuesSettled } from "../../testing/broker.ts";
+import { delay, pollUntil } from "../../shared/async.ts";
 import { randomPhone } from "../../testing/stack.ts";
-import type { Service, Stack } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
+import type { Service } from "../../testing/processes.ts";
 
 const accountSid = `AC${"7b".repeat(16)}`;
 const authToken = "fault-test-auth-token-0123456789";
@@ -63,7 +55,7 @@ async function scenario(stack: Stack, fake: FakeTwilio, services: Service[]) {
   assert.deepEqual(signups.filter((r) => r.code !== "ok"), []);
 
   await fake.waitForRequests(AT_LEAST_HELD, 15_000);
-  await sleep(300); // let the prefetch window fill
+  await delay(300); // let the prefetch window fill
   const killed = await stack.otp.kill("SIGKILL");
   assert.equal(killed.signal, "SIGKILL");
 
@@ -79,16 +71,11 @@ async function scenario(stack: Stack, fake: FakeTwilio, services: Service[]) {
 
   services.push(await stack.startOtp());
 
-  await until(
-    async () => {
-      const [r] = await stack.sql<{ n: number }[]>`
+  await pollUntil(async () => {
+    const [r] = await stack.sql<{ n: number }[]>`
       select count(*)::int as n from auth.challenges where consumed_at is null`;
-      return r!.n === USERS;
-    },
-    45_000,
-    "every challenge",
-    250,
-  );
+    return r!.n === USERS;
+  }, { timeoutMs: 45_000, what: "every challenge", intervalMs: 250 });
 
   // Exactly once, as far as the databases can tell.
   const requests = await stack.sql<{ phone_number: string; status: string }[]>`

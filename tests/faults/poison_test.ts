@@ -14,17 +14,12 @@ import {
   OTP_QUEUE,
   OTP_ROUTING_KEY,
 } from "../../shared/topology.ts";
-import {
-  clientHeaders,
-  jsonLogs,
-  onFreshStack,
-  queuesSettled,
-  RawAmqp,
-  rpc,
-  SIGNUP,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../testing/stack.ts";
+import { clientHeaders, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { jsonLogs } from "../../testing/processes.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { queuesSettled, RawAmqp } from "../../testing/broker.ts";
+import { codeFor } from "../../testing/sms_codes.ts";
+import { randomPhone } from "../../testing/stack.ts";
 import type { Stack } from "../../testing/stack.ts";
 
 const DELIVERY_LIMIT = 3;

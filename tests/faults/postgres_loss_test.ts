@@ -5,20 +5,19 @@
 import assert from "node:assert/strict";
 import {
   clientHeaders,
-  databaseName,
   GET_PROFILE,
-  onFreshStack,
-  queuesSettled,
   rpc,
   SIGNUP,
-  sleep,
-  terminateBackends,
-  until,
   VALIDATE_LOGIN,
   VERIFY,
-} from "../../testing/fault_tools.ts";
-import type { RpcResult } from "../../testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../testing/stack.ts";
+} from "../../testing/rpc.ts";
+import type { RpcResult } from "../../testing/rpc.ts";
+import { databaseName, terminateBackends } from "../../testing/database.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { queuesSettled } from "../../testing/broker.ts";
+import { delay, pollUntil } from "../../shared/async.ts";
+import { codeFor } from "../../testing/sms_codes.ts";
+import { randomPhone } from "../../testing/stack.ts";
 import type { Stack } from "../../testing/stack.ts";
 
 /** How long one RPC may take while the database is being disrupted. */
@@ -39,7 +38,7 @@ Deno.test({
 });
 
 async function scenario(stack: Stack) {
-  const db = databaseName(stack);
+  const db = databaseName(stack.databaseUrl);
   // A verified user whose session is read throughout.
   const member = randomPhone();
   const memberHeaders = clientHeaders();
@@ -64,7 +63,7 @@ async function scenario(stack: Stack) {
   const killer = (async () => {
     while (killing) {
       kills += await terminateBackends(db);
-      await sleep(KILL_EVERY_MS);
+      await delay(KILL_EVERY_MS);
     }
   })();
   const worker = async (w: number) => {
@@ -87,7 +86,7 @@ async function scenario(stack: Stack) {
         });
       results.push({ ...r, what: ["signup", "validate", "profile"][call]! });
       if (call === 0 && r.code === "ok") accepted.push(phone);
-      if (r.code === "network") await sleep(20); // do not spin on a dead listener
+      if (r.code === "network") await delay(20); // do not spin on a dead listener
     }
   };
   const workers = Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
@@ -97,7 +96,7 @@ async function scenario(stack: Stack) {
     s.exited.then((st) => (crashed ??= `${s.name} exited (${JSON.stringify(st)})`));
   }
   const chaosEnds = Date.now() + CHAOS_MS;
-  while (Date.now() < chaosEnds && !crashed) await sleep(100);
+  while (Date.now() < chaosEnds && !crashed) await delay(100);
   killing = false;
   await Promise.all([killer, workers]);
   assert.equal(crashed, undefined, "a database fault must not kill a service");
@@ -116,15 +115,11 @@ async function scenario(stack: Stack) {
 
   // Recovery without a restart: readiness, a full journey, and every accepted signup.
   for (const url of [stack.authUrl, stack.otpUrl]) {
-    await until(
-      async () => {
-        const res = await fetch(`${url}/readyz`);
-        await res.body?.cancel();
-        return res.status === 200;
-      },
-      10_000,
-      `${url} ready`,
-    );
+    await pollUntil(async () => {
+      const res = await fetch(`${url}/readyz`);
+      await res.body?.cancel();
+      return res.status === 200;
+    }, { timeoutMs: 10_000, what: `${url} ready` });
   }
   const phone = randomPhone();
   const headers = clientHeaders();
@@ -135,15 +130,14 @@ async function scenario(stack: Stack) {
     (await rpc(stack.authUrl, VERIFY, { phone_number: phone, otp: code2 }, { headers })).code,
     "ok",
   );
-  await until(
-    async () => {
-      const rows = await stack.sql<{ phone_number: string }[]>`
+  await pollUntil(async () => {
+    const rows = await stack.sql<{ phone_number: string }[]>`
       select phone_number from auth.challenges where phone_number in ${stack.sql(accepted)}`;
-      return rows.length === accepted.length;
-    },
-    30_000,
-    `challenges for all ${accepted.length} accepted signups`,
-    250,
-  );
+    return rows.length === accepted.length;
+  }, {
+    timeoutMs: 30_000,
+    what: `challenges for all ${accepted.length} accepted signups`,
+    intervalMs: 250,
+  });
   await queuesSettled(stack.vhost);
 }

@@ -8,19 +8,14 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { OtpRequestedSchema } from "../../shared/gen/bus/v1/bus_pb.ts";
 import { EXCHANGE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
 import { parseConsoleSmsLine } from "../../otp_service/sms/console_sender.ts";
-import {
-  clientHeaders,
-  onFreshStack,
-  queuesSettled,
-  RawAmqp,
-  rpc,
-  SIGNUP,
-  sleep,
-  until,
-} from "../../testing/fault_tools.ts";
-import type { RpcResult } from "../../testing/fault_tools.ts";
+import { clientHeaders, rpc, SIGNUP } from "../../testing/rpc.ts";
+import type { RpcResult } from "../../testing/rpc.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { queuesSettled, RawAmqp } from "../../testing/broker.ts";
+import { delay, pollUntil } from "../../shared/async.ts";
 import { randomPhone } from "../../testing/stack.ts";
-import type { Service, Stack } from "../../testing/stack.ts";
+import type { Stack } from "../../testing/stack.ts";
+import type { Service } from "../../testing/processes.ts";
 
 const WORKERS = 16;
 const LOAD_BEFORE_MS = 1_500;
@@ -57,11 +52,11 @@ async function scenario(stack: Stack, services: Service[]) {
       });
       outcomes.push({ ...r, started, ended: performance.now() });
       if (r.code === "ok") accepted.add(phone);
-      else await sleep(20); // refused once the listener is gone; do not spin
+      else await delay(20); // refused once the listener is gone; do not spin
     }
   };
   const workers = Promise.all(Array.from({ length: WORKERS }, worker));
-  await sleep(LOAD_BEFORE_MS);
+  await delay(LOAD_BEFORE_MS);
 
   const [auth, otp] = [stack.auth, stack.otp];
   const signalled = performance.now();
@@ -121,18 +116,17 @@ async function scenario(stack: Stack, services: Service[]) {
   // After a restart every accepted number gets its challenge, and exactly one SMS.
   services.push(await stack.startOtp());
   services.push(await stack.startAuth());
-  await until(
-    async () => {
-      const [r] = await stack.sql<{ n: number }[]>`
+  await pollUntil(async () => {
+    const [r] = await stack.sql<{ n: number }[]>`
       select count(*)::int as n from auth.challenges where phone_number in ${
-        stack.sql([...accepted])
-      }`;
-      return r!.n === accepted.size;
-    },
-    30_000,
-    `challenges for all ${accepted.size} accepted signups`,
-    250,
-  );
+      stack.sql([...accepted])
+    }`;
+    return r!.n === accepted.size;
+  }, {
+    timeoutMs: 30_000,
+    what: `challenges for all ${accepted.size} accepted signups`,
+    intervalMs: 250,
+  });
   const sms = new Map<string, number>();
   for (const line of [...otp.lines, ...stack.otp.lines]) {
     const m = parseConsoleSmsLine(line);

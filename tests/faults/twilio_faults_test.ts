@@ -4,20 +4,13 @@
 // message is settled (not redelivered or dead-lettered), and the code that was in the
 // refused SMS is never accepted.
 import assert from "node:assert/strict";
-import { startFakeTwilio } from "../../testing/fake_twilio.ts";
+import { startFakeTwilio, twilioEnv } from "../../testing/fake_twilio.ts";
 import type { FakeTwilio } from "../../testing/fake_twilio.ts";
-import {
-  clientHeaders,
-  codeIn,
-  onFreshStack,
-  queueStats,
-  rpc,
-  SIGNUP,
-  sleep,
-  twilioEnv,
-  until,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
+import { clientHeaders, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { codeIn } from "../../testing/sms_codes.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { queueStats } from "../../testing/broker.ts";
+import { delay, pollUntil } from "../../shared/async.ts";
 import { randomPhone } from "../../testing/stack.ts";
 import type { Stack } from "../../testing/stack.ts";
 
@@ -50,14 +43,10 @@ Deno.test({
       fake.script([{ status: 500 }, { status: 429 }]);
       const signup = await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, { headers });
       assert.equal(signup.code, "ok");
-      await until(
-        async () => {
-          const [c] = await stack.sql`select 1 from auth.challenges where phone_number = ${phone}`;
-          return c !== undefined;
-        },
-        15_000,
-        "the challenge",
-      );
+      await pollUntil(async () => {
+        const [c] = await stack.sql`select 1 from auth.challenges where phone_number = ${phone}`;
+        return c !== undefined;
+      }, { timeoutMs: 15_000, what: "the challenge" });
       const tries = forPhone(fake, phone);
       assert.deepEqual(tries.map((r) => r.replyStatus), [500, 429, 201]);
       assert.equal(tries.filter((r) => r.replyStatus === 201).length, 1, "one SMS sent");
@@ -82,19 +71,15 @@ Deno.test({
         headers: badHeaders,
       });
       assert.equal(signup2.code, "ok");
-      await until(
-        async () => {
-          const [r] = await stack.sql`select status from otp.requests where phone_number = ${bad}`;
-          return r?.status === "failed";
-        },
-        15_000,
-        "the permanent failure to be recorded",
-      );
+      await pollUntil(async () => {
+        const [r] = await stack.sql`select status from otp.requests where phone_number = ${bad}`;
+        return r?.status === "failed";
+      }, { timeoutMs: 15_000, what: "the permanent failure to be recorded" });
       const [failed] = await stack.sql<{ error: string }[]>`
         select error from otp.requests where phone_number = ${bad}`;
       assert.match(failed!.error, /400/, "the provider's answer is recorded");
       // Give a retry every chance to happen, then check none did.
-      await sleep(1_500);
+      await delay(1_500);
       assert.equal(forPhone(fake, bad).length, 1, "a permanent error is not retried");
       const q = await queueStats(stack.vhost);
       assert.equal(q["otp_queue"]!.ready + q["otp_queue"]!.unacked, 0, "settled, not requeued");

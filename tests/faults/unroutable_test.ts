@@ -3,18 +3,12 @@
 // once a reconnect has redeclared the topology the request goes out and its code works.
 import assert from "node:assert/strict";
 import { EXCHANGE, OTP_QUEUE, OTP_ROUTING_KEY } from "../../shared/topology.ts";
-import {
-  clientHeaders,
-  closeConnections,
-  onFreshStack,
-  queuesSettled,
-  RawAmqp,
-  rpc,
-  SIGNUP,
-  until,
-  VERIFY,
-} from "../../testing/fault_tools.ts";
-import { codeFor, randomPhone } from "../../testing/stack.ts";
+import { clientHeaders, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { closeConnections, queuesSettled, RawAmqp } from "../../testing/broker.ts";
+import { onFreshStack } from "../../testing/faults.ts";
+import { pollUntil } from "../../shared/async.ts";
+import { codeFor } from "../../testing/sms_codes.ts";
+import { randomPhone } from "../../testing/stack.ts";
 import type { Stack } from "../../testing/stack.ts";
 
 Deno.test({
@@ -39,15 +33,11 @@ async function scenario(stack: Stack) {
   assert.equal((await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, { headers })).code, "ok");
 
   // The broker hands it back; the relay keeps the row and says why.
-  await until(
-    async () => {
-      const [r] = await stack.sql<{ attempts: number; last_error: string | null }[]>`
+  await pollUntil(async () => {
+    const [r] = await stack.sql<{ attempts: number; last_error: string | null }[]>`
       select attempts, last_error from auth.outbox`;
-      return r !== undefined && r.attempts >= 1 && /no queue bound/.test(r.last_error ?? "");
-    },
-    10_000,
-    "the relay to record the returned message",
-  );
+    return r !== undefined && r.attempts >= 1 && /no queue bound/.test(r.last_error ?? "");
+  }, { timeoutMs: 10_000, what: "the relay to record the returned message" });
 
   // A connection loss makes both services reconnect and redeclare the binding.
   await closeConnections(stack.vhost);
