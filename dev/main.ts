@@ -9,7 +9,7 @@ import type { Env } from "../shared/config.ts";
 import { randomToken } from "../shared/crypto.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
-import { createPool } from "../shared/postgres.ts";
+import { createPool, isDatabaseUnavailable } from "../shared/postgres.ts";
 import { startAuthService } from "../auth_service/app.ts";
 import { loadAuthConfig } from "../auth_service/config.ts";
 import { createOtpGateway } from "../auth_service/otp_client.ts";
@@ -45,7 +45,10 @@ await runMain(async () => {
     realAmqp
       ? await connectAmqp({ url: realAmqp, logger: log, deliveryLimit: otpConfig.deliveryLimit })
       : shared;
-  const shared: Broker = new MemoryBroker(log, { deliveryLimit: otpConfig.deliveryLimit });
+  const shared: Broker = new MemoryBroker(log, {
+    deliveryLimit: otpConfig.deliveryLimit,
+    isTransient: isDatabaseUnavailable,
+  });
 
   const otp = await startOtpService({
     config: { ...otpConfig, sms: { provider: "console" } },

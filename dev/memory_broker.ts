@@ -10,7 +10,8 @@
  * - "dead-letter" and the limit route through `verification.dlx` to `<queue>.dlq`;
  * - competing consumers take turns, each holding at most `prefetch` unsettled messages;
  * - a retried message waits out the same back-off as amqp.ts, then goes back to the
- *   head of its queue;
+ *   head of its queue; a handler failing on a transient error (`isTransient`) is
+ *   retried in place, holding the message, so an outage uses up no delivery;
  * - timestamps keep whole seconds, as AMQP's do.
  */
 import type {
@@ -35,6 +36,13 @@ export interface MemoryBrokerOptions {
   deliveryLimit?: number;
   /** Pause before a retried message is requeued; amqp.ts's back-off by default. */
   retryDelayMs?: (deliveryCount: number) => number;
+  /**
+   * Errors for which a handler is retried in place, holding the message without using
+   * up its delivery limit, as amqp.ts does (there: the database is unreachable).
+   */
+  isTransient?: (err: unknown) => boolean;
+  /** How long a message may be retried in place before it is requeued. */
+  transientRetryMs?: number;
 }
 
 type Stored = Omit<IncomingMessage, "deliveryCount"> & {
@@ -68,12 +76,16 @@ export class MemoryBroker implements Broker {
   private readonly bindings = new Map<string, Map<string, string[]>>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retryDelayMs: (deliveryCount: number) => number;
+  private readonly isTransient: (err: unknown) => boolean;
+  private readonly transientRetryMs: number;
   private closing = false;
 
   constructor(logger: Logger, options: MemoryBrokerOptions = {}) {
     this.log = logger.child({ component: "memory-broker" });
     this.retryDelayMs = options.retryDelayMs ??
       ((n) => backoff(n, { baseMs: 100, maxMs: 2_000 }));
+    this.isTransient = options.isTransient ?? (() => false);
+    this.transientRetryMs = options.transientRetryMs ?? 30_000;
     const limit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     for (const spec of QUEUES) {
       this.declare(spec.deadLetterQueue, Infinity);
@@ -220,16 +232,31 @@ export class MemoryBroker implements Broker {
   }
 
   private async deliver(q: Queue, c: Consumer, m: Stored): Promise<void> {
-    let disposition: Disposition;
-    try {
-      disposition = await c.handler(toIncoming(m));
-    } catch (err) {
-      this.log.error("handler failed", {
-        queue: q.name,
-        message_id: m.messageId,
-        error: (err as Error).message,
-      });
-      disposition = "retry";
+    const started = Date.now();
+    let disposition: Disposition | undefined;
+    for (let attempt = 1; disposition === undefined; attempt++) {
+      try {
+        disposition = await c.handler(toIncoming(m));
+      } catch (err) {
+        const fields = {
+          queue: q.name,
+          message_id: m.messageId,
+          delivery: m.deliveries,
+          attempt,
+          error: (err as Error)?.message ?? String(err),
+        };
+        const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
+        if (
+          this.isTransient(err) && !this.closing &&
+          Date.now() - started + wait < this.transientRetryMs
+        ) {
+          this.log.warn("handler hit a transient failure; retrying in place", fields);
+          await delay(wait);
+          continue;
+        }
+        this.log.error("handler failed", fields);
+        disposition = "retry";
+      }
     }
     if (disposition === "ack") return;
     if (disposition === "dead-letter") return this.deadLetter(q, m, "rejected");
