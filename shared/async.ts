@@ -78,7 +78,7 @@ export interface BackoffOptions {
   baseMs: number;
   maxMs: number;
   /**
-   * "full": a uniform pick in [0, wait) (AWS's full jitter, spreads a herd best);
+   * "full": a uniform pick in [0, wait) (spreads many clients retrying together best);
    * a fraction f: wait × (1 ± f); 0 or absent: the wait itself.
    */
   jitter?: "full" | number;

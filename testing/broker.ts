@@ -38,11 +38,10 @@ export async function createVhost(): Promise<
   await rabbitmqctl(["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
   const u = new URL(AMQP_URL);
   u.pathname = `/${vhost}`;
-  return {
-    vhost,
-    url: u.toString(),
-    drop: async () => void await rabbitmqctl(["delete_vhost", vhost]),
+  const drop = async () => {
+    await rabbitmqctl(["delete_vhost", vhost]);
   };
+  return { vhost, url: u.toString(), drop };
 }
 
 /** True when the RabbitMQ application accepts AMQP connections on its port. */
