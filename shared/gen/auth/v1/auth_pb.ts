@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiNAocU2lnbnVwV2l0aFBob25lTnVtYmVyUmVxdWVzdBIUCgxwaG9uZV9udW1iZXIYASABKAkiMAodU2lnbnVwV2l0aFBob25lTnVtYmVyUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSI9ChhWZXJpZnlQaG9uZU51bWJlclJlcXVlc3QSFAoMcGhvbmVfbnVtYmVyGAEgASgJEgsKA290cBgCIAEoCSIyChlWZXJpZnlQaG9uZU51bWJlclJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkiQAobTG9naW5XaXRoUGhvbmVOdW1iZXJSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCRILCgNvdHAYAiABKAkiNQocTG9naW5XaXRoUGhvbmVOdW1iZXJSZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJIjcKH1ZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlcXVlc3QSFAoMcGhvbmVfbnVtYmVyGAEgASgJIjQKIFZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlc3BvbnNlEhAKCGlzX3ZhbGlkGAEgASgIIikKEUdldFByb2ZpbGVSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCSJ2ChJHZXRQcm9maWxlUmVzcG9uc2USFAoMcGhvbmVfbnVtYmVyGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIdmVyaWZpZWQYAyABKAgSEgoKY3JlYXRlZF9hdBgEIAEoCRITCgt2ZXJpZmllZF9hdBgFIAEoCSIcCg1Mb2dvdXRSZXF1ZXN0EgsKA2FsbBgBIAEoCCIhCg5Mb2dvdXRSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFMqkECgtBdXRoU2VydmljZRJmChVTaWdudXBXaXRoUGhvbmVOdW1iZXISJS5hdXRoLnYxLlNpZ251cFdpdGhQaG9uZU51bWJlclJlcXVlc3QaJi5hdXRoLnYxLlNpZ251cFdpdGhQaG9uZU51bWJlclJlc3BvbnNlEloKEVZlcmlmeVBob25lTnVtYmVyEiEuYXV0aC52MS5WZXJpZnlQaG9uZU51bWJlclJlcXVlc3QaIi5hdXRoLnYxLlZlcmlmeVBob25lTnVtYmVyUmVzcG9uc2USYwoUTG9naW5XaXRoUGhvbmVOdW1iZXISJC5hdXRoLnYxLkxvZ2luV2l0aFBob25lTnVtYmVyUmVxdWVzdBolLmF1dGgudjEuTG9naW5XaXRoUGhvbmVOdW1iZXJSZXNwb25zZRJvChhWYWxpZGF0ZVBob25lTnVtYmVyTG9naW4SKC5hdXRoLnYxLlZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlcXVlc3QaKS5hdXRoLnYxLlZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlc3BvbnNlEkUKCkdldFByb2ZpbGUSGi5hdXRoLnYxLkdldFByb2ZpbGVSZXF1ZXN0GhsuYXV0aC52MS5HZXRQcm9maWxlUmVzcG9uc2USOQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiNAocU2lnbnVwV2l0aFBob25lTnVtYmVyUmVxdWVzdBIUCgxwaG9uZV9udW1iZXIYASABKAkiMAodU2lnbnVwV2l0aFBob25lTnVtYmVyUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSI9ChhWZXJpZnlQaG9uZU51bWJlclJlcXVlc3QSFAoMcGhvbmVfbnVtYmVyGAEgASgJEgsKA290cBgCIAEoCSJcChlWZXJpZnlQaG9uZU51bWJlclJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKAUiQAobTG9naW5XaXRoUGhvbmVOdW1iZXJSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCRILCgNvdHAYAiABKAkiXwocTG9naW5XaXRoUGhvbmVOdW1iZXJSZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJEhQKDGFjY2Vzc190b2tlbhgCIAEoCRISCgpleHBpcmVzX2luGAMgASgFIjcKH1ZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlcXVlc3QSFAoMcGhvbmVfbnVtYmVyGAEgASgJIjQKIFZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlc3BvbnNlEhAKCGlzX3ZhbGlkGAEgASgIIikKEUdldFByb2ZpbGVSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCSJ2ChJHZXRQcm9maWxlUmVzcG9uc2USFAoMcGhvbmVfbnVtYmVyGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIdmVyaWZpZWQYAyABKAgSEgoKY3JlYXRlZF9hdBgEIAEoCRITCgt2ZXJpZmllZF9hdBgFIAEoCSIcCg1Mb2dvdXRSZXF1ZXN0EgsKA2FsbBgBIAEoCCIhCg5Mb2dvdXRSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFIhcKFVJlZnJlc2hTZXNzaW9uUmVxdWVzdCJZChZSZWZyZXNoU2Vzc2lvblJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKAUiEwoRR2V0U2Vzc2lvblJlcXVlc3QijQEKEkdldFNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFAoMcGhvbmVfbnVtYmVyGAMgASgJEhIKCmNyZWF0ZWRfYXQYBCABKAkSEgoKZXhwaXJlc19hdBgFIAEoCRIUCgxsYXN0X3NlZW5fYXQYBiABKAkiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI6ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIiCghzZXNzaW9ucxgBIAMoCzIQLmF1dGgudjEuU2Vzc2lvbiKYAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhIKCmNyZWF0ZWRfYXQYAiABKAkSFAoMbGFzdF9zZWVuX2F0GAMgASgJEhIKCmV4cGlyZXNfYXQYBCABKAkSDwoHY3VycmVudBgFIAEoCBIWCg5jbGllbnRfYWRkcmVzcxgGIAEoCRISCgp1c2VyX2FnZW50GAcgASgJIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiKAoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlEg8KB3Jldm9rZWQYASABKAUiNQoZUmVxdWVzdFBob25lQ2hhbmdlUmVxdWVzdBIYChBuZXdfcGhvbmVfbnVtYmVyGAEgASgJIi0KGlJlcXVlc3RQaG9uZUNoYW5nZVJlc3BvbnNlEg8KB21lc3NhZ2UYASABKAkiQgoZQ29uZmlybVBob25lQ2hhbmdlUmVxdWVzdBIYChBuZXdfcGhvbmVfbnVtYmVyGAEgASgJEgsKA290cBgCIAEoCSIyChpDb25maXJtUGhvbmVDaGFuZ2VSZXNwb25zZRIUCgxwaG9uZV9udW1iZXIYASABKAkiIwoURGVsZXRlQWNjb3VudFJlcXVlc3QSCwoDb3RwGAEgASgJIigKFURlbGV0ZUFjY291bnRSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIMu4ICgtBdXRoU2VydmljZRJmChVTaWdudXBXaXRoUGhvbmVOdW1iZXISJS5hdXRoLnYxLlNpZ251cFdpdGhQaG9uZU51bWJlclJlcXVlc3QaJi5hdXRoLnYxLlNpZ251cFdpdGhQaG9uZU51bWJlclJlc3BvbnNlEloKEVZlcmlmeVBob25lTnVtYmVyEiEuYXV0aC52MS5WZXJpZnlQaG9uZU51bWJlclJlcXVlc3QaIi5hdXRoLnYxLlZlcmlmeVBob25lTnVtYmVyUmVzcG9uc2USYwoUTG9naW5XaXRoUGhvbmVOdW1iZXISJC5hdXRoLnYxLkxvZ2luV2l0aFBob25lTnVtYmVyUmVxdWVzdBolLmF1dGgudjEuTG9naW5XaXRoUGhvbmVOdW1iZXJSZXNwb25zZRJvChhWYWxpZGF0ZVBob25lTnVtYmVyTG9naW4SKC5hdXRoLnYxLlZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlcXVlc3QaKS5hdXRoLnYxLlZhbGlkYXRlUGhvbmVOdW1iZXJMb2dpblJlc3BvbnNlEkUKCkdldFByb2ZpbGUSGi5hdXRoLnYxLkdldFByb2ZpbGVSZXF1ZXN0GhsuYXV0aC52MS5HZXRQcm9maWxlUmVzcG9uc2USOQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZRJRCg5SZWZyZXNoU2Vzc2lvbhIeLmF1dGgudjEuUmVmcmVzaFNlc3Npb25SZXF1ZXN0Gh8uYXV0aC52MS5SZWZyZXNoU2Vzc2lvblJlc3BvbnNlEkUKCkdldFNlc3Npb24SGi5hdXRoLnYxLkdldFNlc3Npb25SZXF1ZXN0GhsuYXV0aC52MS5HZXRTZXNzaW9uUmVzcG9uc2USSwoMTGlzdFNlc3Npb25zEhwuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0Gh0uYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJOCg1SZXZva2VTZXNzaW9uEh0uYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBoeLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEl0KElJlcXVlc3RQaG9uZUNoYW5nZRIiLmF1dGgudjEuUmVxdWVzdFBob25lQ2hhbmdlUmVxdWVzdBojLmF1dGgudjEuUmVxdWVzdFBob25lQ2hhbmdlUmVzcG9uc2USXQoSQ29uZmlybVBob25lQ2hhbmdlEiIuYXV0aC52MS5Db25maXJtUGhvbmVDaGFuZ2VSZXF1ZXN0GiMuYXV0aC52MS5Db25maXJtUGhvbmVDaGFuZ2VSZXNwb25zZRJOCg1EZWxldGVBY2NvdW50Eh0uYXV0aC52MS5EZWxldGVBY2NvdW50UmVxdWVzdBoeLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message auth.v1.SignupWithPhoneNumberRequest
@@ -76,6 +76,20 @@ export type VerifyPhoneNumberResponse = Message<"auth.v1.VerifyPhoneNumberRespon
    * @generated from field: string session_token = 1;
    */
   sessionToken: string;
+
+  /**
+   * A JWT other services verify against /.well-known/jwks.json.
+   *
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
+
+  /**
+   * Seconds until access_token expires.
+   *
+   * @generated from field: int32 expires_in = 3;
+   */
+  expiresIn: number;
 };
 
 /**
@@ -115,6 +129,20 @@ export type LoginWithPhoneNumberResponse = Message<"auth.v1.LoginWithPhoneNumber
    * @generated from field: string session_token = 1;
    */
   sessionToken: string;
+
+  /**
+   * A JWT other services verify against /.well-known/jwks.json.
+   *
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
+
+  /**
+   * Seconds until access_token expires.
+   *
+   * @generated from field: int32 expires_in = 3;
+   */
+  expiresIn: number;
 };
 
 /**
@@ -253,6 +281,335 @@ export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
   messageDesc(file_auth_v1_auth, 11);
 
 /**
+ * @generated from message auth.v1.RefreshSessionRequest
+ */
+export type RefreshSessionRequest = Message<"auth.v1.RefreshSessionRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.RefreshSessionRequest.
+ * Use `create(RefreshSessionRequestSchema)` to create a new message.
+ */
+export const RefreshSessionRequestSchema: GenMessage<RefreshSessionRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 12);
+
+/**
+ * @generated from message auth.v1.RefreshSessionResponse
+ */
+export type RefreshSessionResponse = Message<"auth.v1.RefreshSessionResponse"> & {
+  /**
+   * Replaces the token presented in the Authorization header.
+   *
+   * @generated from field: string session_token = 1;
+   */
+  sessionToken: string;
+
+  /**
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
+
+  /**
+   * @generated from field: int32 expires_in = 3;
+   */
+  expiresIn: number;
+};
+
+/**
+ * Describes the message auth.v1.RefreshSessionResponse.
+ * Use `create(RefreshSessionResponseSchema)` to create a new message.
+ */
+export const RefreshSessionResponseSchema: GenMessage<RefreshSessionResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 13);
+
+/**
+ * @generated from message auth.v1.GetSessionRequest
+ */
+export type GetSessionRequest = Message<"auth.v1.GetSessionRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.GetSessionRequest.
+ * Use `create(GetSessionRequestSchema)` to create a new message.
+ */
+export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 14);
+
+/**
+ * @generated from message auth.v1.GetSessionResponse
+ */
+export type GetSessionResponse = Message<"auth.v1.GetSessionResponse"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string phone_number = 3;
+   */
+  phoneNumber: string;
+
+  /**
+   * RFC 3339 timestamps.
+   *
+   * @generated from field: string created_at = 4;
+   */
+  createdAt: string;
+
+  /**
+   * @generated from field: string expires_at = 5;
+   */
+  expiresAt: string;
+
+  /**
+   * @generated from field: string last_seen_at = 6;
+   */
+  lastSeenAt: string;
+};
+
+/**
+ * Describes the message auth.v1.GetSessionResponse.
+ * Use `create(GetSessionResponseSchema)` to create a new message.
+ */
+export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 15);
+
+/**
+ * @generated from message auth.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"auth.v1.ListSessionsRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 16);
+
+/**
+ * @generated from message auth.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"auth.v1.ListSessionsResponse"> & {
+  /**
+   * @generated from field: repeated auth.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+};
+
+/**
+ * Describes the message auth.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 17);
+
+/**
+ * @generated from message auth.v1.Session
+ */
+export type Session = Message<"auth.v1.Session"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * RFC 3339 timestamps.
+   *
+   * @generated from field: string created_at = 2;
+   */
+  createdAt: string;
+
+  /**
+   * @generated from field: string last_seen_at = 3;
+   */
+  lastSeenAt: string;
+
+  /**
+   * @generated from field: string expires_at = 4;
+   */
+  expiresAt: string;
+
+  /**
+   * True for the session whose token made this call.
+   *
+   * @generated from field: bool current = 5;
+   */
+  current: boolean;
+
+  /**
+   * As recorded when the session was created; empty when unknown.
+   *
+   * @generated from field: string client_address = 6;
+   */
+  clientAddress: string;
+
+  /**
+   * @generated from field: string user_agent = 7;
+   */
+  userAgent: string;
+};
+
+/**
+ * Describes the message auth.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 18);
+
+/**
+ * @generated from message auth.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"auth.v1.RevokeSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message auth.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 19);
+
+/**
+ * @generated from message auth.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"auth.v1.RevokeSessionResponse"> & {
+  /**
+   * How many sessions were revoked (0 when it was already gone).
+   *
+   * @generated from field: int32 revoked = 1;
+   */
+  revoked: number;
+};
+
+/**
+ * Describes the message auth.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 20);
+
+/**
+ * @generated from message auth.v1.RequestPhoneChangeRequest
+ */
+export type RequestPhoneChangeRequest = Message<"auth.v1.RequestPhoneChangeRequest"> & {
+  /**
+   * @generated from field: string new_phone_number = 1;
+   */
+  newPhoneNumber: string;
+};
+
+/**
+ * Describes the message auth.v1.RequestPhoneChangeRequest.
+ * Use `create(RequestPhoneChangeRequestSchema)` to create a new message.
+ */
+export const RequestPhoneChangeRequestSchema: GenMessage<RequestPhoneChangeRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 21);
+
+/**
+ * @generated from message auth.v1.RequestPhoneChangeResponse
+ */
+export type RequestPhoneChangeResponse = Message<"auth.v1.RequestPhoneChangeResponse"> & {
+  /**
+   * @generated from field: string message = 1;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message auth.v1.RequestPhoneChangeResponse.
+ * Use `create(RequestPhoneChangeResponseSchema)` to create a new message.
+ */
+export const RequestPhoneChangeResponseSchema: GenMessage<RequestPhoneChangeResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 22);
+
+/**
+ * @generated from message auth.v1.ConfirmPhoneChangeRequest
+ */
+export type ConfirmPhoneChangeRequest = Message<"auth.v1.ConfirmPhoneChangeRequest"> & {
+  /**
+   * @generated from field: string new_phone_number = 1;
+   */
+  newPhoneNumber: string;
+
+  /**
+   * @generated from field: string otp = 2;
+   */
+  otp: string;
+};
+
+/**
+ * Describes the message auth.v1.ConfirmPhoneChangeRequest.
+ * Use `create(ConfirmPhoneChangeRequestSchema)` to create a new message.
+ */
+export const ConfirmPhoneChangeRequestSchema: GenMessage<ConfirmPhoneChangeRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 23);
+
+/**
+ * @generated from message auth.v1.ConfirmPhoneChangeResponse
+ */
+export type ConfirmPhoneChangeResponse = Message<"auth.v1.ConfirmPhoneChangeResponse"> & {
+  /**
+   * The user's number now, in E.164.
+   *
+   * @generated from field: string phone_number = 1;
+   */
+  phoneNumber: string;
+};
+
+/**
+ * Describes the message auth.v1.ConfirmPhoneChangeResponse.
+ * Use `create(ConfirmPhoneChangeResponseSchema)` to create a new message.
+ */
+export const ConfirmPhoneChangeResponseSchema: GenMessage<ConfirmPhoneChangeResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 24);
+
+/**
+ * @generated from message auth.v1.DeleteAccountRequest
+ */
+export type DeleteAccountRequest = Message<"auth.v1.DeleteAccountRequest"> & {
+  /**
+   * A fresh login code sent to the account's number.
+   *
+   * @generated from field: string otp = 1;
+   */
+  otp: string;
+};
+
+/**
+ * Describes the message auth.v1.DeleteAccountRequest.
+ * Use `create(DeleteAccountRequestSchema)` to create a new message.
+ */
+export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 25);
+
+/**
+ * @generated from message auth.v1.DeleteAccountResponse
+ */
+export type DeleteAccountResponse = Message<"auth.v1.DeleteAccountResponse"> & {
+  /**
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message auth.v1.DeleteAccountResponse.
+ * Use `create(DeleteAccountResponseSchema)` to create a new message.
+ */
+export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 26);
+
+/**
  * Phone-number authentication: signup, verification, login and profile.
  *
  * @generated from service auth.v1.AuthService
@@ -317,6 +674,77 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LogoutRequestSchema;
     output: typeof LogoutResponseSchema;
+  },
+  /**
+   * Replaces the session token (rotation) and issues a fresh access token. A replaced
+   * token presented again after a short grace revokes the whole session.
+   *
+   * @generated from rpc auth.v1.AuthService.RefreshSession
+   */
+  refreshSession: {
+    methodKind: "unary";
+    input: typeof RefreshSessionRequestSchema;
+    output: typeof RefreshSessionResponseSchema;
+  },
+  /**
+   * Introspection of the caller's session, for services that do not verify JWTs.
+   *
+   * @generated from rpc auth.v1.AuthService.GetSession
+   */
+  getSession: {
+    methodKind: "unary";
+    input: typeof GetSessionRequestSchema;
+    output: typeof GetSessionResponseSchema;
+  },
+  /**
+   * The live sessions of the caller's user.
+   *
+   * @generated from rpc auth.v1.AuthService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * Ends one of the caller's own sessions.
+   *
+   * @generated from rpc auth.v1.AuthService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * Sends a code of purpose phone_change to the new number.
+   *
+   * @generated from rpc auth.v1.AuthService.RequestPhoneChange
+   */
+  requestPhoneChange: {
+    methodKind: "unary";
+    input: typeof RequestPhoneChangeRequestSchema;
+    output: typeof RequestPhoneChangeResponseSchema;
+  },
+  /**
+   * Checks that code and moves the user to the new number; other sessions stay.
+   *
+   * @generated from rpc auth.v1.AuthService.ConfirmPhoneChange
+   */
+  confirmPhoneChange: {
+    methodKind: "unary";
+    input: typeof ConfirmPhoneChangeRequestSchema;
+    output: typeof ConfirmPhoneChangeResponseSchema;
+  },
+  /**
+   * Removes the user, their sessions and challenges; needs a fresh login code.
+   *
+   * @generated from rpc auth.v1.AuthService.DeleteAccount
+   */
+  deleteAccount: {
+    methodKind: "unary";
+    input: typeof DeleteAccountRequestSchema;
+    output: typeof DeleteAccountResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_auth_v1_auth, 0);
