@@ -6,7 +6,7 @@
 //
 // Guarantees:
 // - publish resolves only once the broker confirmed the message and did not return
-//   it as unroutable (`mandatory`); it rejects with PublishError otherwise, including
+//   it as unroutable (`mandatory`, except for events, which may have no consumer); it rejects with PublishError otherwise, including
 //   when the confirm does not come within `confirmTimeoutMs` or the connection drops
 //   first. Callers (the outbox relay) keep the message and publish it again.
 // - back-pressure: when amqplib's publish returns false, later publishes wait for
@@ -33,6 +33,8 @@ import {
   DEAD_LETTER_EXCHANGE,
   deadLetterQueueArguments,
   EXCHANGE,
+  EXCHANGES,
+  publishesMandatory,
   queueArguments,
   QUEUES,
 } from "./topology.ts";
@@ -215,7 +217,7 @@ export class AmqpBroker implements Broker {
       try {
         ok = ch.publish(msg.exchange, msg.routingKey, Buffer.from(msg.body), {
           persistent: true,
-          mandatory: true,
+          mandatory: publishesMandatory(msg.exchange),
           messageId: msg.messageId,
           type: msg.type,
           contentType: msg.contentType,
@@ -387,8 +389,7 @@ export class AmqpBroker implements Broker {
 }
 
 export async function declareTopology(ch: Channel, deliveryLimit: number): Promise<void> {
-  await ch.assertExchange(EXCHANGE, "direct", { durable: true });
-  await ch.assertExchange(DEAD_LETTER_EXCHANGE, "direct", { durable: true });
+  for (const x of EXCHANGES) await ch.assertExchange(x.name, x.type, { durable: true });
   for (const q of QUEUES) {
     await ch.assertQueue(q.deadLetterQueue, {
       durable: true,

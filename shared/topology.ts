@@ -10,6 +10,45 @@ export const AUTH_ROUTING_KEY = "otp_to_auth";
 export const AUTH_QUEUE = "auth_service_queue";
 
 /**
+ * Topic exchange where auth-service tells other services what happened; the routing key
+ * is the event name. We bind no queue of ours: each consumer binds its own, and an event
+ * nobody has bound to is not an error (see publishesMandatory).
+ */
+export const EVENTS_EXCHANGE = "auth.events";
+
+export const EVENT_ROUTING_KEYS = {
+  userSignedUp: "user.signed_up",
+  userVerified: "user.verified",
+  sessionCreated: "session.created",
+  sessionRevoked: "session.revoked",
+  phoneChanged: "phone.changed",
+  userDeleted: "user.deleted",
+} as const;
+
+export type EventRoutingKey = typeof EVENT_ROUTING_KEYS[keyof typeof EVENT_ROUTING_KEYS];
+
+export interface ExchangeSpec {
+  name: string;
+  type: "direct" | "topic";
+}
+
+/** Every exchange both services declare. */
+export const EXCHANGES: readonly ExchangeSpec[] = [
+  { name: EXCHANGE, type: "direct" },
+  { name: DEAD_LETTER_EXCHANGE, type: "direct" },
+  { name: EVENTS_EXCHANGE, type: "topic" },
+];
+
+/**
+ * Whether a publish to `exchange` must reach a queue. On the service-to-service exchange
+ * an unroutable message is lost work and fails the publish; an event is delivered to
+ * whoever has bound, possibly no one.
+ */
+export function publishesMandatory(exchange: string): boolean {
+  return exchange !== EVENTS_EXCHANGE;
+}
+
+/**
  * Returns after which a message that keeps failing is dead-lettered (RabbitMQ counts
  * returns, so its handler sees it at most this many times plus one).
  */
