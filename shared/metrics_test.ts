@@ -4,7 +4,7 @@ import { AuthService } from "./gen/auth/v1/auth_pb.ts";
 import { METRICS, RPC_METRICS } from "./metric_names.ts";
 import type { HistogramSpec, MetricSpec } from "./metric_names.ts";
 import { boundedLabelValue, Metrics, OTHER, rpcMetricsInterceptor } from "./metrics.ts";
-import { parsePrometheusText, sampleValue, sensitiveLabels } from "../testing/prometheus_text.ts";
+import { parsePrometheusText, sampleValue, sensitiveLabels } from "./prometheus_text.ts";
 
 const PHONE = "+14155550123";
 

@@ -11,7 +11,7 @@ import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
 import { decodeEvent, encodeEvent, EVENT_SCHEMAS } from "../shared/events.ts";
 import { EVENT_ROUTING_KEYS, EVENTS_EXCHANGE, publishesMandatory } from "../shared/topology.ts";
-import { createVhost } from "../shared/testing/stack.ts";
+import { createVhost } from "../testing/broker.ts";
 
 Deno.test("events reach the consumers bound to their names on the auth.events topic exchange", async () => {
   const vhost = await createVhost();
