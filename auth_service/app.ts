@@ -9,9 +9,9 @@ import type { RunningService } from "../shared/service_runtime.ts";
 import { AUTH_QUEUE } from "../shared/topology.ts";
 import type { AuthConfig } from "./config.ts";
 import { PgAuthStore } from "./pg_store.ts";
+import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
-import { AuthService } from "./service.ts";
-import type { OtpGateway } from "./service.ts";
+import { createUseCases } from "./use_cases.ts";
 
 export interface AuthDeps {
   config: AuthConfig;
@@ -34,7 +34,23 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     migrationsDir: new URL("./migrations/", import.meta.url),
   });
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
-  const service = new AuthService(store, d.otp, await HmacKey.import(config.otpHmacKey), {
+  const hmac = await HmacKey.import(config.otpHmacKey);
+  const useCases = createUseCases({ store, otp: d.otp, hmac, log: logger }, authSettings(config));
+
+  broker.consume(AUTH_QUEUE, (m) => useCases.challenges.handle(m), { prefetch: 32 });
+  // Keep rows a day past the longest window any limit looks back over.
+  const keep = Math.max(config.sending.daySeconds, config.perAddress.windowSeconds) + 86_400;
+  return runtime.serve({
+    hostname: d.hostname,
+    port: config.port,
+    routes: authRoutes(useCases),
+    trustedProxyHops: config.trustedProxyHops,
+    sweep: () => store.sweep(keep),
+  });
+}
+
+export function authSettings(config: AuthConfig): AuthSettings {
+  return {
     codeLength: config.codes.length,
     maxAttempts: config.codes.maxAttempts,
     maxTtlSeconds: config.codes.maxTtlSeconds,
@@ -44,16 +60,5 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     lockAfterFailures: config.checking.lockAfterFailures,
     lockSeconds: config.checking.lockSeconds,
     perAddress: config.perAddress,
-  }, logger);
-
-  broker.consume(AUTH_QUEUE, (m) => service.acceptIssued(m), { prefetch: 32 });
-  // Keep rows a day past the longest window any limit looks back over.
-  const keep = Math.max(config.sending.daySeconds, config.perAddress.windowSeconds) + 86_400;
-  return runtime.serve({
-    hostname: d.hostname,
-    port: config.port,
-    routes: authRoutes(service),
-    trustedProxyHops: config.trustedProxyHops,
-    sweep: () => store.sweep(keep),
-  });
+  };
 }

@@ -4,6 +4,7 @@ import { processEnv, runMain } from "../shared/config.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import { createPool } from "../shared/postgres.ts";
+import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "./app.ts";
 import { loadAuthConfig } from "./config.ts";
 import { createOtpGateway } from "./otp_client.ts";
@@ -16,6 +17,7 @@ await runMain(async () => {
     url: config.amqpUrl,
     logger,
     deliveryLimit: config.deliveryLimit,
+    isTransient: isDatabaseUnavailable,
   });
   const otp = createOtpGateway(config.otpServiceUrl, config.internalApiToken, logger);
   const app = await startAuthService({ config, sql, broker, otp, logger });

@@ -3,11 +3,17 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { RetryInfoSchema } from "../shared/gen/google/rpc/error_details_pb.ts";
-import { DomainError, unavailable } from "../shared/errors.ts";
+import {
+  invalidArgument,
+  permissionDenied,
+  resourceExhausted,
+  unavailable,
+} from "../shared/errors.ts";
+import { reasonOf } from "../shared/connect_errors.ts";
 import { purposeFromName } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Logger } from "../shared/log.ts";
-import type { CallContext, OtpGateway } from "./service.ts";
+import type { CallContext, OtpGateway } from "./ports.ts";
 
 export function createOtpGateway(
   baseUrl: string,
@@ -48,12 +54,16 @@ function translate(err: ConnectError, log: Logger): Error {
   switch (err.code) {
     case Code.ResourceExhausted: {
       const retry = err.findDetails(RetryInfoSchema)[0]?.retryDelay?.seconds;
-      return new DomainError("resource_exhausted", stripRetry(err.rawMessage), Number(retry ?? 60));
+      return resourceExhausted(
+        stripRetry(err.rawMessage),
+        Number(retry ?? 60),
+        reasonOf(err) ?? "RATE_LIMITED",
+      );
     }
     case Code.InvalidArgument:
-      return new DomainError("invalid_argument", err.rawMessage);
+      return invalidArgument(err.rawMessage, reasonOf(err));
     case Code.PermissionDenied:
-      return new DomainError("permission_denied", err.rawMessage);
+      return permissionDenied(err.rawMessage, reasonOf(err));
     default:
       // Our own misconfiguration (bad token) or otp-service trouble: not the client's doing.
       log.error("otp-service call failed", { code: Code[err.code], error: err.rawMessage });

@@ -1,8 +1,9 @@
 // Sliding-window limits in PostgreSQL, so they hold across replicas. Each key is
 // serialised with a transaction-scoped advisory lock taken in a fixed (sorted) order,
 // so two replicas cannot both admit the last allowed event, and cannot deadlock.
+import { insertAudit } from "../shared/audit.ts";
 import type { TxSql } from "../shared/postgres.ts";
-import type { AuditContext, Limited, RateRule } from "./store.ts";
+import type { AuditContext, Limited, RateRule } from "./ports.ts";
 
 /** Returns the rule that trips (with when to retry), or records one event per rule. */
 export async function admit(tx: TxSql, rules: RateRule[]): Promise<Limited | null> {
@@ -38,7 +39,5 @@ export async function audit(
   outcome: string,
   a: AuditContext,
 ): Promise<void> {
-  await tx`
-    insert into auth.audit_events (event, phone_number, client_address, outcome, request_id)
-    values (${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome}, ${a.requestId || null})`;
+  await insertAudit(tx, "auth", { event, outcome, ...a });
 }

@@ -17,7 +17,7 @@ import type {
   RedeemPolicy,
   SignupOutcome,
   User,
-} from "./store.ts";
+} from "./ports.ts";
 
 const SCHEMA = "auth";
 

@@ -1,7 +1,8 @@
 // The database cost of the hot RPCs against PostgreSQL's own floor (one `select 1`
 // round trip on the same pool): `deno task bench`. Needs DATABASE_URL's server.
 import { createLogger } from "../shared/log.ts";
-import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
+import { migrate, readMigrations } from "../shared/migrations.ts";
+import { createPool } from "../shared/postgres.ts";
 import { DATABASE_URL } from "../testing/database.ts";
 import { sha256 } from "../shared/crypto.ts";
 import { PgAuthStore } from "./pg_store.ts";

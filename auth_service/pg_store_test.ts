@@ -1,7 +1,8 @@
 // The sweep against real PostgreSQL: rows past their use are deleted, live ones kept.
 import assert from "node:assert/strict";
 import { createLogger } from "../shared/log.ts";
-import { createPool, migrate, readMigrations } from "../shared/postgres.ts";
+import { migrate, readMigrations } from "../shared/migrations.ts";
+import { createPool } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
 

@@ -9,7 +9,8 @@ import type { Env } from "../shared/config.ts";
 import { randomToken } from "../shared/crypto.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
-import { createPool, isDatabaseUnavailable } from "../shared/postgres.ts";
+import { createPool } from "../shared/postgres.ts";
+import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "../auth_service/app.ts";
 import { loadAuthConfig } from "../auth_service/config.ts";
 import { createOtpGateway } from "../auth_service/otp_client.ts";
@@ -43,7 +44,12 @@ await runMain(async () => {
   const authConfig = loadAuthConfig(env);
   const makeBroker = async (): Promise<Broker> =>
     realAmqp
-      ? await connectAmqp({ url: realAmqp, logger: log, deliveryLimit: otpConfig.deliveryLimit })
+      ? await connectAmqp({
+        url: realAmqp,
+        logger: log,
+        deliveryLimit: otpConfig.deliveryLimit,
+        isTransient: isDatabaseUnavailable,
+      })
       : shared;
   const shared: Broker = new MemoryBroker(log, {
     deliveryLimit: otpConfig.deliveryLimit,

@@ -5,6 +5,7 @@ import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { createPool } from "../shared/postgres.ts";
+import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startOtpService } from "./app.ts";
 import { loadOtpConfig } from "./config.ts";
 import type { OtpConfig } from "./config.ts";
@@ -39,6 +40,7 @@ await runMain(async () => {
     url: config.amqpUrl,
     logger,
     deliveryLimit: config.deliveryLimit,
+    isTransient: isDatabaseUnavailable,
   });
   const app = await startOtpService({
     config,

@@ -28,7 +28,6 @@ import type {
 import { PublishError } from "./bus.ts";
 import { backoff, delay, settlesWithin } from "./async.ts";
 import type { Logger } from "./log.ts";
-import { isDatabaseUnavailable } from "./postgres.ts";
 import {
   DEAD_LETTER_EXCHANGE,
   deadLetterQueueArguments,
@@ -47,9 +46,9 @@ export interface AmqpOptions {
   confirmTimeoutMs?: number;
   /**
    * Errors for which a handler is retried in place (the message stays unacknowledged
-   * and its delivery count does not grow). Default: the database is unreachable.
+   * and its delivery count does not grow): the database is unreachable, typically.
    */
-  isTransient?: (err: unknown) => boolean;
+  isTransient: (err: unknown) => boolean;
   /** How long a message may be retried in place before it is requeued. */
   transientRetryMs?: number;
   /** How long close() waits for handlers in flight. */
@@ -101,7 +100,7 @@ export class AmqpBroker implements Broker {
 
   constructor(private readonly options: AmqpOptions) {
     this.log = options.logger.child({ component: "amqp" });
-    this.isTransient = options.isTransient ?? isDatabaseUnavailable;
+    this.isTransient = options.isTransient;
   }
 
   async start(): Promise<void> {

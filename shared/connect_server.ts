@@ -7,6 +7,7 @@ import { createConnectRouter, createContextKey, createContextValues } from "@con
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { errorInterceptor } from "./connect_errors.ts";
+import type { ErrorMapOptions } from "./connect_errors.ts";
 import type { Logger } from "./log.ts";
 
 /** The caller's address as the service sees it (socket, or trusted forwarded header). */
@@ -30,6 +31,8 @@ export interface ServeOptions {
   /** Largest accepted request body. */
   readMaxBytes?: number;
   onListen?: (addr: Deno.NetAddr) => void;
+  /** How the error mapper tells a database outage (unavailable) from a bug (internal). */
+  errors?: ErrorMapOptions;
 }
 
 export interface RunningServer {
@@ -47,7 +50,7 @@ export function serveConnect(o: ServeOptions): RunningServer {
     connect: true,
     readMaxBytes,
     jsonOptions: { useProtoFieldName: true, alwaysEmitImplicit: true },
-    interceptors: [errorInterceptor(o.logger)],
+    interceptors: [errorInterceptor(o.logger, o.errors)],
   });
   o.routes(router);
   const table = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));

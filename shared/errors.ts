@@ -1,21 +1,29 @@
 // Domain errors: what went wrong in terms the client can act on. Domain code throws
-// these and nothing transport-specific; shared/connect_errors.ts maps them to Connect.
+// these and nothing transport-specific; shared/connect_errors.ts maps each reason to
+// its Connect code and sends the reason itself in an ErrorInfo detail.
 
-export type ErrorKind =
-  | "invalid_argument"
-  | "unauthenticated"
-  | "permission_denied"
-  | "already_exists"
-  | "not_found"
-  | "failed_precondition"
-  | "resource_exhausted"
-  | "unavailable";
+/** Stable machine-readable reasons; clients may branch on them, so never rename one. */
+export type Reason =
+  | "INVALID_ARGUMENT"
+  | "PHONE_INVALID"
+  | "CODE_MALFORMED"
+  | "UNAUTHENTICATED"
+  | "CODE_INVALID"
+  | "SESSION_INVALID"
+  | "PERMISSION_DENIED"
+  | "COUNTRY_NOT_ALLOWED"
+  | "NOT_OWN_PROFILE"
+  | "ALREADY_REGISTERED"
+  | "RATE_LIMITED"
+  | "CODE_EXHAUSTED"
+  | "NUMBER_LOCKED"
+  | "UNAVAILABLE";
 
 export class DomainError extends Error {
   constructor(
-    readonly kind: ErrorKind,
+    readonly reason: Reason,
     message: string,
-    /** For resource_exhausted: seconds until a retry can succeed. */
+    /** For refusals that pass with time: seconds until a retry can succeed. */
     readonly retryAfterSeconds?: number,
   ) {
     super(message);
@@ -23,10 +31,15 @@ export class DomainError extends Error {
   }
 }
 
-export const invalidArgument = (m: string) => new DomainError("invalid_argument", m);
-export const unauthenticated = (m: string) => new DomainError("unauthenticated", m);
-export const permissionDenied = (m: string) => new DomainError("permission_denied", m);
-export const alreadyExists = (m: string) => new DomainError("already_exists", m);
-export const unavailable = (m: string) => new DomainError("unavailable", m);
-export const resourceExhausted = (m: string, retryAfterSeconds?: number) =>
-  new DomainError("resource_exhausted", m, retryAfterSeconds);
+export const invalidArgument = (m: string, reason: Reason = "INVALID_ARGUMENT") =>
+  new DomainError(reason, m);
+export const unauthenticated = (m: string, reason: Reason = "UNAUTHENTICATED") =>
+  new DomainError(reason, m);
+export const permissionDenied = (m: string, reason: Reason = "PERMISSION_DENIED") =>
+  new DomainError(reason, m);
+export const unavailable = (m: string) => new DomainError("UNAVAILABLE", m);
+export const resourceExhausted = (
+  m: string,
+  retryAfterSeconds?: number,
+  reason: Reason = "RATE_LIMITED",
+) => new DomainError(reason, m, retryAfterSeconds);

@@ -15,6 +15,13 @@ export interface SendLimits {
   allowedCountries: string[];
 }
 
+/** What the client is told when a sending limit trips; both services say the same. */
+export const SEND_LIMIT_REASONS = {
+  cooldown: "a code was sent to this number moments ago",
+  hour: "too many codes for this number this hour",
+  day: "too many codes for this number today",
+} as const;
+
 export const SEND_LIMIT_ENV = [
   "OTP_SEND_COOLDOWN_SECONDS",
   "OTP_SENDS_PER_HOUR",

@@ -1,4 +1,4 @@
-// PostgreSQL pool and migrations. Options are passed explicitly so postgres.js does
+// The PostgreSQL pool. Options are passed explicitly so postgres.js does
 // not go looking through PG* environment variables the service is not allowed to read
 // (it still reads PGAPPNAME, which the service tasks therefore allow).
 // Runtime: shared/vendor/postgres (postgres.js 3.4.9 with the nextWrite fix, see its PATCHED.md);
@@ -6,7 +6,7 @@
 // @ts-types="npm:postgres@3.4.9"
 import postgres from "postgres";
 import { backoff } from "./async.ts";
-import type { Logger } from "./log.ts";
+import { isDatabaseUnavailable } from "./postgres_errors.ts";
 
 export type Sql = postgres.Sql;
 export type TxSql = postgres.TransactionSql;
@@ -90,100 +90,4 @@ function sslFrom(mode: string | undefined): boolean | "require" | "prefer" | "ve
     default:
       return "require";
   }
-}
-
-export interface Migration {
-  version: number;
-  name: string;
-  sql: string;
-}
-
-/** Reads `NNNN_name.sql` files from a directory, in version order. */
-export async function readMigrations(dir: URL): Promise<Migration[]> {
-  const out: Migration[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    const m = /^(\d{4})_([a-z0-9_]+)\.sql$/.exec(entry.name);
-    if (!entry.isFile || !m) continue;
-    out.push({
-      version: Number(m[1]),
-      name: m[2]!,
-      sql: await Deno.readTextFile(new URL(entry.name, dir)),
-    });
-  }
-  return out.sort((a, b) => a.version - b.version);
-}
-
-/**
- * Applies pending migrations in one transaction under an advisory lock, so replicas
- * starting together apply each migration exactly once.
- */
-export async function migrate(
-  sql: Sql,
-  schema: string,
-  migrations: Migration[],
-  log: Logger,
-): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(hashtext(${"migrations:" + schema}))`;
-    await tx.unsafe(`create schema if not exists ${schema}`);
-    await tx.unsafe(`create table if not exists ${schema}.schema_migrations (
-      version integer primary key,
-      name text not null,
-      applied_at timestamptz not null default now())`);
-    const done = new Set(
-      (await tx.unsafe(`select version from ${schema}.schema_migrations`)).map((r) =>
-        Number(r.version)
-      ),
-    );
-    for (const m of migrations) {
-      if (done.has(m.version)) continue;
-      await tx.unsafe(m.sql);
-      await tx.unsafe(`insert into ${schema}.schema_migrations (version, name) values ($1, $2)`, [
-        m.version,
-        m.name,
-      ]);
-      log.info("migration applied", { schema, version: m.version, name: m.name });
-    }
-  });
-}
-
-export async function migrationsApplied(
-  sql: Sql,
-  schema: string,
-  migrations: Migration[],
-): Promise<boolean> {
-  const last = migrations.at(-1)?.version ?? 0;
-  const rows = await sql.unsafe(
-    `select coalesce(max(version), 0) as v from ${schema}.schema_migrations`,
-  );
-  return Number(rows[0]?.v ?? 0) >= last;
-}
-
-const UNAVAILABLE_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "CONNECT_TIMEOUT",
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "57P01", // admin_shutdown (pg_terminate_backend)
-  "57P02",
-  "57P03", // cannot_connect_now
-  "57014", // query_canceled (statement_timeout)
-  "53300", // too_many_connections
-  "40001", // serialization_failure
-  "40P01", // deadlock_detected
-]);
-
-/** True for errors that mean "the database is not reachable or busy right now". */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === "string") {
-    if (UNAVAILABLE_CODES.has(code) || code.startsWith("08")) return true;
-  }
-  return err.name === "ConnectionRefused" || err.name === "NotConnected" ||
-    /connection|socket|ECONNREFUSED/i.test(err.message) && !("severity" in err);
 }

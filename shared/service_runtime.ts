@@ -6,8 +6,9 @@ import { serveConnect } from "./connect_server.ts";
 import { retryUntil, withTimeout } from "./async.ts";
 import type { Logger } from "./log.ts";
 import { OutboxRelay } from "./outbox.ts";
-import { migrate, migrationsApplied, readMigrations } from "./postgres.ts";
+import { migrate, migrationsApplied, readMigrations } from "./migrations.ts";
 import type { Sql } from "./postgres.ts";
+import { isDatabaseUnavailable } from "./postgres_errors.ts";
 
 export interface RuntimeOptions {
   sql: Sql;
@@ -61,6 +62,7 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         logger,
         routes: p.routes,
         trustedProxyHops: p.trustedProxyHops,
+        errors: { isDatabaseUnavailable },
         health: {
           ready: async () => {
             const db = await withTimeout(() => migrationsApplied(sql, schema, migrations), 1_000)

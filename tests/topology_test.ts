@@ -87,6 +87,7 @@ Deno.test("an event nobody has bound to is confirmed, while an unroutable servic
     url: vhost.url,
     logger: createLogger("topology-test", "error"),
     deliveryLimit: 5,
+    isTransient: () => false,
   });
   try {
     await broker.waitUntilReady();

@@ -1,7 +1,32 @@
-// The persistence port of auth-service. Each method is one database transaction, so
-// every RPC costs exactly one.
+// The ports of auth-service and the domain types they speak: the store (each method is
+// one database transaction, so every RPC costs exactly one) and the otp-service gateway.
+// Use cases depend on these only, never on a driver.
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import type { SendLimits } from "../shared/limits_config.ts";
+
+/** Who is calling, as the transport saw it. */
+export interface CallContext {
+  requestId: string;
+  clientAddress: string;
+}
+
+/** Asks otp-service for a login code (GenerateOtp). Throws DomainError on refusal. */
+export interface OtpGateway {
+  requestCode(phone: string, purpose: PurposeName, ctx: CallContext): Promise<void>;
+}
+
+export interface AuthSettings {
+  codeLength: number;
+  maxAttempts: number;
+  maxTtlSeconds: number;
+  sessionTtlSeconds: number;
+  sessionIdleSeconds: number;
+  sending: SendLimits;
+  lockAfterFailures: number;
+  lockSeconds: number;
+  perAddress: { sendLimit: number; checkLimit: number; windowSeconds: number };
+}
 
 export interface User {
   id: string;

@@ -1,0 +1,103 @@
+// Redeeming a code: VerifyPhoneNumber (a signup code) and LoginWithPhoneNumber (a login
+// code). A matching code is consumed and a session created in the same transaction.
+import { constantTimeEqual, otpMac, randomToken, sha256 } from "../shared/crypto.ts";
+import type { HmacKey } from "../shared/crypto.ts";
+import { invalidArgument, resourceExhausted, unauthenticated } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import { maskPhone } from "../shared/log.ts";
+import type { PurposeName } from "../shared/messages.ts";
+import { parsePhone } from "../shared/phone.ts";
+import type { AuthSettings, AuthStore, CallContext } from "./ports.ts";
+import { auditContext, checkRules, limitedError } from "./rules.ts";
+
+// The same text for a wrong and an expired code, so neither can be told from the other.
+const WRONG_CODE = "invalid or expired code";
+const LOCKED = "too many wrong codes for this number; it is locked for now";
+
+export class Redemption {
+  private readonly codeFormat: RegExp;
+
+  constructor(
+    private readonly store: AuthStore,
+    private readonly hmac: HmacKey,
+    private readonly settings: AuthSettings,
+    private readonly log: Logger,
+  ) {
+    this.codeFormat = new RegExp(`^\\d{${settings.codeLength}}$`);
+  }
+
+  /** Redeems a signup code: the user becomes verified. Returns the session token. */
+  verify(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
+    return this.redeem(phoneInput, code, "signup", ctx);
+  }
+
+  /** Redeems a login code. Returns the session token. */
+  login(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
+    return this.redeem(phoneInput, code, "login", ctx);
+  }
+
+  private async redeem(
+    phoneInput: string,
+    code: string,
+    purpose: PurposeName,
+    ctx: CallContext,
+  ): Promise<string> {
+    const phone = parsePhone(phoneInput).e164;
+    if (!this.codeFormat.test(code)) {
+      throw invalidArgument(`otp must be ${this.settings.codeLength} digits`, "CODE_MALFORMED");
+    }
+    const token = randomToken();
+    const outcome = await this.store.redeem(
+      phone,
+      purpose,
+      {
+        maxAttempts: this.settings.maxAttempts,
+        lockAfterFailures: this.settings.lockAfterFailures,
+        lockSeconds: this.settings.lockSeconds,
+        rules: checkRules(this.settings, ctx),
+      },
+      async (c) => {
+        const mac = await otpMac(this.hmac, c.requestId, phone, purpose, code);
+        return constantTimeEqual(mac, c.codeMac);
+      },
+      { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },
+      auditContext(phone, ctx),
+    );
+    const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
+    switch (outcome.kind) {
+      case "ok":
+        this.log.info("code accepted; session created", fields);
+        return token;
+      case "no_challenge":
+        this.log.info("code rejected: no live challenge", fields);
+        throw unauthenticated(WRONG_CODE, "CODE_INVALID");
+      case "wrong":
+        this.log.info("code rejected: wrong", { ...fields, remaining: outcome.remaining });
+        if (outcome.locked) {
+          this.log.warn("number locked after consecutive wrong codes", fields);
+          throw resourceExhausted(LOCKED, this.settings.lockSeconds, "NUMBER_LOCKED");
+        }
+        throw unauthenticated(
+          outcome.remaining > 0
+            ? `${WRONG_CODE}; ${outcome.remaining} ${
+              outcome.remaining === 1 ? "try" : "tries"
+            } left`
+            : `${WRONG_CODE}; no tries left, request a new code`,
+          "CODE_INVALID",
+        );
+      case "exhausted":
+        this.log.info("code rejected: too many wrong tries", fields);
+        throw resourceExhausted(
+          "too many wrong codes; request a new code",
+          undefined,
+          "CODE_EXHAUSTED",
+        );
+      case "locked":
+        this.log.info("code rejected: number locked", fields);
+        throw resourceExhausted(LOCKED, outcome.retryAfterSeconds, "NUMBER_LOCKED");
+      case "limited":
+        this.log.info("code check refused: limit", fields);
+        throw limitedError(outcome);
+    }
+  }
+}

@@ -1,0 +1,32 @@
+// Every auth-service use case, built from the ports. The production app, the dev
+// launcher and the in-memory domain tests all assemble the domain here.
+import type { HmacKey } from "../shared/crypto.ts";
+import type { Logger } from "../shared/log.ts";
+import { ChallengeConsumer } from "./challenge_consumer.ts";
+import { CodeRequests } from "./code_request.ts";
+import type { AuthSettings, AuthStore, OtpGateway } from "./ports.ts";
+import { Redemption } from "./redemption.ts";
+import { Sessions } from "./sessions.ts";
+
+export interface AuthUseCases {
+  codes: CodeRequests;
+  redemption: Redemption;
+  sessions: Sessions;
+  challenges: ChallengeConsumer;
+}
+
+export interface AuthPorts {
+  store: AuthStore;
+  otp: OtpGateway;
+  hmac: HmacKey;
+  log: Logger;
+}
+
+export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCases {
+  return {
+    codes: new CodeRequests(p.store, p.otp, settings, p.log),
+    redemption: new Redemption(p.store, p.hmac, settings, p.log),
+    sessions: new Sessions(p.store, settings),
+    challenges: new ChallengeConsumer(p.store, settings.maxTtlSeconds, p.log),
+  };
+}

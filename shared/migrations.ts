@@ -1,0 +1,70 @@
+// Numbered SQL migrations, applied once per schema however many replicas start together.
+import type { Logger } from "./log.ts";
+import type { Sql } from "./postgres.ts";
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Reads `NNNN_name.sql` files from a directory, in version order. */
+export async function readMigrations(dir: URL): Promise<Migration[]> {
+  const out: Migration[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const m = /^(\d{4})_([a-z0-9_]+)\.sql$/.exec(entry.name);
+    if (!entry.isFile || !m) continue;
+    out.push({
+      version: Number(m[1]),
+      name: m[2]!,
+      sql: await Deno.readTextFile(new URL(entry.name, dir)),
+    });
+  }
+  return out.sort((a, b) => a.version - b.version);
+}
+
+/**
+ * Applies pending migrations in one transaction under an advisory lock, so replicas
+ * starting together apply each migration exactly once.
+ */
+export async function migrate(
+  sql: Sql,
+  schema: string,
+  migrations: Migration[],
+  log: Logger,
+): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext(${"migrations:" + schema}))`;
+    await tx.unsafe(`create schema if not exists ${schema}`);
+    await tx.unsafe(`create table if not exists ${schema}.schema_migrations (
+      version integer primary key,
+      name text not null,
+      applied_at timestamptz not null default now())`);
+    const done = new Set(
+      (await tx.unsafe(`select version from ${schema}.schema_migrations`)).map((r) =>
+        Number(r.version)
+      ),
+    );
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await tx.unsafe(m.sql);
+      await tx.unsafe(`insert into ${schema}.schema_migrations (version, name) values ($1, $2)`, [
+        m.version,
+        m.name,
+      ]);
+      log.info("migration applied", { schema, version: m.version, name: m.name });
+    }
+  });
+}
+
+export async function migrationsApplied(
+  sql: Sql,
+  schema: string,
+  migrations: Migration[],
+): Promise<boolean> {
+  const last = migrations.at(-1)?.version ?? 0;
+  const rows = await sql.unsafe(
+    `select coalesce(max(version), 0) as v from ${schema}.schema_migrations`,
+  );
+  return Number(rows[0]?.v ?? 0) >= last;
+}
