@@ -1,10 +1,25 @@
-// The sweep against real PostgreSQL: rows past their use are deleted, live ones kept.
+// PgAuthStore against real PostgreSQL, in a database of its own: the conformance suite,
+// and the sweep (rows past their use are deleted, live ones kept).
 import assert from "node:assert/strict";
 import { createLogger } from "../shared/log.ts";
 import { migrate, readMigrations } from "../shared/migrations.ts";
 import { createPool } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
+import { migrateAuth, openPgStore } from "./pg_store_fixture.ts";
+import { storeConformance } from "./store_conformance.ts";
+
+Deno.test("the PostgreSQL store passes the store conformance suite", async (t) => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 4 });
+  try {
+    await migrateAuth(sql);
+    await storeConformance(t, () => openPgStore(sql));
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+});
 
 Deno.test("the sweep deletes expired counters, challenges, sessions and old inbox rows only", async () => {
   const db = await createDatabase();

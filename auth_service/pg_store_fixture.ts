@@ -1,0 +1,45 @@
+// PgAuthStore as a StoreUnderTest, for the conformance suite on PostgreSQL and PGlite.
+import { createLogger } from "../shared/log.ts";
+import { migrate, readMigrations } from "../shared/migrations.ts";
+import type { Sql } from "../shared/postgres.ts";
+import { PgAuthStore } from "./pg_store.ts";
+import type { StoreUnderTest } from "./store_conformance.ts";
+
+const TABLES = "users, challenges, sessions, inbox, outbox, rate_events, number_locks, " +
+  "audit_events";
+
+export async function migrateAuth(sql: Sql): Promise<void> {
+  const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
+  await migrate(sql, "auth", migrations, createLogger("test", "error"));
+}
+
+/** An emptied auth schema behind a PgAuthStore; the schema must be migrated. */
+export async function openPgStore(sql: Sql): Promise<StoreUnderTest> {
+  await sql.unsafe(`truncate ${TABLES.split(", ").map((t) => `auth.${t}`).join(", ")}`);
+  return {
+    store: new PgAuthStore(sql),
+    now: () => new Date(),
+    elapse: async (seconds) => {
+      await sql.begin(async (tx) => {
+        const back = (cols: string[]) =>
+          cols.map((c) => `${c} = ${c} - make_interval(secs => $1)`).join(", ");
+        const shift = (table: string, cols: string[]) =>
+          tx.unsafe(`update auth.${table} set ${back(cols)}`, [seconds]);
+        await shift("users", ["created_at", "verified_at"]);
+        await shift("challenges", ["issued_at", "expires_at", "consumed_at"]);
+        await shift("sessions", ["created_at", "expires_at", "last_seen_at", "revoked_at"]);
+        await shift("inbox", ["handled_at"]);
+        await shift("outbox", ["created_at", "available_at"]);
+        await shift("rate_events", ["at"]);
+        await shift("number_locks", ["locked_until"]);
+        await shift("audit_events", ["at"]);
+      });
+    },
+    auditTrail: async () =>
+      (await sql<{ e: string }[]>`
+        select event || ':' || outcome as e from auth.audit_events order by id`).map((r) => r.e),
+    enqueued: async () =>
+      (await sql<{ message_id: string }[]>`
+        select message_id from auth.outbox order by id`).map((r) => r.message_id),
+  };
+}

@@ -1,0 +1,343 @@
+// One behavioural suite every AuthStore must pass, run against each backend (PostgreSQL,
+// PGlite, memory) by its own test file. Time is let pass by `elapse`, which moves every
+// stored time into the past, so nothing here waits on a clock.
+import assert from "node:assert/strict";
+import { constantTimeEqual } from "../shared/crypto.ts";
+import type { OutgoingMessage } from "../shared/bus.ts";
+import type { PurposeName } from "../shared/messages.ts";
+import type { AuditContext, AuthStore, Challenge, RateRule, RedeemPolicy } from "./ports.ts";
+
+export interface StoreUnderTest {
+  store: AuthStore;
+  /** The store's idea of now. */
+  now(): Date;
+  /** Lets this many seconds pass for everything stored. */
+  elapse(seconds: number): Promise<void>;
+  /** The audit trail so far, oldest first, as "event:outcome". */
+  auditTrail(): Promise<string[]>;
+  /** Message ids enqueued so far, oldest first. */
+  enqueued(): Promise<string[]>;
+}
+
+/** Registers one step per behaviour; `open` gives an empty store each time. */
+export async function storeConformance(
+  t: Deno.TestContext,
+  open: () => Promise<StoreUnderTest>,
+): Promise<void> {
+  for (const [name, fn] of Object.entries(behaviours)) {
+    await t.step(name, async () => fn(await open()));
+  }
+}
+
+const PHONE = "+14155550123";
+const OTHER = "+14155550124";
+const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.1", requestId: "r1" };
+const POLICY: RedeemPolicy = { maxAttempts: 3, lockAfterFailures: 5, lockSeconds: 600, rules: [] };
+const MAC = new Uint8Array(32).fill(7);
+const session = (n: number) => ({ tokenHash: new Uint8Array(32).fill(n), ttlSeconds: 3600 });
+const rule = (key: string, limit: number, windowSeconds: number, reason = key): RateRule => ({
+  key,
+  limit,
+  windowSeconds,
+  reason,
+});
+
+let ids = 0;
+function request(): OutgoingMessage {
+  return {
+    exchange: "otp",
+    routingKey: "otp",
+    messageId: `m${++ids}-${crypto.randomUUID()}`,
+    type: "bus.v1.OtpRequested",
+    contentType: "application/x-protobuf",
+    body: new Uint8Array([1, 2, 3]),
+    timestamp: new Date(),
+  };
+}
+
+function challenge(
+  s: StoreUnderTest,
+  o: { phone?: string; purpose?: PurposeName; ageSeconds?: number; ttlSeconds?: number } = {},
+): Challenge {
+  const issuedAt = new Date(s.now().getTime() - (o.ageSeconds ?? 0) * 1000);
+  return {
+    requestId: crypto.randomUUID(),
+    phoneNumber: o.phone ?? PHONE,
+    purpose: o.purpose ?? "signup",
+    codeMac: MAC,
+    issuedAt,
+    expiresAt: new Date(issuedAt.getTime() + (o.ttlSeconds ?? 300) * 1000),
+  };
+}
+
+const right = (c: Challenge) => Promise.resolve(constantTimeEqual(c.codeMac, MAC));
+const wrong = () => Promise.resolve(false);
+
+/** A user with a live code of `purpose` waiting. */
+async function withChallenge(s: StoreUnderTest, purpose: PurposeName = "signup", phone = PHONE) {
+  await s.store.signup(phone, request(), [], who);
+  await s.store.saveChallenge(crypto.randomUUID(), challenge(s, { phone, purpose }));
+}
+
+async function verifiedUser(s: StoreUnderTest, phone = PHONE, token = 1) {
+  await withChallenge(s, "signup", phone);
+  const r = await s.store.redeem(phone, "signup", POLICY, right, session(token), who);
+  assert.equal(r.kind, "ok");
+}
+
+const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
+  async "signup keeps one unverified user and enqueues each request"(s) {
+    const a = request(), b = request();
+    assert.deepEqual(await s.store.signup(PHONE, a, [], who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, b, [], who), { kind: "queued" });
+    assert.deepEqual(await s.enqueued(), [a.messageId, b.messageId]);
+    assert.deepEqual(await s.auditTrail(), ["code_requested:signup", "code_requested:signup"]);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+  },
+
+  async "signup of a verified number enqueues nothing and is audited"(s) {
+    await verifiedUser(s);
+    const before = (await s.enqueued()).length;
+    assert.deepEqual(await s.store.signup(PHONE, request(), [], who), {
+      kind: "already_verified",
+    });
+    assert.equal((await s.enqueued()).length, before);
+    assert.equal((await s.auditTrail()).at(-1), "code_requested:already_verified");
+  },
+
+  async "a signup refused by a limit creates no user and enqueues nothing"(s) {
+    await s.store.signup(OTHER, request(), [rule("k", 1, 60)], who);
+    const refused = await s.store.signup(PHONE, request(), [rule("k", 1, 60, "slow")], who);
+    assert.equal(refused.kind, "limited");
+    assert.equal((await s.enqueued()).length, 1);
+    // No user row: a challenge for the number has no one to log in.
+    await s.store.saveChallenge("m", challenge(s));
+    const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
+    assert.equal(r.kind, "no_challenge");
+    assert.equal((await s.auditTrail())[1], "code_requested:limited");
+  },
+
+  async "a limit admits its count per window, then refuses until the window passes"(s) {
+    const rules = [rule("k", 2, 100, "too many")];
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
+    }
+    const refused = await s.store.signup(PHONE, request(), rules, who);
+    assert.equal(refused.kind, "limited");
+    if (refused.kind !== "limited") return;
+    assert.equal(refused.reason, "too many");
+    assert.ok(refused.retryAfterSeconds >= 99 && refused.retryAfterSeconds <= 100);
+    await s.elapse(60);
+    const later = await s.store.signup(PHONE, request(), rules, who);
+    assert.equal(later.kind, "limited");
+    if (later.kind === "limited") assert.ok(later.retryAfterSeconds <= 40);
+    await s.elapse(41);
+    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
+  },
+
+  async "rules sharing a key count one event per call, and the latest retry wins"(s) {
+    const rules = [rule("k", 2, 100, "hour"), rule("k", 3, 1000, "day")];
+    await s.store.signup(PHONE, request(), rules, who);
+    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
+    await s.store.signup(PHONE, request(), [rule("j", 1, 10, "short")], who);
+    const both = [rule("j", 1, 10, "short"), ...rules];
+    const refused = await s.store.signup(PHONE, request(), both, who);
+    assert.equal(refused.kind, "limited");
+    if (refused.kind === "limited") {
+      assert.equal(refused.reason, "hour");
+      assert.ok(refused.retryAfterSeconds > 10);
+    }
+  },
+
+  async "a login code is admitted only for a verified user, and only then charged"(s) {
+    const once = [rule("k", 1, 60)];
+    await s.store.signup(PHONE, request(), [], who);
+    assert.deepEqual(await s.store.admitLoginCode(OTHER, once, who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "not_verified" });
+    await verifiedUser(s);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "ok" });
+    assert.equal((await s.store.admitLoginCode(PHONE, once, who)).kind, "limited");
+    assert.deepEqual((await s.auditTrail()).slice(-2), [
+      "code_requested:login",
+      "code_requested:limited",
+    ]);
+  },
+
+  async "the right code verifies the user, consumes the code and opens a session"(s) {
+    await withChallenge(s);
+    const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
+    assert.equal(r.kind, "ok");
+    const user = await s.store.sessionUser(session(1).tokenHash, 600);
+    assert.equal(user?.phoneNumber, PHONE);
+    assert.ok(user?.verifiedAt instanceof Date);
+    if (r.kind === "ok") assert.equal(user?.id, r.userId);
+    const again = await s.store.redeem(PHONE, "signup", POLICY, right, session(2), who);
+    assert.equal(again.kind, "no_challenge");
+    assert.deepEqual((await s.auditTrail()).slice(1, 3), [
+      "code_checked:ok",
+      "session_created:signup",
+    ]);
+  },
+
+  async "a login code opens a session without touching verification"(s) {
+    await verifiedUser(s);
+    const first = await s.store.sessionUser(session(1).tokenHash, 600);
+    await s.store.saveChallenge("login-1", challenge(s, { purpose: "login" }));
+    const r = await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    assert.equal(r.kind, "ok");
+    const user = await s.store.sessionUser(session(2).tokenHash, 600);
+    assert.equal(user?.verifiedAt?.getTime(), first?.verifiedAt?.getTime());
+  },
+
+  async "codes are per purpose, and an expired code is no code"(s) {
+    await withChallenge(s, "signup");
+    const other = await s.store.redeem(PHONE, "login", POLICY, right, session(1), who);
+    assert.equal(other.kind, "no_challenge");
+    await s.elapse(301);
+    const late = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
+    assert.equal(late.kind, "no_challenge");
+  },
+
+  async "wrong codes count down the tries, then the code is dead"(s) {
+    await withChallenge(s);
+    const remaining = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await s.store.redeem(PHONE, "signup", POLICY, wrong, session(1), who);
+      assert.equal(r.kind, "wrong");
+      if (r.kind === "wrong") remaining.push(r.remaining, r.locked);
+    }
+    assert.deepEqual(remaining, [2, false, 1, false, 0, false]);
+    let asked = false;
+    const dead = await s.store.redeem(
+      PHONE,
+      "signup",
+      POLICY,
+      (c) => {
+        asked = true;
+        return right(c);
+      },
+      session(1),
+      who,
+    );
+    assert.equal(dead.kind, "exhausted");
+    assert.equal(asked, false);
+  },
+
+  async "consecutive wrong codes across challenges lock the number for its lock time"(s) {
+    const policy = { ...POLICY, lockAfterFailures: 4 };
+    await withChallenge(s);
+    for (let i = 0; i < 3; i++) {
+      await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    }
+    await s.store.saveChallenge("fresh", challenge(s, { ageSeconds: -1 }));
+    const fourth = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    assert.deepEqual(fourth, { kind: "wrong", remaining: 2, locked: true });
+    assert.ok((await s.auditTrail()).includes("number_locked:600s"));
+    const locked = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    assert.equal(locked.kind, "locked");
+    if (locked.kind === "locked") {
+      assert.ok(locked.retryAfterSeconds >= 599 && locked.retryAfterSeconds <= 600);
+    }
+    await s.elapse(601);
+    await s.store.saveChallenge("after", challenge(s));
+    const ok = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    assert.equal(ok.kind, "ok");
+  },
+
+  async "a right code resets the count of consecutive wrong ones"(s) {
+    const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 2 };
+    await verifiedUser(s);
+    await s.store.saveChallenge("l1", challenge(s, { purpose: "login" }));
+    await s.store.redeem(PHONE, "login", policy, wrong, session(2), who);
+    await s.store.redeem(PHONE, "login", policy, right, session(2), who);
+    await s.store.saveChallenge("l2", challenge(s, { purpose: "login", ageSeconds: -1 }));
+    const r = await s.store.redeem(PHONE, "login", policy, wrong, session(3), who);
+    assert.deepEqual(r, { kind: "wrong", remaining: 9, locked: false });
+  },
+
+  async "code checks are charged before any lookup"(s) {
+    const policy = { ...POLICY, rules: [rule("check", 1, 60, "checks")] };
+    const first = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    assert.equal(first.kind, "no_challenge");
+    await withChallenge(s);
+    const r = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    assert.equal(r.kind, "limited");
+    assert.equal((await s.auditTrail()).at(-1), "code_checked:limited");
+  },
+
+  async "one code redeemed by concurrent callers opens exactly one session"(s) {
+    await withChallenge(s);
+    const results = await Promise.all(
+      [1, 2, 3, 4].map((n) => s.store.redeem(PHONE, "signup", POLICY, right, session(n), who)),
+    );
+    assert.deepEqual(results.map((r) => r.kind).sort(), [
+      "no_challenge",
+      "no_challenge",
+      "no_challenge",
+      "ok",
+    ]);
+  },
+
+  async "a challenge is stored once per message, and only a newer one replaces it"(s) {
+    await s.store.signup(PHONE, request(), [], who);
+    const current = challenge(s);
+    assert.equal(await s.store.saveChallenge("a", current), "stored");
+    assert.equal(await s.store.saveChallenge("a", challenge(s, { ageSeconds: -5 })), "duplicate");
+    assert.equal(await s.store.saveChallenge("b", challenge(s, { ageSeconds: 5 })), "superseded");
+    const sameTime = { ...current, requestId: crypto.randomUUID() };
+    assert.equal(await s.store.saveChallenge("b2", sameTime), "superseded");
+    await s.store.redeem(PHONE, "signup", POLICY, wrong, session(1), who);
+    const newer = { ...challenge(s, { ageSeconds: -5 }), codeMac: new Uint8Array(32).fill(9) };
+    assert.equal(await s.store.saveChallenge("c", newer), "stored");
+    // The newer code is the live one, with its tries reset.
+    const old = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
+    assert.deepEqual(old, { kind: "wrong", remaining: 2, locked: false });
+    const matchesNewer = (c: Challenge) => Promise.resolve(c.codeMac[0] === 9);
+    const ok = await s.store.redeem(PHONE, "signup", POLICY, matchesNewer, session(1), who);
+    assert.equal(ok.kind, "ok");
+  },
+
+  async "a session ends when it expires or sits idle, and use keeps it alive"(s) {
+    await verifiedUser(s, PHONE, 1);
+    await s.elapse(75);
+    assert.ok(await s.store.sessionUser(session(1).tokenHash, 100));
+    await s.elapse(75);
+    assert.ok(await s.store.sessionUser(session(1).tokenHash, 100), "refreshed by use");
+    await s.elapse(101);
+    assert.equal(await s.store.sessionUser(session(1).tokenHash, 100), null, "idle");
+    await s.store.saveChallenge("l", challenge(s, { purpose: "login" }));
+    await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    await s.elapse(3601);
+    assert.equal(await s.store.sessionUser(session(2).tokenHash, 86_400), null, "expired");
+    assert.equal(await s.store.sessionUser(session(3).tokenHash, 86_400), null, "unknown");
+  },
+
+  async "logout revokes one session, or every session of its user"(s) {
+    await verifiedUser(s, PHONE, 1);
+    await verifiedUser(s, OTHER, 9);
+    for (const n of [2, 3]) {
+      await s.store.saveChallenge(`l${n}`, challenge(s, { purpose: "login", ageSeconds: -n }));
+      await s.store.redeem(PHONE, "login", POLICY, right, session(n), who);
+    }
+    assert.equal(await s.store.revoke(session(1).tokenHash, false, who), 1);
+    assert.equal(await s.store.sessionUser(session(1).tokenHash, 600), null);
+    assert.equal(await s.store.revoke(session(1).tokenHash, false, who), 0);
+    assert.equal(await s.store.revoke(session(2).tokenHash, true, who), 2);
+    assert.equal(await s.store.sessionUser(session(3).tokenHash, 600), null);
+    assert.ok(await s.store.sessionUser(session(9).tokenHash, 600), "another user's stays");
+    assert.equal(await s.store.revoke(session(5).tokenHash, true, who), 0);
+    assert.deepEqual((await s.auditTrail()).filter((e) => e.startsWith("session_revoked")), [
+      "session_revoked:one",
+      "session_revoked:all:2",
+    ]);
+  },
+
+  async "the sweep forgets handled messages past their keep time only"(s) {
+    await s.store.saveChallenge("old", challenge(s));
+    await s.elapse(1000);
+    await s.store.saveChallenge("new", challenge(s, { phone: OTHER }));
+    await s.store.sweep(500);
+    assert.equal(await s.store.saveChallenge("old", challenge(s)), "stored");
+    assert.equal(await s.store.saveChallenge("new", challenge(s, { phone: OTHER })), "duplicate");
+  },
+};
