@@ -1,10 +1,9 @@
 // What every use case applies the same way: which limits a call is charged against, the
 // destination-country allow-list, and how a refusal becomes a domain error.
-import { resourceExhausted } from "../shared/errors.ts";
+import { permissionDenied, resourceExhausted } from "../shared/errors.ts";
 import { countryAllowed, SEND_LIMIT_REASONS } from "../shared/limits_config.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
-import { permissionDenied } from "../shared/errors.ts";
 import type { AuditContext, AuthSettings, CallContext, Limited, RateRule } from "./ports.ts";
 
 /** The limits a request for a code is charged against. */
