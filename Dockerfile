@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One recipe for both services: build with --target auth-service or --target otp-service.
-# Each image runs its deno.json task, so the explicit permission flags live in one place.
+# Each image runs its deno.json task, so its permissions are the named set in deno.json.
 FROM denoland/deno:2.9.6 AS base
 WORKDIR /app
 # The cache belongs to the unprivileged user the services run as.

@@ -15,6 +15,16 @@ const compose = parse(
   await Deno.readTextFile(new URL("./compose.yaml", import.meta.url)),
 ) as { services: Record<string, Service> };
 const dockerfile = await Deno.readTextFile(new URL("./Dockerfile", import.meta.url));
+const denoJson = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url))) as {
+  permissions: Record<string, { env: string[] | { allow: string[] } }>;
+};
+
+/** The variables a service's permission set in deno.json lets it read. */
+function readable(set: string): string[] {
+  const env = denoJson.permissions[set]?.env;
+  assert.ok(env, `deno.json has no permission set ${set}`);
+  return Array.isArray(env) ? env : env.allow;
+}
 
 function service(name: string): Service {
   const s = compose.services[name];
@@ -116,14 +126,21 @@ Deno.test("the app health check exits 0 when /healthz answers and non-zero other
   assert.notEqual(await run(script), 0);
 });
 
-Deno.test("auth-service gets exactly its SPEC §4 variables and no Twilio ones", () => {
+Deno.test("each app service gets only variables its permission set lets it read", () => {
+  for (const [name, set] of [["auth-service", "auth"], ["otp-service", "otp"]] as const) {
+    const unreadable = Object.keys(env(service(name))).filter((k) => !readable(set).includes(k));
+    assert.deepEqual(unreadable, [], `${name} is given variables it may not read`);
+  }
+});
+
+Deno.test("auth-service gets exactly the variables compose sets for it, and no Twilio ones", () => {
   const e = env(service("auth-service"));
   assert.deepEqual(Object.keys(e).sort(), [...AUTH_ENV].sort());
   assert.equal(e.AUTH_PORT, "8080");
   assert.equal(e.OTP_SERVICE_URL, "http://otp-service:8081");
 });
 
-Deno.test("otp-service gets its SPEC §4 variables, Twilio ones optional", () => {
+Deno.test("otp-service gets exactly the variables compose sets for it, Twilio ones optional", () => {
   const e = env(service("otp-service"));
   assert.deepEqual(Object.keys(e).sort(), [...OTP_ENV].sort());
   assert.equal(e.OTP_PORT, "8081");

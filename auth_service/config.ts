@@ -29,7 +29,7 @@ export interface AuthConfig extends CommonConfig {
   };
 }
 
-/** Every variable auth-service reads; its task's --allow-env lists exactly these. */
+/** Every variable auth-service reads; the "auth" permission set in deno.json allows exactly these. */
 export const AUTH_ENV = [
   "AUTH_PORT",
   ...COMMON_ENV,

@@ -23,7 +23,7 @@ export interface OtpConfig extends CommonConfig {
   smsHourlyBudget: number;
 }
 
-/** Every variable otp-service reads; its task's --allow-env lists exactly these. */
+/** Every variable otp-service reads; the "otp" permission set in deno.json allows exactly these. */
 export const OTP_ENV = [
   "OTP_PORT",
   ...COMMON_ENV,
@@ -57,7 +57,7 @@ export function loadOtpConfig(env: Env): OtpConfig {
     smsTimeoutMs: c.int("SMS_TIMEOUT_MS", 10_000, 100, 60_000),
     codes: {
       length: c.int("OTP_LENGTH", 6, 6, 9),
-      // SPEC §7: never more than 10 minutes.
+      // A code is never valid for more than 10 minutes.
       ttlSeconds: c.int("OTP_TTL_SECONDS", 300, 1, 600),
     },
     sending: readSendLimits(c),
