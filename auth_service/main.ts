@@ -1,4 +1,6 @@
-// auth-service entry point: the only place that reads configuration and builds adapters.
+// auth-service entry point in production: reads the configuration from the environment,
+// builds the real adapters (PostgreSQL, RabbitMQ, the otp-service client) and starts the
+// service. `deno task dev` starts the same service from its own configuration and adapters.
 import { connectAmqp } from "../shared/amqp.ts";
 import { processEnv, runMain } from "../shared/config.ts";
 import { onShutdown } from "../shared/lifecycle.ts";

@@ -83,14 +83,6 @@ export class ConfigReader {
     if (raw === undefined) return [];
     return raw.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
   }
-
-  bool(name: string, fallback: boolean): boolean {
-    const raw = this.env(name);
-    if (raw === undefined) return fallback;
-    if (["1", "true", "yes"].includes(raw)) return true;
-    if (["0", "false", "no"].includes(raw)) return false;
-    throw new ConfigError(name, `must be true or false, got "${raw}"`);
-  }
 }
 
 /** Runs a service's start function; a config error ends the process with one line. */

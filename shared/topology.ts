@@ -1,4 +1,4 @@
-// The RabbitMQ topology both services declare at start (SPEC §6). Names are part of
+// The RabbitMQ topology both services declare at start. Names are part of
 // the external contract; the dead-letter side is ours.
 
 export const EXCHANGE = "verification";

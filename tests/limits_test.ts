@@ -1,4 +1,4 @@
-// Limits of SPEC §7 through real processes: each trips with resource_exhausted and a
+// The send and check limits through real processes: each trips with resource_exhausted and a
 // retry time, nothing is sent meanwhile, and it lifts once its (short, configured)
 // window has passed. Two replicas of each service share them.
 import assert from "node:assert/strict";

@@ -2,7 +2,7 @@
 // (tests/fuzz_bus_test.ts): OtpRequested and OtpIssued with odd types, content types,
 // ids, timestamps, MACs and purposes, mutated or foreign bodies, and near-valid
 // messages with a single garbage field. certainlyInvalid says which of them the
-// services must dead-letter on first delivery (SPEC §6, proto/bus/v1).
+// services must dead-letter on first delivery (proto/bus/v1).
 import fc from "fast-check";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { OtpIssuedSchema, OtpPurpose, OtpRequestedSchema } from "../../shared/gen/bus/v1/bus_pb.ts";
@@ -316,7 +316,7 @@ export const busCaseArb: fc.Arbitrary<BusCase> = fc.oneof(
   { weight: 2, arbitrary: nearValidCaseArb },
 );
 
-/** Why a message is certainly unprocessable (SPEC §6, proto/bus/v1), or undefined. */
+/** Why a message is certainly unprocessable (proto/bus/v1), or undefined. */
 export function certainlyInvalid(m: BusCase): string | undefined {
   if (m.type !== expectedType(m.key)) return "wrong type";
   if (m.contentType !== PROTOBUF) return "wrong content type";

@@ -150,7 +150,7 @@ function checkSuccessBody(t: Target, payload: Uint8Array, json: boolean, what: s
       assert.fail(`${what}: success body is not a ${t.res.typeName}: ${(err as Error).message}`);
     }
     assert.ok(value && typeof value === "object" && !Array.isArray(value), what);
-    // SPEC §5: proto field names, and defaults always emitted.
+    // The JSON wire format: proto field names, and defaults always emitted.
     assert.deepEqual(
       Object.keys(value).sort(),
       t.res.fields.map((f) => f.name).sort(),
