@@ -8,12 +8,17 @@ import { createLogger } from "../shared/log.ts";
 import { createPool } from "../shared/postgres.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "./app.ts";
+import type { RunningAuth } from "./app.ts";
 import { loadAuthConfig } from "./config.ts";
 import { createOtpGateway } from "./otp_client.ts";
 
 await runMain(async () => {
   const config = loadAuthConfig(processEnv);
   const logger = createLogger("auth-service", config.logLevel);
+  // Registered before anything starts: a signal while starting ends the process at once
+  // (nothing is served yet) instead of killing it with no log line.
+  let app: RunningAuth | undefined;
+  onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "auth-service", max: 20 });
   const broker = await connectAmqp({
     url: config.amqpUrl,
@@ -22,6 +27,5 @@ await runMain(async () => {
     isTransient: isDatabaseUnavailable,
   });
   const otp = createOtpGateway(config.otpServiceUrl, config.internalApiToken, logger);
-  const app = await startAuthService({ config, sql, broker, otp, logger });
-  onShutdown(() => app.stop(), logger);
+  app = await startAuthService({ config, sql, broker, otp, logger });
 });

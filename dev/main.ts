@@ -24,6 +24,11 @@ const bold = (s: string) => Deno.noColor ? s : `\x1b[1m${s}\x1b[0m`;
 
 await runMain(async () => {
   const log = createLogger("dev", "info");
+  // Registered before anything starts, so a Ctrl-C while starting is handled too.
+  const stops: (() => Promise<void>)[] = [];
+  onShutdown(async () => {
+    for (const stop of stops.toReversed()) await stop();
+  }, log);
   const generated: Record<string, string> = {
     OTP_HMAC_KEY: randomToken(),
     INTERNAL_API_TOKEN: randomToken(),
@@ -35,6 +40,7 @@ await runMain(async () => {
   const realDb = reader.optional("DATABASE_URL");
   const dataDir = reader.optional("DEV_DATA_DIR") ?? ".dev/pgdata";
   const pg = realDb ? undefined : await startPglite({ dataDir, logger: log });
+  if (pg) stops.push(() => pg.close());
   const databaseUrl = realDb ?? pg!.url;
   // PGlite runs one statement at a time; more connections would only queue.
   const poolSize = pg ? PGLITE_POOL_MAX : 10;
@@ -66,6 +72,7 @@ await runMain(async () => {
     logger: createLogger("otp-service", otpConfig.logLevel),
     hostname: "127.0.0.1",
   });
+  stops.push(() => otp.stop());
   const authLog = createLogger("auth-service", authConfig.logLevel);
   const auth = await startAuthService({
     config: authConfig,
@@ -79,6 +86,7 @@ await runMain(async () => {
     logger: authLog,
     hostname: "127.0.0.1",
   });
+  stops.push(() => auth.stop());
 
   const a = `http://127.0.0.1:${auth.port}`;
   console.log([
@@ -96,10 +104,4 @@ await runMain(async () => {
     "The code appears below on a 📱 SMS line. Ctrl-C stops everything.",
     "",
   ].join("\n"));
-
-  onShutdown(async () => {
-    await auth.stop();
-    await otp.stop();
-    await pg?.close();
-  }, log);
 });

@@ -79,6 +79,7 @@ export class MemoryBroker implements Broker {
   private readonly isTransient: (err: unknown) => boolean;
   private readonly transientRetryMs: number;
   private closing = false;
+  private consuming = true;
 
   constructor(logger: Logger, options: MemoryBrokerOptions = {}) {
     this.log = logger.child({ component: "memory-broker" });
@@ -133,8 +134,8 @@ export class MemoryBroker implements Broker {
   }
 
   consume(queue: string, handler: MessageHandler, options?: { prefetch?: number }): void {
-    if (this.closing) {
-      this.log.warn("consume after close ignored", { queue });
+    if (!this.consuming) {
+      this.log.warn("consume after stopConsuming ignored", { queue });
       return;
     }
     const q = this.queue(queue);
@@ -146,9 +147,14 @@ export class MemoryBroker implements Broker {
     return !this.closing;
   }
 
+  async stopConsuming(): Promise<void> {
+    this.consuming = false;
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
   async close(): Promise<void> {
     this.closing = true;
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.stopConsuming();
   }
 
   /** Ready messages in a queue (not those a consumer holds). */
@@ -203,7 +209,7 @@ export class MemoryBroker implements Broker {
   }
 
   private dispatch(q: Queue): void {
-    while (!this.closing && q.ready.length > 0) {
+    while (this.consuming && q.ready.length > 0) {
       const consumer = this.nextConsumer(q);
       if (!consumer) return;
       const m = q.ready.shift()!;
@@ -247,7 +253,7 @@ export class MemoryBroker implements Broker {
         };
         const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
         if (
-          this.isTransient(err) && !this.closing &&
+          this.isTransient(err) && this.consuming &&
           Date.now() - started + wait < this.transientRetryMs
         ) {
           this.log.warn("handler hit a transient failure; retrying in place", fields);

@@ -9,6 +9,7 @@ import type { Logger } from "../shared/log.ts";
 import { createPool } from "../shared/postgres.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startOtpService } from "./app.ts";
+import type { RunningOtp } from "./app.ts";
 import { loadOtpConfig } from "./config.ts";
 import type { OtpConfig } from "./config.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
@@ -37,6 +38,10 @@ async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
 await runMain(async () => {
   const config = loadOtpConfig(processEnv);
   const logger = createLogger("otp-service", config.logLevel);
+  // Registered before anything starts: a signal while starting ends the process at once
+  // (nothing is served yet) instead of killing it with no log line.
+  let app: RunningOtp | undefined;
+  onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "otp-service", max: 20 });
   const broker = await connectAmqp({
     url: config.amqpUrl,
@@ -44,12 +49,11 @@ await runMain(async () => {
     deliveryLimit: config.deliveryLimit,
     isTransient: isDatabaseUnavailable,
   });
-  const app = await startOtpService({
+  app = await startOtpService({
     config,
     sql,
     broker,
     sms: await buildSms(config, logger),
     logger,
   });
-  onShutdown(() => app.stop(), logger);
 });

@@ -7,7 +7,7 @@
 // Guarantees:
 // - publish resolves only once the broker confirmed the message and did not return
 //   it as unroutable (`mandatory`, except for events, which may have no consumer); it rejects with PublishError otherwise, including
-//   when the confirm does not come within `confirmTimeoutMs` or the connection drops
+//   when the confirm does not come within ten seconds or the connection drops
 //   first. Callers (the outbox relay) keep the message and publish it again.
 // - back-pressure: when amqplib's publish returns false, later publishes wait for
 //   'drain' (or for the channel to die), bounded by the confirm timeout.
@@ -42,18 +42,19 @@ export interface AmqpOptions {
   url: string;
   logger: Logger;
   deliveryLimit: number;
-  /** How long a publish may wait for its confirm before it counts as failed. */
-  confirmTimeoutMs?: number;
   /**
    * Errors for which a handler is retried in place (the message stays unacknowledged
    * and its delivery count does not grow): the database is unreachable, typically.
    */
   isTransient: (err: unknown) => boolean;
-  /** How long a message may be retried in place before it is requeued. */
-  transientRetryMs?: number;
-  /** How long close() waits for handlers in flight. */
-  drainTimeoutMs?: number;
 }
+
+/** How long a publish may wait for its confirm before it counts as failed. */
+const CONFIRM_TIMEOUT_MS = 10_000;
+/** How long a message may be retried in place before it is requeued. */
+const TRANSIENT_RETRY_MS = 30_000;
+/** How long stopConsuming() waits for handlers in flight (within the stop deadline). */
+const DRAIN_TIMEOUT_MS = 8_000;
 
 interface Consumer {
   queue: string;
@@ -89,6 +90,9 @@ export class AmqpBroker implements Broker {
   private publisher: ConfirmChannel | undefined;
   private ready = false;
   private closing = false;
+  /** Cleared by stopConsuming(); nothing attaches a consumer afterwards. */
+  private consuming = true;
+  private stopped: Promise<void> | undefined;
   private readonly consumers: Consumer[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private readonly returned = new Set<string>();
@@ -125,11 +129,6 @@ export class AmqpBroker implements Broker {
     conn.on("blocked", (reason: string) => this.log.warn("broker blocked us", { reason }));
     conn.on("unblocked", () => this.log.info("broker unblocked us"));
     this.log.info("connecting to broker", { url: redactUrl(this.options.url) });
-  }
-
-  /** Resolves once the first connection and its setup are done. */
-  async waitUntilReady(): Promise<void> {
-    await this.connection?.waitForConnect();
   }
 
   isReady(): boolean {
@@ -196,7 +195,7 @@ export class AmqpBroker implements Broker {
   }
 
   async publish(msg: OutgoingMessage): Promise<void> {
-    const timeoutMs = this.options.confirmTimeoutMs ?? 10_000;
+    const timeoutMs = CONFIRM_TIMEOUT_MS;
     const started = Date.now();
     if (this.drain) {
       const waited = await settlesWithin(this.drain.promise, timeoutMs);
@@ -253,6 +252,10 @@ export class AmqpBroker implements Broker {
   }
 
   consume(queue: string, handler: MessageHandler, options?: { prefetch?: number }): void {
+    if (!this.consuming) {
+      this.log.warn("consume after stopConsuming ignored", { queue });
+      return;
+    }
     const consumer: Consumer = { queue, handler, prefetch: options?.prefetch ?? 16 };
     this.consumers.push(consumer);
     // Started by setup on (re)connect; if already connected, start it now.
@@ -267,6 +270,7 @@ export class AmqpBroker implements Broker {
 
   /** Redeclares the topology (the queue may have been deleted), then consumes again. */
   private async reattach(model: ChannelModel, c: Consumer): Promise<void> {
+    if (!this.consuming) return;
     const ch = await model.createChannel();
     try {
       await declareTopology(ch, this.options.deliveryLimit);
@@ -277,6 +281,7 @@ export class AmqpBroker implements Broker {
   }
 
   private async attach(model: ChannelModel, c: Consumer): Promise<void> {
+    if (!this.consuming) return;
     const ch = await model.createChannel();
     ch.on("error", (err: Error) => {
       this.log.warn("consumer channel error", { queue: c.queue, error: err.message });
@@ -299,6 +304,13 @@ export class AmqpBroker implements Broker {
           ch.close().catch(() => {});
           return;
         }
+        if (!this.consuming) {
+          // Sent before the broker saw our cancel: hand it back untouched.
+          try {
+            ch.nack(m, false, true);
+          } catch { /* the channel is closing; the broker requeues it anyway */ }
+          return;
+        }
         const p = this.dispatch(ch, m, c).finally(() => this.inFlight.delete(p));
         this.inFlight.add(p);
       }, { noAck: false }));
@@ -308,11 +320,13 @@ export class AmqpBroker implements Broker {
     }
     c.channel = ch;
     c.tag = consumerTag;
+    // stopConsuming() ran while this consumer was starting and could not cancel it.
+    if (!this.consuming) await settlesWithin(ch.cancel(consumerTag).catch(() => {}), 2_000);
   }
 
   private async dispatch(ch: Channel, m: ConsumeMessage, c: Consumer): Promise<void> {
     const incoming = toIncoming(m);
-    const budget = this.options.transientRetryMs ?? 30_000;
+    const budget = TRANSIENT_RETRY_MS;
     const started = Date.now();
     let disposition: Disposition | undefined;
     for (let attempt = 1; disposition === undefined; attempt++) {
@@ -329,7 +343,7 @@ export class AmqpBroker implements Broker {
         };
         const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
         if (
-          transient && !this.closing && !this.closedChannels.has(ch) &&
+          transient && this.consuming && !this.closedChannels.has(ch) &&
           Date.now() - started + wait < budget
         ) {
           // Holding the message costs no delivery; the dependency will come back.
@@ -355,7 +369,7 @@ export class AmqpBroker implements Broker {
       else {
         // A short pause keeps a failing message from spinning; the queue's delivery
         // limit bounds how often it comes back.
-        if (!this.closing) {
+        if (this.consuming) {
           await delay(backoff(incoming.deliveryCount, { baseMs: 100, maxMs: 2_000 }));
         }
         ch.nack(m, false, true);
@@ -366,22 +380,32 @@ export class AmqpBroker implements Broker {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
-    this.releaseDrain();
+  stopConsuming(): Promise<void> {
+    this.stopped ??= this.cancelConsumers();
+    return this.stopped;
+  }
+
+  private async cancelConsumers(): Promise<void> {
+    this.consuming = false;
     await Promise.allSettled(this.consumers.map(async (c) => {
       if (c.channel && c.tag) await settlesWithin(c.channel.cancel(c.tag).catch(() => {}), 2_000);
     }));
     const drained = await settlesWithin(
       Promise.allSettled([...this.inFlight]),
-      this.options.drainTimeoutMs ?? 10_000,
+      DRAIN_TIMEOUT_MS,
     );
     if (!drained) {
       this.log.warn("handlers still running at close; their messages will be redelivered", {
         in_flight: this.inFlight.size,
       });
     }
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.releaseDrain();
+    await this.stopConsuming();
     await settlesWithin(this.connection?.close().catch(() => {}) ?? Promise.resolve(), 3_000);
     this.ready = false;
   }

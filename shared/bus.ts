@@ -52,6 +52,11 @@ export interface Broker {
   consume(queue: string, handler: MessageHandler, options?: { prefetch?: number }): void;
   /** True while connected with topology declared. */
   isReady(): boolean;
-  /** Stops consuming, waits for handlers in flight, then closes. */
+  /**
+   * Cancels every consumer, so no new message is delivered (not after a reconnect
+   * either), and waits (bounded) for the handlers in flight. Publishing still works.
+   */
+  stopConsuming(): Promise<void>;
+  /** Stops consuming if that is not done yet, then closes. */
   close(): Promise<void>;
 }

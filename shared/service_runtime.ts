@@ -37,11 +37,16 @@ export interface ServeParts {
 
 export interface RunningService {
   port: number;
-  /** Stops taking requests, drains, stops consuming and relaying, closes the pool. */
+  /**
+   * Stops consuming first, so a stopping replica takes no new message; then stops
+   * taking requests and drains them, stops relaying, closes the broker and the pool.
+   */
   stop(): Promise<void>;
 }
 
 const SWEEP_EVERY_MS = 5 * 60_000;
+/** Bounds the HTTP drain; with the broker's own bounds the stop stays under 20 s. */
+const HTTP_DRAIN_MS = 8_000;
 
 export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const { sql, broker, logger, schema } = o;
@@ -76,9 +81,16 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         port: server.port,
         async stop() {
           clearInterval(sweeper);
-          await server.shutdown();
-          await broker.close();
+          // Cancelling the consumers comes first (stopConsuming sends basic.cancel before
+          // it awaits anything); the handlers in flight and the requests in flight then
+          // drain together, each bounded, so the whole stop fits in the exit deadline.
+          const consumersDrained = broker.stopConsuming();
+          const requestsDrained = withTimeout(() => server.shutdown(), HTTP_DRAIN_MS).catch(() =>
+            logger.warn("requests still running at shutdown; their connections will drop")
+          );
+          await Promise.all([consumersDrained, requestsDrained]);
           await relay.stop();
+          await broker.close();
           await sql.end({ timeout: 5 });
         },
       };

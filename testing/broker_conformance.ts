@@ -222,6 +222,30 @@ const cases: Record<string, Case> = {
     assert.equal(maxHeld, 2);
   },
 
+  "stopConsuming delivers nothing more, waits for the handler in flight, and publishing still works":
+    async (broker) => {
+      let finish!: () => void;
+      const seen: string[] = [];
+      broker.consume(OTP_QUEUE, async (m) => {
+        seen.push(m.messageId!);
+        if (seen.length === 1) await new Promise<void>((r) => (finish = r));
+        return "ack";
+      }, { prefetch: 8 });
+      await broker.publish(message(OTP_ROUTING_KEY));
+      await pollUntil(() => finish !== undefined, { ...WAIT, what: "the first delivery" });
+      let stopped = false;
+      const stopping = broker.stopConsuming().then(() => (stopped = true));
+      // Room under the prefetch, so only the cancelled consumer keeps these queued.
+      for (let i = 0; i < 3; i++) await broker.publish(message(OTP_ROUTING_KEY));
+      await delay(200);
+      assert.equal(stopped, false, "stopConsuming waits for the handler in flight");
+      assert.deepEqual(seen.length, 1, "no delivery after stopConsuming");
+      finish();
+      await stopping;
+      await delay(100);
+      assert.equal(seen.length, 1, "no delivery after stopConsuming");
+    },
+
   "close waits for the handler in flight and then takes no new message": async (broker) => {
     let finish!: () => void;
     const seen: string[] = [];

@@ -7,6 +7,7 @@ import type { Message } from "amqplib";
 import { Buffer } from "node:buffer";
 import { create } from "@bufbuild/protobuf";
 import { connectAmqp, declareTopology } from "../shared/amqp.ts";
+import { pollUntil } from "../shared/async.ts";
 import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
 import { decodeEvent, encodeEvent, EVENT_SCHEMAS } from "../shared/events.ts";
@@ -90,7 +91,7 @@ Deno.test("an event nobody has bound to is confirmed, while an unroutable servic
     isTransient: () => false,
   });
   try {
-    await broker.waitUntilReady();
+    await pollUntil(() => broker.isReady(), { what: "the broker to be ready" });
     const name = EVENT_ROUTING_KEYS.userDeleted;
     await broker.publish(encodeEvent(name, crypto.randomUUID(), create(EVENT_SCHEMAS[name])));
     await assert.rejects(
