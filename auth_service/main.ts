@@ -17,7 +17,7 @@ await runMain(async () => {
   const logger = createLogger("auth-service", config.logLevel);
   // Registered before anything starts: a signal while starting ends the process at once
   // (nothing is served yet) instead of killing it with no log line.
-  let app: RunningAuth | undefined;
+  let app: RunningAuth | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "auth-service", max: 20 });
   const broker = await connectAmqp({

@@ -40,7 +40,7 @@ await runMain(async () => {
   const logger = createLogger("otp-service", config.logLevel);
   // Registered before anything starts: a signal while starting ends the process at once
   // (nothing is served yet) instead of killing it with no log line.
-  let app: RunningOtp | undefined;
+  let app: RunningOtp | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "otp-service", max: 20 });
   const broker = await connectAmqp({
