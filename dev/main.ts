@@ -25,9 +25,12 @@ const bold = (s: string) => Deno.noColor ? s : `\x1b[1m${s}\x1b[0m`;
 await runMain(async () => {
   const log = createLogger("dev", "info");
   // Registered before anything starts, so a Ctrl-C while starting is handled too.
-  const stops: (() => Promise<void>)[] = [];
+  // Both services stop together (each cancels its consumers first); the database last.
+  const services: { stop(): Promise<void> }[] = [];
+  let database: { close(): Promise<void> } | undefined = undefined;
   onShutdown(async () => {
-    for (const stop of stops.toReversed()) await stop();
+    await Promise.all(services.map((s) => s.stop()));
+    await database?.close();
   }, log);
   const generated: Record<string, string> = {
     OTP_HMAC_KEY: randomToken(),
@@ -40,7 +43,7 @@ await runMain(async () => {
   const realDb = reader.optional("DATABASE_URL");
   const dataDir = reader.optional("DEV_DATA_DIR") ?? ".dev/pgdata";
   const pg = realDb ? undefined : await startPglite({ dataDir, logger: log });
-  if (pg) stops.push(() => pg.close());
+  database = pg;
   const databaseUrl = realDb ?? pg!.url;
   // PGlite runs one statement at a time; more connections would only queue.
   const poolSize = pg ? PGLITE_POOL_MAX : 10;
@@ -72,7 +75,7 @@ await runMain(async () => {
     logger: createLogger("otp-service", otpConfig.logLevel),
     hostname: "127.0.0.1",
   });
-  stops.push(() => otp.stop());
+  services.push(otp);
   const authLog = createLogger("auth-service", authConfig.logLevel);
   const auth = await startAuthService({
     config: authConfig,
@@ -86,7 +89,7 @@ await runMain(async () => {
     logger: authLog,
     hostname: "127.0.0.1",
   });
-  stops.push(() => auth.stop());
+  services.push(auth);
 
   const a = `http://127.0.0.1:${auth.port}`;
   console.log([
