@@ -41,9 +41,10 @@ export interface MemoryBrokerOptions {
    * up its delivery limit, as amqp.ts does (there: the database is unreachable).
    */
   isTransient?: (err: unknown) => boolean;
-  /** How long a message may be retried in place before it is requeued. */
-  transientRetryMs?: number;
 }
+
+/** How long a message may be retried in place before it is requeued (as in amqp.ts). */
+const TRANSIENT_RETRY_MS = 30_000;
 
 type Stored = Omit<IncomingMessage, "deliveryCount"> & {
   /** Deliveries from the queue it is in now. */
@@ -77,7 +78,6 @@ export class MemoryBroker implements Broker {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retryDelayMs: (deliveryCount: number) => number;
   private readonly isTransient: (err: unknown) => boolean;
-  private readonly transientRetryMs: number;
   private closing = false;
   private consuming = true;
 
@@ -86,7 +86,6 @@ export class MemoryBroker implements Broker {
     this.retryDelayMs = options.retryDelayMs ??
       ((n) => backoff(n, { baseMs: 100, maxMs: 2_000 }));
     this.isTransient = options.isTransient ?? (() => false);
-    this.transientRetryMs = options.transientRetryMs ?? 30_000;
     const limit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     for (const spec of QUEUES) {
       this.declare(spec.deadLetterQueue, Infinity);
@@ -254,7 +253,7 @@ export class MemoryBroker implements Broker {
         const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
         if (
           this.isTransient(err) && this.consuming &&
-          Date.now() - started + wait < this.transientRetryMs
+          Date.now() - started + wait < TRANSIENT_RETRY_MS
         ) {
           this.log.warn("handler hit a transient failure; retrying in place", fields);
           await delay(wait);

@@ -30,10 +30,12 @@ export interface RelayOptions {
   schema: string;
   broker: Broker;
   logger: Logger;
-  batchSize?: number;
-  /** How often to look for rows written by other replicas or left by failures. */
-  pollMs?: number;
 }
+
+/** Rows claimed per pass. */
+const BATCH = 100;
+/** How often to look for rows written by other replicas or left by failures. */
+const POLL_MS = 500;
 
 interface Row {
   id: string;
@@ -54,13 +56,9 @@ export class OutboxRelay {
   /** A poke that came while a pass was running: the next sleep is skipped. */
   private poked = false;
   private loop: Promise<void> | undefined;
-  private readonly batch: number;
-  private readonly pollMs: number;
   private readonly log: Logger;
 
   constructor(private readonly o: RelayOptions) {
-    this.batch = o.batchSize ?? 100;
-    this.pollMs = o.pollMs ?? 500;
     this.log = o.logger.child({ component: "outbox-relay" });
   }
 
@@ -91,7 +89,7 @@ export class OutboxRelay {
       } catch (err) {
         this.log.warn("relay pass failed", { error: (err as Error).message });
       }
-      if (handled < this.batch && this.running) await this.sleep();
+      if (handled < BATCH && this.running) await this.sleep();
     }
   }
 
@@ -99,7 +97,7 @@ export class OutboxRelay {
     if (this.poked) return;
     const wake = new AbortController();
     this.wake = () => wake.abort();
-    await delay(this.pollMs, { signal: wake.signal }).catch(() => {});
+    await delay(POLL_MS, { signal: wake.signal }).catch(() => {});
     this.wake = undefined;
   }
 
@@ -113,7 +111,7 @@ export class OutboxRelay {
                 correlation_id, created_at, attempts
            from ${s}.outbox where available_at <= now()
           order by id limit $1 for update skip locked`,
-        [this.batch],
+        [BATCH],
       );
       if (rows.length === 0) return 0;
       const results = await Promise.allSettled(rows.map((r) =>
