@@ -1,24 +1,40 @@
 // A lean bridge from Deno.serve to a Connect router: the route table is built once,
 // a request is matched by path with one Map lookup, and unary replies go out as one
-// buffer. Serves Connect (JSON and binary) and gRPC-Web. Plain gRPC needs HTTP
+// buffer. The common call (Connect unary POST, JSON or binary, uncompressed) takes the
+// fast path of http/fast_unary.ts; everything else (gRPC-Web, Connect GET,
+// compression, deadlines, streaming) goes through connect-es. Plain gRPC needs HTTP
 // trailers that Deno.serve cannot send, so a gRPC client gets an immediate,
 // well-formed "trailers-only" UNIMPLEMENTED instead of a hung stream.
 import { createConnectRouter, createContextKey, createContextValues } from "@connectrpc/connect";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, ConnectRouterOptions, ContextValues } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
-import { errorInterceptor } from "./connect_errors.ts";
+import { errorInterceptor, toConnectError } from "./connect_errors.ts";
 import type { ErrorMapOptions } from "./connect_errors.ts";
+import { corsPolicy } from "./http/cors.ts";
+import { fastPathApplies, recordingRouter, serveFast } from "./http/fast_unary.ts";
+import type { FastMethod, RequestGate, UnaryReply } from "./http/fast_unary.ts";
+import { frameworkRequestError, grpcUnsupported, malformedRequest } from "./http/request_faults.ts";
 import type { Logger } from "./log.ts";
 
 /** The caller's address as the service sees it (socket, or trusted forwarded header). */
 export const kClientAddress = createContextKey<string>("", { description: "client address" });
-/** A per-request id, carried into logs and bus messages. */
+/** A per-request id the server generates, carried into logs, audit rows and bus messages. */
 export const kRequestId = createContextKey<string>("", { description: "request id" });
+/** The caller's own X-Request-Id, sanitised; recorded beside kRequestId, never instead. */
+export const kClientRequestId = createContextKey<string>("", {
+  description: "client request id",
+});
 
 export interface HealthChecks {
   /** Dependencies reachable and migrations applied. */
   ready(): Promise<Record<string, boolean>>;
 }
+
+/** A plain GET route beside the RPCs (metrics, a key set, a page). */
+export type PlainRoute = (req: Request) => Response | Promise<Response>;
+
+/** Checks a call's headers before its body is read; throws (a domain error) to refuse. */
+export type Authorize = (headers: Headers) => void | Promise<void>;
 
 export interface ServeOptions {
   hostname?: string;
@@ -30,6 +46,14 @@ export interface ServeOptions {
   trustedProxyHops?: number;
   /** Largest accepted request body. */
   readMaxBytes?: number;
+  /** Exact origins browsers may call from; empty sends no CORS header at all. */
+  corsAllowedOrigins?: readonly string[];
+  /** GET routes by exact path, e.g. "/metrics". */
+  plainRoutes?: Record<string, PlainRoute>;
+  /** Per service type name (e.g. "otp.v1.OtpService"): run before the body is read. */
+  authorize?: Record<string, Authorize>;
+  /** Serve the common unary call without connect-es (default true). */
+  fastPath?: boolean;
   onListen?: (addr: Deno.NetAddr) => void;
   /** How the error mapper tells a database outage (unavailable) from a bug (internal). */
   errors?: ErrorMapOptions;
@@ -39,33 +63,91 @@ export interface RunningServer {
   port: number;
   /** Stops accepting, lets in-flight requests finish, then resolves. */
   shutdown(): Promise<void>;
-  finished: Promise<void>;
 }
 
+export type ConnectHandler = (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
+
 export function serveConnect(o: ServeOptions): RunningServer {
+  const server = Deno.serve({
+    hostname: o.hostname ?? "0.0.0.0",
+    port: o.port,
+    onListen: (addr) => o.onListen?.(addr as Deno.NetAddr),
+  }, connectHandler(o));
+  return {
+    port: (server.addr as Deno.NetAddr).port,
+    shutdown: () => server.shutdown(),
+  };
+}
+
+/** The whole request handler of serveConnect, usable without a socket. */
+export function connectHandler(o: ServeOptions): ConnectHandler {
   const readMaxBytes = o.readMaxBytes ?? 64 * 1024;
-  const router = createConnectRouter({
+  const errors = o.errors ?? { isDatabaseUnavailable: () => false };
+  const options: ConnectRouterOptions = {
     grpc: false,
     grpcWeb: true,
     connect: true,
     readMaxBytes,
     jsonOptions: { useProtoFieldName: true, alwaysEmitImplicit: true },
-    interceptors: [errorInterceptor(o.logger, o.errors)],
-  });
-  o.routes(router);
+    interceptors: [errorInterceptor(o.logger, errors)],
+  };
+  const router = createConnectRouter(options);
+  const fast = new Map<string, FastMethod>();
+  o.routes(recordingRouter(router, options, fast, gates(o.authorize ?? {}, o.logger, errors)));
+  if (o.fastPath === false) fast.clear();
   const table = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
   const hops = o.trustedProxyHops ?? 0;
+  const cors = corsPolicy(o.corsAllowedOrigins ?? []);
+  const plain = new Map(Object.entries(o.plainRoutes ?? {}));
 
-  const handler = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
+  const contextValues = (req: Request, info: Deno.ServeHandlerInfo): ContextValues =>
+    createContextValues()
+      .set(kClientAddress, clientAddress(req, info, hops))
+      .set(kRequestId, crypto.randomUUID())
+      .set(kClientRequestId, clientRequestId(req.headers.get("x-request-id")));
+
+  const serve = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response | Final> => {
     const path = pathOf(req.url);
     const h = table.get(path);
-    if (h === undefined) return await serveOther(path, o.health);
+    if (h === undefined) return await serveOther(req, path, o.health, plain);
     const contentType = req.headers.get("content-type") ?? "";
-    if (
-      contentType.startsWith("application/grpc") && !contentType.startsWith("application/grpc-web")
-    ) {
-      return grpcUnsupported();
+    const f = fast.get(path);
+    let reply: UnaryReply | Response;
+    if (f !== undefined && fastPathApplies(req, contentType)) {
+      try {
+        reply = await serveFast(f, req, contentType, contextValues(req, info));
+      } catch (err) {
+        reply = malformed(err, contentType);
+      }
+    } else {
+      if (
+        contentType.startsWith("application/grpc") &&
+        !contentType.startsWith("application/grpc-web")
+      ) {
+        return grpcUnsupported();
+      }
+      reply = await serveUniversal(h, req, contentType, contextValues(req, info));
     }
+    if (reply instanceof Response) return reply;
+    if (reply.status >= 500 || contentType.startsWith("application/grpc-web")) {
+      const fixed = frameworkRequestError(reply.status, contentType, reply.body);
+      if (fixed) return fixed;
+    }
+    const header = reply.header;
+    if (Array.isArray(header) && cors === undefined) {
+      // The common reply: its headers in one list, not changed again afterwards.
+      header.push(NO_STORE, NOSNIFF);
+      return new Final(reply.body, reply.status, header);
+    }
+    return new Response(reply.body as BodyInit | null, { status: reply.status, headers: header });
+  };
+
+  const serveUniversal = async (
+    h: UniversalHandler,
+    req: Request,
+    contentType: string,
+    values: ContextValues,
+  ): Promise<UnaryReply | Response> => {
     const uReq: UniversalServerRequest = {
       httpVersion: "1.1",
       method: req.method,
@@ -75,39 +157,80 @@ export function serveConnect(o: ServeOptions): RunningServer {
       // Not req.signal: Deno aborts it after every response (legacy behaviour) and warns
       // when it is observed. Unary calls are short; Connect applies deadlines itself.
       signal: new AbortController().signal,
-      contextValues: createContextValues()
-        .set(kClientAddress, clientAddress(req, info, hops))
-        .set(kRequestId, req.headers.get("x-request-id")?.slice(0, 64) || crypto.randomUUID()),
+      contextValues: values,
     };
-    let uRes;
-    let body: Uint8Array | null = null;
     try {
-      uRes = await h(uReq);
-      if (uRes.body !== undefined) body = await collect(uRes.body);
+      const uRes = await h(uReq);
+      const body = uRes.body === undefined ? null : await collect(uRes.body);
+      return { status: uRes.status, header: new Headers(uRes.header), body: body! };
     } catch (err) {
-      // connect-es can throw while encoding an error about a malformed request (e.g. a
-      // message it cannot percent-encode): the request was at fault, and it gets a
-      // well-formed error in its own protocol rather than a bare 500.
-      o.logger.warn("malformed request rejected", { error: (err as Error).message });
-      return requestError(contentType, "invalid_argument", MALFORMED);
+      return malformed(err, contentType);
     }
-    if (uRes.status >= 500 || contentType.startsWith("application/grpc-web")) {
-      const fixed = frameworkRequestError(uRes.status, contentType, body);
-      if (fixed) return fixed;
-    }
-    return new Response(body as BodyInit | null, { status: uRes.status, headers: uRes.header });
   };
 
-  const server = Deno.serve({
-    hostname: o.hostname ?? "0.0.0.0",
-    port: o.port,
-    onListen: (addr) => o.onListen?.(addr as Deno.NetAddr),
-  }, handler);
-  return {
-    port: (server.addr as Deno.NetAddr).port,
-    shutdown: () => server.shutdown(),
-    finished: server.finished,
+  // connect-es can throw while encoding an error about a malformed request (e.g. a
+  // message it cannot percent-encode): the request was at fault, and it gets a
+  // well-formed error in its own protocol rather than a bare 500.
+  const malformed = (err: unknown, contentType: string): Response => {
+    o.logger.warn("malformed request rejected", { error: (err as Error).message });
+    return malformedRequest(contentType);
   };
+
+  return async (req, info) => {
+    const preflight = cors?.preflight(req);
+    const res = preflight ?? await serve(req, info);
+    if (res instanceof Final) return res.response();
+    const headers = writable(res);
+    headers.set("cache-control", "no-store");
+    headers.set("x-content-type-options", "nosniff");
+    if (preflight === undefined) cors?.decorate(req, headers);
+    return res.headers === headers ? res : new Response(res.body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers,
+    });
+  };
+}
+
+const NO_STORE: [string, string] = ["cache-control", "no-store"];
+const NOSNIFF: [string, string] = ["x-content-type-options", "nosniff"];
+
+/** A reply whose headers are complete already. */
+class Final {
+  constructor(
+    private readonly body: Uint8Array,
+    private readonly status: number,
+    private readonly headers: [string, string][],
+  ) {}
+  response(): Response {
+    return new Response(this.body as BodyInit, { status: this.status, headers: this.headers });
+  }
+}
+
+/** The response's own headers when they can be changed, else a copy. */
+function writable(res: Response): Headers {
+  try {
+    res.headers.set("x-content-type-options", "nosniff");
+    return res.headers;
+  } catch {
+    return new Headers(res.headers);
+  }
+}
+
+function gates(
+  authorize: Record<string, Authorize>,
+  log: Logger,
+  errors: ErrorMapOptions,
+): Record<string, RequestGate> {
+  return Object.fromEntries(
+    Object.entries(authorize).map(([service, check]) => [service, async (ctx) => {
+      try {
+        await check(ctx.requestHeader);
+      } catch (err) {
+        throw toConnectError(err, log, ctx.method.name, errors);
+      }
+    }]),
+  );
 }
 
 function pathOf(url: string): string {
@@ -118,7 +241,12 @@ function pathOf(url: string): string {
   return q < 0 ? url.slice(start) : url.slice(start, q);
 }
 
-async function serveOther(path: string, health: HealthChecks): Promise<Response> {
+async function serveOther(
+  req: Request,
+  path: string,
+  health: HealthChecks,
+  plain: Map<string, PlainRoute>,
+): Promise<Response> {
   if (path === "/healthz") return Response.json({ status: "ok" });
   if (path === "/readyz") {
     let checks: Record<string, boolean>;
@@ -132,20 +260,12 @@ async function serveOther(path: string, health: HealthChecks): Promise<Response>
       status: ok ? 200 : 503,
     });
   }
+  const route = plain.get(path);
+  if (route !== undefined) {
+    if (req.method === "GET" || req.method === "HEAD") return await route(req);
+    return new Response("method not allowed", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
   return new Response("not found", { status: 404 });
-}
-
-function grpcUnsupported(): Response {
-  return new Response(null, {
-    status: 200,
-    headers: {
-      "content-type": "application/grpc",
-      "grpc-status": "12",
-      "grpc-message": encodeURIComponent(
-        "gRPC over HTTP/2 is not served here; use the Connect protocol or gRPC-Web",
-      ),
-    },
-  });
 }
 
 function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number): string {
@@ -158,55 +278,13 @@ function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number):
   return chain[Math.max(0, chain.length - hops)] ?? socket;
 }
 
-const MALFORMED = "request body is malformed";
+const CLIENT_ID_MAX = 64;
 
-/** What connect-es says when the request, not the server, is at fault. */
-const REQUEST_FAULTS = [
-  "parse binary",
-  "parse json",
-  "cannot decode",
-  "compressed envelope",
-  "invalid envelope",
-  "protocol error",
-  "premature",
-  "unexpected end",
-];
-
-/**
- * connect-es reports some malformed requests (undecodable protobuf, a compressed flag
- * with no compression) as `internal` before any handler runs. Our own internal errors
- * always say exactly "internal error" (see connect_errors.ts), so any other `internal`
- * naming a request fault is the client's and becomes `invalid_argument`. Only error
- * replies are inspected, so successful calls pay nothing for this.
- */
-function frameworkRequestError(status: number, contentType: string, body: Uint8Array | null) {
-  if (!body || body.byteLength > 2048) return undefined;
-  let text = new TextDecoder().decode(body);
-  try {
-    text = decodeURIComponent(text.replace(/%(?![0-9A-Fa-f]{2})/g, "%25"));
-  } catch { /* keep it encoded */ }
-  text = text.toLowerCase();
-  const isInternal = (status === 500 && text.includes('"code":"internal"')) ||
-    (contentType.startsWith("application/grpc-web") && text.includes("grpc-status: 13"));
-  if (!isInternal || !REQUEST_FAULTS.some((f) => text.includes(f))) return undefined;
-  return requestError(contentType, "invalid_argument", MALFORMED);
-}
-
-const GRPC_CODES = { invalid_argument: 3 } as const;
-
-function requestError(contentType: string, code: "invalid_argument", message: string): Response {
-  if (contentType.startsWith("application/grpc-web")) {
-    // Trailers-only: status in the headers, no body.
-    return new Response(null, {
-      status: 200,
-      headers: {
-        "content-type": contentType.split(";")[0]!,
-        "grpc-status": String(GRPC_CODES[code]),
-        "grpc-message": encodeURIComponent(message),
-      },
-    });
-  }
-  return Response.json({ code, message }, { status: 400 });
+/** Printable ASCII without spaces or quotes, at most 64 characters; else empty. */
+export function clientRequestId(raw: string | null): string {
+  if (raw === null) return "";
+  const kept = raw.replace(/[^\x21-\x7e]|["'\\]/g, "").slice(0, CLIENT_ID_MAX);
+  return kept;
 }
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array> {

@@ -1,0 +1,339 @@
+// The common Connect call, served without connect-es's general machinery: a unary
+// POST in the Connect protocol, JSON or binary, uncompressed, with a known length and
+// no deadline header. It runs the very steps connect-es runs for such a call (its own
+// handler context, serialization, interceptors, error encoding), only without the
+// universal request/response adapters, URL parsing and async-iterable plumbing that
+// cost most of the time of a tiny call. Anything else is left to connect-es.
+import { Code, ConnectError, createMethodImplSpec } from "@connectrpc/connect";
+import type {
+  ConnectRouter,
+  ConnectRouterOptions,
+  ContextValues,
+  HandlerContext,
+  MethodImplSpec,
+  UnaryResponse,
+} from "@connectrpc/connect";
+import {
+  createMethodSerializationLookup,
+  mergeNonProtocolHeaders,
+  validateUniversalHandlerOptions,
+} from "@connectrpc/connect/protocol";
+import {
+  codeToHttpStatus,
+  contentTypeUnaryJson,
+  contentTypeUnaryProto,
+  errorToJsonBytes,
+  trailerMux,
+} from "@connectrpc/connect/protocol-connect";
+import { create } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+
+/** Runs before the body is read; throwing refuses the call. */
+export type RequestGate = (context: HandlerContext) => void | Promise<void>;
+
+type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+type Options = ReturnType<typeof validateUniversalHandlerOptions>;
+type Serialization = ReturnType<typeof createMethodSerializationLookup>;
+
+/** One unary method as the fast path serves it. */
+export interface FastMethod {
+  spec: UnarySpec;
+  opt: Options;
+  serialization: Serialization;
+}
+
+/** What the bridge turns into a Response, the same shape for both paths. */
+export interface UnaryReply {
+  status: number;
+  header: Headers | [string, string][];
+  body: Uint8Array;
+}
+
+/**
+ * Wraps `router` so that every unary method registered through it is also recorded
+ * for the fast path, with the options connect-es would apply to it.
+ */
+export function recordingRouter(
+  router: ConnectRouter,
+  base: ConnectRouterOptions,
+  into: Map<string, FastMethod>,
+  gates: Record<string, RequestGate> = {},
+): ConnectRouter {
+  // A gate is a per-service option; per-service options must restate the protocols,
+  // which connect-es otherwise turns all on.
+  const withGate = (service: DescService, options?: ConnectRouterOptions) => {
+    const requestGate = gates[service.typeName];
+    if (requestGate === undefined) return options;
+    const { grpc, grpcWeb, connect } = base;
+    return { grpc, grpcWeb, connect, ...options, requestGate };
+  };
+  const record = (method: DescMethod, spec: MethodImplSpec, options?: ConnectRouterOptions) => {
+    if (method.methodKind !== "unary") return;
+    // Per-call options replace the router's, as connect-es merges them.
+    const merged = options ? { ...validateUniversalHandlerOptions(base), ...options } : base;
+    if (merged.connect === false) return;
+    const opt = validateUniversalHandlerOptions(merged);
+    // The version check's messages are connect-es's own; leave such methods to it.
+    if (opt.requireConnectProtocolHeader) return;
+    into.set(`/${method.parent.typeName}/${method.name}`, {
+      spec: spec as UnarySpec,
+      opt,
+      serialization: createMethodSerializationLookup(
+        method,
+        opt.binaryOptions,
+        opt.jsonOptions,
+        opt,
+      ),
+    });
+  };
+  const wrapped: ConnectRouter = {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service, implementation, given) {
+      const options = withGate(service, given);
+      router.service(service, implementation, options);
+      for (const method of (service as DescService).methods) {
+        record(method, methodSpec(service, method, implementation), options);
+      }
+      return wrapped;
+    },
+    rpc(method, impl, given) {
+      const options = withGate(method.parent, given);
+      router.rpc(method, impl, options);
+      record(method, createMethodImplSpec(method, impl), options);
+      return wrapped;
+    },
+  };
+  return wrapped;
+}
+
+/** The spec connect-es builds for one method of a service implementation. */
+function methodSpec(service: DescService, method: DescMethod, impl: object): MethodImplSpec {
+  let fn = (impl as Record<string, unknown>)[method.localName];
+  if (typeof fn == "function") {
+    fn = fn.bind(impl);
+  } else {
+    const message = `${service.typeName}.${method.name} is not implemented`;
+    fn = function unimplemented() {
+      throw new ConnectError(message, Code.Unimplemented);
+    };
+  }
+  return createMethodImplSpec(method, fn as never);
+}
+
+/** Whether the fast path serves this request; false sends it to connect-es. */
+export function fastPathApplies(req: Request, contentType: string): boolean {
+  if (req.method !== "POST") return false;
+  if (!UNARY_CONTENT_TYPE.test(contentType)) return false;
+  const h = req.headers;
+  const encoding = h.get("content-encoding");
+  if (encoding !== null && encoding !== "identity") return false;
+  if (h.has("connect-timeout-ms")) return false;
+  const length = h.get("content-length");
+  return length !== null && DIGITS.test(length);
+}
+
+const UNARY_CONTENT_TYPE = /^application\/(?:json(?:; ?charset=utf-?8)?|proto)$/i;
+const DIGITS = /^\d{1,15}$/;
+
+/**
+ * The handler context of one fast call. connect-es builds a deadline signal, a linked
+ * abort controller and three header copies for every call; here each is made the
+ * first time someone looks at it, and behaves as connect-es's from then on.
+ */
+class LazyContext {
+  readonly requestMethod = "POST";
+  readonly protocolName = "connect";
+  readonly service: DescService;
+  #controller?: AbortController;
+  #requestHeader?: Headers;
+  #responseHeader?: Headers;
+  #responseTrailer?: Headers;
+  constructor(
+    readonly method: DescMethod,
+    readonly url: string,
+    readonly values: ContextValues,
+    private readonly rawHeader: Headers,
+    private readonly contentType: string,
+  ) {
+    this.service = method.parent;
+  }
+  timeoutMs(): number | undefined {
+    return undefined;
+  }
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal;
+  }
+  get requestHeader(): Headers {
+    return this.#requestHeader ??= new Headers(this.rawHeader);
+  }
+  get responseHeader(): Headers {
+    return this.#responseHeader ??= new Headers({ "Content-Type": this.contentType });
+  }
+  get responseTrailer(): Headers {
+    return this.#responseTrailer ??= new Headers();
+  }
+  abort(reason?: unknown): void {
+    const c = this.#controller;
+    if (c !== undefined && !c.signal.aborted) c.abort(reason);
+  }
+  /** The reply's headers; plain pairs when nobody touched them. */
+  replyHeader(contentType: string, length: number): Headers | [string, string][] {
+    const header = this.#responseHeader;
+    if (header === undefined) {
+      return [["content-type", contentType], ["content-length", length.toString(10)]];
+    }
+    const trailer = this.#responseTrailer;
+    const out = trailer === undefined ? header : trailerMux(header, trailer);
+    out.set("Content-Length", length.toString(10));
+    return out;
+  }
+}
+
+/** invokeUnaryImplementation of connect-es, over a LazyContext. */
+async function invoke(
+  m: FastMethod,
+  ctx: LazyContext,
+  input: unknown,
+): Promise<unknown> {
+  const { spec, opt } = m;
+  const output = spec.method.output;
+  let made: object | undefined;
+  const last = async (req: UnaryRequestLike) => {
+    const implContext = {
+      method: ctx.method,
+      service: req.service,
+      get signal() {
+        return req.signal;
+      },
+      timeoutMs: ctx.timeoutMs,
+      requestMethod: ctx.requestMethod,
+      get requestHeader() {
+        return req.header;
+      },
+      get responseHeader() {
+        return ctx.responseHeader;
+      },
+      get responseTrailer() {
+        return ctx.responseTrailer;
+      },
+      protocolName: ctx.protocolName,
+      values: req.contextValues,
+      url: ctx.url,
+      abort: (reason?: unknown) => ctx.abort(reason),
+    };
+    const message = create(output, await spec.impl(req.message as never, implContext));
+    made = {
+      message,
+      stream: false,
+      method: spec.method,
+      service: spec.method.parent,
+      get header() {
+        return ctx.responseHeader;
+      },
+      get trailer() {
+        return ctx.responseTrailer;
+      },
+    };
+    return made as UnaryResponse;
+  };
+  let next = last as (req: UnaryRequestLike) => Promise<UnaryResponse>;
+  for (const i of opt.interceptors.concat().reverse()) {
+    next = (i as unknown as (n: typeof next) => typeof next)(next);
+  }
+  const request: UnaryRequestLike = {
+    stream: false,
+    message: input,
+    method: spec.method,
+    requestMethod: ctx.requestMethod,
+    url: ctx.url,
+    get signal() {
+      return ctx.signal;
+    },
+    get header() {
+      return ctx.requestHeader;
+    },
+    service: spec.method.parent,
+    contextValues: ctx.values,
+  };
+  const res = await next(request);
+  if (res !== made) {
+    // An interceptor answered with its own headers: adopt them as connect-es does.
+    copyHeaders(res.header, ctx.responseHeader);
+    copyHeaders(res.trailer, ctx.responseTrailer);
+  }
+  return res.message;
+}
+
+interface UnaryRequestLike {
+  stream: false;
+  message: unknown;
+  method: DescMethod;
+  requestMethod: string;
+  url: string;
+  readonly signal: AbortSignal;
+  readonly header: Headers;
+  service: DescService;
+  contextValues: ContextValues;
+}
+
+function copyHeaders(from: Headers, to: Headers): void {
+  if (from === to) return;
+  to.forEach((_, key) => to.delete(key));
+  from.forEach((value, key) => to.set(key, value));
+}
+
+/** Serves one fast-path call, step for step as connect-es's Connect unary handler. */
+export async function serveFast(
+  m: FastMethod,
+  req: Request,
+  contentType: string,
+  contextValues: ContextValues,
+): Promise<UnaryReply> {
+  const { opt, spec } = m;
+  const binary = contentType.charCodeAt(12) === 0x70 || contentType.charCodeAt(12) === 0x50;
+  const replyType = binary ? contentTypeUnaryProto : contentTypeUnaryJson;
+  const context = new LazyContext(spec.method, req.url, contextValues, req.headers, replyType);
+  let status = 200;
+  let body: Uint8Array;
+  let type = replyType;
+  try {
+    if (opt.requestGate !== undefined) await opt.requestGate(context);
+    const input = m.serialization.getI(binary).parse(await readBody(req, opt.readMaxBytes));
+    const output = await invoke(m, context, input);
+    body = m.serialization.getO(binary).serialize(output as never);
+  } catch (e) {
+    context.abort(e);
+    const error = e instanceof ConnectError
+      ? e
+      : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+    status = codeToHttpStatus(error.code);
+    type = contentTypeUnaryJson;
+    context.responseHeader.set("Content-Type", contentTypeUnaryJson);
+    if (!error.isWireError) mergeNonProtocolHeaders(context.responseHeader, error.metadata);
+    body = errorToJsonBytes(error, opt.jsonOptions);
+  } finally {
+    context.abort();
+  }
+  return { status, header: context.replyHeader(type, body.byteLength), body };
+}
+
+/** The body, refused unread when its declared length is over the limit. */
+async function readBody(req: Request, readMaxBytes: number): Promise<Uint8Array> {
+  const hint = Number(req.headers.get("content-length"));
+  if (hint > readMaxBytes) {
+    throw new ConnectError(
+      `message size ${hint} is larger than configured readMaxBytes ${readMaxBytes}`,
+      Code.ResourceExhausted,
+    );
+  }
+  const bytes = req.body === null ? new Uint8Array(0) : await req.bytes();
+  if (bytes.byteLength !== hint) {
+    throw new ConnectError(
+      `protocol error: promised ${hint} bytes, received ${bytes.byteLength}`,
+      Code.InvalidArgument,
+    );
+  }
+  return bytes;
+}
