@@ -65,7 +65,11 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-export type ConnectHandler = (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
+export interface ConnectHandler {
+  (req: Request, info: Deno.ServeHandlerInfo): Promise<Response>;
+  /** Calls served so far by the fast path and by connect-es. */
+  readonly served: { fast: number; connectEs: number };
+}
 
 export function serveConnect(o: ServeOptions): RunningServer {
   const server = Deno.serve({
@@ -99,6 +103,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
   const hops = o.trustedProxyHops ?? 0;
   const cors = corsPolicy(o.corsAllowedOrigins ?? []);
   const plain = new Map(Object.entries(o.plainRoutes ?? {}));
+  const served = { fast: 0, connectEs: 0 };
 
   const contextValues = (req: Request, info: Deno.ServeHandlerInfo): ContextValues =>
     createContextValues()
@@ -114,6 +119,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
     const f = fast.get(path);
     let reply: UnaryReply | Response;
     if (f !== undefined && fastPathApplies(req, contentType)) {
+      served.fast++;
       try {
         reply = await serveFast(f, req, contentType, contextValues(req, info));
       } catch (err) {
@@ -126,6 +132,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
       ) {
         return grpcUnsupported();
       }
+      served.connectEs++;
       reply = await serveUniversal(h, req, contentType, contextValues(req, info));
     }
     if (reply instanceof Response) return reply;
@@ -176,7 +183,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
     return malformedRequest(contentType);
   };
 
-  return async (req, info) => {
+  const handle = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
     const preflight = cors?.preflight(req);
     const res = preflight ?? await serve(req, info);
     if (res instanceof Final) return res.response();
@@ -190,6 +197,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
       headers,
     });
   };
+  return Object.assign(handle, { served });
 }
 
 const NO_STORE: [string, string] = ["cache-control", "no-store"];
