@@ -45,6 +45,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     port: config.port,
     routes: authRoutes(useCases),
     trustedProxyHops: config.trustedProxyHops,
+    corsAllowedOrigins: config.corsAllowedOrigins,
     sweep: () => store.sweep(keep),
   });
 }

@@ -7,6 +7,8 @@ export interface AuthConfig extends CommonConfig {
   port: number;
   otpServiceUrl: string;
   trustedProxyHops: number;
+  /** Exact origins browsers may call from; empty sends no CORS headers. */
+  corsAllowedOrigins: string[];
   codes: {
     length: number;
     maxAttempts: number;
@@ -35,6 +37,7 @@ export const AUTH_ENV = [
   ...COMMON_ENV,
   "OTP_SERVICE_URL",
   "TRUSTED_PROXY_HOPS",
+  "CORS_ALLOWED_ORIGINS",
   "OTP_LENGTH",
   "OTP_MAX_ATTEMPTS",
   "OTP_TTL_SECONDS",
@@ -55,6 +58,7 @@ export function loadAuthConfig(env: Env): AuthConfig {
     port: c.port("AUTH_PORT", 8080),
     otpServiceUrl: c.url("OTP_SERVICE_URL", "http://127.0.0.1:8081", ["http:", "https:"]),
     trustedProxyHops: c.int("TRUSTED_PROXY_HOPS", 0, 0, 10),
+    corsAllowedOrigins: c.list("CORS_ALLOWED_ORIGINS"),
     codes: {
       length: c.int("OTP_LENGTH", 6, 6, 9),
       maxAttempts: c.int("OTP_MAX_ATTEMPTS", 5, 1, 20),

@@ -1,7 +1,7 @@
 // Thin Connect handler for GenerateOtp, guarded by the internal API token.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
-import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
+import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
 import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
 import {
   invalidArgument,
@@ -42,7 +42,8 @@ export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
           clientAddress: cleanText(
             ctx.requestHeader.get("x-client-address") ?? ctx.values.get(kClientAddress),
           ),
-          traceId: ctx.values.get(kRequestId),
+          // The caller is authenticated, so its request id carries the trace on.
+          traceId: ctx.values.get(kClientRequestId) || ctx.values.get(kRequestId),
         }).catch((err) => {
           if (err instanceof SmsError) {
             throw unavailable("the SMS provider is not answering, try again");

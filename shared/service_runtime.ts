@@ -3,6 +3,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Broker } from "./bus.ts";
 import { serveConnect } from "./connect_server.ts";
+import type { Authorize, PlainRoute } from "./connect_server.ts";
 import { retryUntil, withTimeout } from "./async.ts";
 import type { Logger } from "./log.ts";
 import { OutboxRelay } from "./outbox.ts";
@@ -30,6 +31,12 @@ export interface ServeParts {
   port: number;
   trustedProxyHops?: number;
   routes: (router: ConnectRouter) => void;
+  /** Exact origins browsers may call from (none: no CORS headers). */
+  corsAllowedOrigins?: readonly string[];
+  /** Plain GET routes beside the RPCs, by exact path. */
+  plainRoutes?: Record<string, PlainRoute>;
+  /** Header checks run before a call's body is read, by service type name. */
+  authorize?: Record<string, Authorize>;
   /** Deletes rows no limit or lookup needs any more; run every few minutes. */
   sweep: () => Promise<void>;
   listenFields?: Record<string, unknown>;
@@ -68,6 +75,9 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         routes: p.routes,
         trustedProxyHops: p.trustedProxyHops,
         errors: { isDatabaseUnavailable },
+        corsAllowedOrigins: p.corsAllowedOrigins,
+        plainRoutes: p.plainRoutes,
+        authorize: p.authorize,
         health: {
           ready: async () => {
             const db = await withTimeout(() => migrationsApplied(sql, schema, migrations), 1_000)
