@@ -1,0 +1,166 @@
+// The load generators and anchors of bench/main.ts: wrk (one thread, 32 keep-alive
+// connections, a fixed duration) for HTTP figures, pgbench for PostgreSQL's own rates,
+// and a CPU account of each so a figure bound by its load generator is flagged.
+
+export const CONNECTIONS = 32;
+
+export interface Measured {
+  perSecond: number;
+  /** Share of one core the load generator used (1 = a whole core). */
+  loaderCpu: number;
+  /** Share of one core the measured server process used, when known. */
+  serverCpu?: number;
+  errors: number;
+}
+
+export interface WrkCall {
+  url: string;
+  headers: Record<string, string>;
+  body: Uint8Array;
+}
+
+/** A Lua string literal of arbitrary bytes. */
+function luaBytes(b: Uint8Array): string {
+  return `"${Array.from(b, (x) => `\\${x}`).join("")}"`;
+}
+
+/** User + system clock ticks of a process (Deno reads /proc of others only with -A). */
+async function cpuTicks(pid: number): Promise<number | undefined> {
+  const out = await new Deno.Command("cat", {
+    args: [`/proc/${pid}/stat`],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  if (!out.success) return undefined;
+  const stat = new TextDecoder().decode(out.stdout);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const HZ = 100;
+
+/** Runs wrk against one call for `seconds`; `serverPid` is sampled for its CPU share. */
+export async function wrk(call: WrkCall, seconds: number, serverPid?: number): Promise<Measured> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-" });
+  const script = `${dir}/call.lua`;
+  const headers = Object.entries(call.headers)
+    .map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`).join("\n");
+  await Deno.writeTextFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = ${luaBytes(call.body)}\n${headers}\n`,
+  );
+  const before = serverPid === undefined ? undefined : await cpuTicks(serverPid);
+  const started = performance.now();
+  // bash's `time` accounts for wrk's own CPU (user + system) after it exits.
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      `TIMEFORMAT='cpu %U %S'; time wrk -t1 -c${CONNECTIONS} -d${seconds}s --latency -s "$1" "$2"`,
+      "bench",
+      script,
+      call.url,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const wall = (performance.now() - started) / 1000;
+  const after = serverPid === undefined ? undefined : await cpuTicks(serverPid);
+  await Deno.remove(dir, { recursive: true });
+  const text = new TextDecoder().decode(out.stdout);
+  const err = new TextDecoder().decode(out.stderr);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  if (!out.success || !rps) throw new Error(`wrk failed: ${text}\n${err}`);
+  const cpu = /cpu ([\d.]+) ([\d.]+)/.exec(err);
+  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(text);
+  const socketErrors = /Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)/.exec(text);
+  return {
+    perSecond: Number(rps[1]),
+    loaderCpu: cpu ? (Number(cpu[1]) + Number(cpu[2])) / wall : NaN,
+    serverCpu: before !== undefined && after !== undefined
+      ? (after - before) / HZ / wall
+      : undefined,
+    errors: Number(non2xx?.[1] ?? 0) +
+      (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0),
+  };
+}
+
+/** A scratch database for pgbench, dropped by the returned function. */
+export async function scratchDatabase(
+  adminUrl: string,
+): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `bench_${crypto.randomUUID().slice(0, 8)}`;
+  await psql(adminUrl, `create database ${name}`);
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    drop: () => psql(adminUrl, `drop database if exists ${name} with (force)`),
+  };
+}
+
+export async function psql(url: string, command: string): Promise<void> {
+  const out = await new Deno.Command("psql", {
+    args: [url, "-v", "ON_ERROR_STOP=1", "-q", "-c", command],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`psql: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) throw new Error(`${cmd}: ${text}${new TextDecoder().decode(out.stderr)}`);
+  return text;
+}
+
+/** `pgbench -i` at the given scale. */
+export async function pgbenchInit(url: string, scale: number): Promise<void> {
+  await run("pgbench", ["-i", "-q", "-s", String(scale), url]);
+}
+
+/**
+ * How many pgbench clients the server has room for, at most 32: PostgreSQL is shared,
+ * and a run that cannot connect all its clients measures nothing.
+ */
+export async function pgClients(url: string): Promise<number> {
+  const free = Number(
+    (await run("psql", [
+      url,
+      "-tA",
+      "-c",
+      "select current_setting('max_connections')::int - count(*) - 10 from pg_stat_activity",
+    ])).trim(),
+  );
+  return Math.max(1, Math.min(CONNECTIONS, free));
+}
+
+/** pgbench's tps over `seconds` with `clients` clients, prepared statements. */
+export async function pgbench(
+  url: string,
+  seconds: number,
+  script: { builtin: "select-only" } | { file: string },
+  clients = CONNECTIONS,
+): Promise<Measured> {
+  const mode = "builtin" in script ? ["-S"] : ["-f", script.file];
+  const started = performance.now();
+  const text = await run("bash", [
+    "-c",
+    `TIMEFORMAT='cpu %U %S'; { time pgbench -n -M prepared -c ${clients} -j 1 -T ${seconds} "$@" ; } 2>&1`,
+    "bench",
+    ...mode,
+    url,
+  ]);
+  const wall = (performance.now() - started) / 1000;
+  const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(text);
+  if (!tps) throw new Error(`pgbench: ${text}`);
+  const cpu = /cpu ([\d.]+) ([\d.]+)/.exec(text);
+  const failed = /number of failed transactions: (\d+)/.exec(text);
+  return {
+    perSecond: Number(tps[1]),
+    loaderCpu: cpu ? (Number(cpu[1]) + Number(cpu[2])) / wall : NaN,
+    errors: Number(failed?.[1] ?? 0),
+  };
+}

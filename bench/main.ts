@@ -1,0 +1,232 @@
+// deno task bench: each figure beside its anchor, measured in the same run, on this
+// machine. The servers are real processes (the services with their task permission
+// sets, against the local PostgreSQL and RabbitMQ); HTTP load is wrk with one thread
+// and 32 keep-alive connections for BENCH_SECONDS (default 5) per figure; PostgreSQL's
+// anchors are pgbench with 32 clients on a scratch database. The load generator's CPU
+// share is printed beside each figure: near 1.0 it, not the server, is the bound.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ValidatePhoneNumberLoginRequestSchema } from "../shared/gen/auth/v1/auth_pb.ts";
+import {
+  codeFor,
+  DATABASE_URL,
+  randomPhone,
+  Service,
+  startStack,
+} from "../shared/testing/stack.ts";
+import type { Stack } from "../shared/testing/stack.ts";
+import { signupAndVerify } from "../shared/testing/fuzz/services.ts";
+import { CONNECTIONS, pgbench, pgbenchInit, pgClients, scratchDatabase, wrk } from "./load.ts";
+import type { Measured, WrkCall } from "./load.ts";
+import { verifyLikeSchema, verifyLikeScript } from "./verify_like.ts";
+
+const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "5");
+const VERIFY_NUMBERS = Number(Deno.env.get("BENCH_VERIFY_NUMBERS") ?? "600");
+
+interface Row {
+  figure: string;
+  value: Measured;
+  anchor: string;
+  anchorValue: Measured;
+  note?: string;
+}
+const rows: Row[] = [];
+const enc = new TextEncoder();
+const VALIDATE = "/auth.v1.AuthService/ValidatePhoneNumberLogin";
+
+async function tinyServer(kind: string): Promise<{ url: string; service: Service }> {
+  const service = new Service(kind, [
+    "run",
+    "--allow-net=127.0.0.1",
+    "bench/tiny_server.ts",
+    kind,
+    "0",
+  ], { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1" });
+  const line = await service.waitForLine((l) => l.startsWith("listening "), 30_000);
+  return { url: `http://127.0.0.1:${line.split(" ")[1]}${VALIDATE}`, service };
+}
+
+async function measureTiny(kind: string, call: Omit<WrkCall, "url">): Promise<Measured> {
+  const { url, service } = await tinyServer(kind);
+  try {
+    // A short warm-up so the JIT has seen the path before the measured run.
+    await wrk({ ...call, url }, 1);
+    return await wrk({ ...call, url }, SECONDS, service.pid);
+  } finally {
+    await service.stop();
+  }
+}
+
+async function tinyCalls(): Promise<void> {
+  const json = {
+    headers: { "content-type": "application/json" },
+    body: enc.encode('{"phone_number":"+14155550123"}'),
+  };
+  const binary = {
+    headers: { "content-type": "application/proto" },
+    body: toBinary(
+      ValidatePhoneNumberLoginRequestSchema,
+      create(ValidatePhoneNumberLoginRequestSchema, { phoneNumber: "+14155550123" }),
+    ),
+  };
+  const raw = await measureTiny("raw", json);
+  const anchor = "raw Deno.serve JSON echo";
+  for (
+    const [figure, kind, call] of [
+      ["tiny Connect call, JSON, our bridge (fast path)", "fast", json],
+      ["tiny Connect call, binary, our bridge (fast path)", "fast", binary],
+      ["tiny Connect call, JSON, connect-es universal handler", "connect-es", json],
+      ["tiny Connect call, binary, connect-es universal handler", "connect-es", binary],
+    ] as const
+  ) {
+    rows.push({ figure, value: await measureTiny(kind, call), anchor, anchorValue: raw });
+  }
+}
+
+async function databaseFigures(): Promise<void> {
+  const db = await scratchDatabase(DATABASE_URL);
+  let stack: Stack | undefined;
+  try {
+    await pgbenchInit(db.url, 10);
+    const clients = await pgClients(db.url);
+    const pgNote = clients < CONNECTIONS ? `; pgbench with ${clients} clients (server full)` : "";
+    const selectOnly = await pgbench(db.url, SECONDS, { builtin: "select-only" }, clients);
+    await verifyLikeSchema(db.url);
+    const script = await verifyLikeScript();
+    const verifyLike = await pgbench(db.url, SECONDS, { file: script.file }, clients);
+    await script.remove();
+
+    stack = await startStack({
+      authEnv: {
+        ADDRESS_SEND_LIMIT: "1000000",
+        ADDRESS_CHECK_LIMIT: "1000000",
+      },
+      otpEnv: { SMS_HOURLY_BUDGET: "10000000", SMS_PROVIDER: "console" },
+    });
+    const authPid = stack.auth.pid;
+    const fx = await signupAndVerify(stack);
+    const profile = await wrk(
+      {
+        url: `${stack.authUrl}/auth.v1.AuthService/GetProfile`,
+        headers: { "content-type": "application/json", authorization: `Bearer ${fx.token}` },
+        body: enc.encode(JSON.stringify({ phone_number: fx.phone })),
+      },
+      SECONDS,
+      authPid,
+    );
+    rows.push({
+      figure: "GetProfile with a session (auth-service)",
+      value: profile,
+      anchor: "pgbench -S (select-only)",
+      anchorValue: selectOnly,
+      note: pgNote.slice(2) || undefined,
+    });
+    const validate = await wrk(
+      {
+        url: `${stack.authUrl}${VALIDATE}`,
+        headers: { "content-type": "application/json" },
+        body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
+      },
+      SECONDS,
+      authPid,
+    );
+    rows.push({
+      figure: "ValidatePhoneNumberLogin, unknown number (auth-service)",
+      value: validate,
+      anchor: "pgbench -S (select-only)",
+      anchorValue: selectOnly,
+    });
+    const verify = await verifyFigure(stack);
+    rows.push({
+      figure: `VerifyPhoneNumber, ${VERIFY_NUMBERS} fresh numbers, ${CONNECTIONS} clients`,
+      value: verify.measured,
+      anchor: "pgbench verify-like write (UPDATE … RETURNING + INSERT)",
+      anchorValue: verifyLike,
+      note: `p50 ${verify.p50.toFixed(0)} ms, p99 ${
+        verify.p99.toFixed(0)
+      } ms; load from Deno fetch`,
+    });
+  } finally {
+    await stack?.stop().catch(() => {});
+    await db.drop();
+  }
+}
+
+/**
+ * Signs up fresh numbers, then verifies them all at once from 32 concurrent clients:
+ * each code is single use, so wrk's repeated request cannot drive this figure.
+ */
+async function verifyFigure(stack: Stack) {
+  const phones = Array.from({ length: VERIFY_NUMBERS }, () => randomPhone());
+  const codes = new Map<string, string>();
+  const post = (method: string, body: unknown) =>
+    fetch(`${stack.authUrl}/auth.v1.AuthService/${method}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < phones.length) {
+      const phone = phones[next++]!;
+      const mark = stack.otp.lines.length;
+      const r = await post("SignupWithPhoneNumber", { phone_number: phone });
+      await r.body?.cancel();
+      if (r.status !== 200) throw new Error(`signup: HTTP ${r.status}`);
+      codes.set(phone, await codeFor(stack, phone, "signup", Math.max(0, mark - 50)));
+    }
+  }));
+  const latencies: number[] = [];
+  let errors = 0;
+  next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: CONNECTIONS }, async () => {
+    while (next < phones.length) {
+      const phone = phones[next++]!;
+      const t = performance.now();
+      const r = await post("VerifyPhoneNumber", { phone_number: phone, otp: codes.get(phone) });
+      await r.arrayBuffer();
+      latencies.push(performance.now() - t);
+      if (r.status !== 200) errors++;
+    }
+  }));
+  const wall = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
+  return {
+    measured: { perSecond: phones.length / wall, loaderCpu: NaN, errors },
+    p50: at(0.5),
+    p99: at(0.99),
+  };
+}
+
+function printTable(): void {
+  const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+  const share = (m: Measured) => Number.isNaN(m.loaderCpu) ? "-" : m.loaderCpu.toFixed(2);
+  console.log(
+    `\nwrk: 1 thread, ${CONNECTIONS} connections, keep-alive, ${SECONDS} s per figure; ${navigator.hardwareConcurrency} cores`,
+  );
+  console.log(
+    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU | server CPU | errors |",
+  );
+  console.log("|---|---:|---|---:|---:|---:|---:|---:|");
+  for (const r of rows) {
+    const server = r.value.serverCpu === undefined ? "-" : r.value.serverCpu.toFixed(2);
+    console.log(
+      `| ${r.figure} | ${fmt(r.value.perSecond)} | ${r.anchor} | ${
+        fmt(r.anchorValue.perSecond)
+      } | ${(r.value.perSecond / r.anchorValue.perSecond).toFixed(2)} | ${share(r.value)} (anchor ${
+        share(r.anchorValue)
+      }) | ${server} | ${r.value.errors} |${r.note ? ` ${r.note}` : ""}`,
+    );
+  }
+  // Signup to stored challenge through both services and RabbitMQ: not measured yet.
+  console.log(
+    "| signup → stored challenge, both services and RabbitMQ | (not measured yet) | | | | | | |",
+  );
+}
+
+const only = Deno.args[0];
+if (only === undefined || only === "tiny") await tinyCalls();
+if (only === undefined || only === "db") await databaseFigures();
+printTable();
