@@ -10,6 +10,8 @@ export interface Measured {
   loaderCpu: number;
   /** Share of one core the measured server process used, when known. */
   serverCpu?: number;
+  /** The server's CPU time per request in microseconds, when known. */
+  serverMicros?: number;
   errors: number;
 }
 
@@ -80,6 +82,9 @@ export async function wrk(call: WrkCall, seconds: number, serverPid?: number): P
     loaderCpu: cpu ? (Number(cpu[1]) + Number(cpu[2])) / wall : NaN,
     serverCpu: before !== undefined && after !== undefined
       ? (after - before) / HZ / wall
+      : undefined,
+    serverMicros: before !== undefined && after !== undefined
+      ? ((after - before) / HZ) * 1e6 / (Number(rps[1]) * wall)
       : undefined,
     errors: Number(non2xx?.[1] ?? 0) +
       (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0),

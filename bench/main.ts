@@ -203,26 +203,28 @@ async function verifyFigure(stack: Stack) {
 function printTable(): void {
   const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
   const share = (m: Measured) => Number.isNaN(m.loaderCpu) ? "-" : m.loaderCpu.toFixed(2);
+  const micros = (m: Measured) => m.serverMicros === undefined ? "-" : m.serverMicros.toFixed(0);
   console.log(
     `\nwrk: 1 thread, ${CONNECTIONS} connections, keep-alive, ${SECONDS} s per figure; ${navigator.hardwareConcurrency} cores`,
   );
   console.log(
-    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU | server CPU | errors |",
+    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU (anchor's) | server CPU | server µs/req (anchor's) | errors |",
   );
-  console.log("|---|---:|---|---:|---:|---:|---:|---:|");
+  console.log("|---|---:|---|---:|---:|---:|---:|---:|---:|");
   for (const r of rows) {
     const server = r.value.serverCpu === undefined ? "-" : r.value.serverCpu.toFixed(2);
+    const ratio = (r.value.perSecond / r.anchorValue.perSecond).toFixed(2);
     console.log(
       `| ${r.figure} | ${fmt(r.value.perSecond)} | ${r.anchor} | ${
         fmt(r.anchorValue.perSecond)
-      } | ${(r.value.perSecond / r.anchorValue.perSecond).toFixed(2)} | ${share(r.value)} (anchor ${
-        share(r.anchorValue)
-      }) | ${server} | ${r.value.errors} |${r.note ? ` ${r.note}` : ""}`,
+      } | ${ratio} | ${share(r.value)} (${share(r.anchorValue)}) | ${server} | ${
+        micros(r.value)
+      } (${micros(r.anchorValue)}) | ${r.value.errors} |${r.note ? ` ${r.note}` : ""}`,
     );
   }
   // Signup to stored challenge through both services and RabbitMQ: not measured yet.
   console.log(
-    "| signup → stored challenge, both services and RabbitMQ | (not measured yet) | | | | | | |",
+    "| signup → stored challenge, both services and RabbitMQ | (not measured yet) | | | | | | | |",
   );
 }
 
