@@ -328,7 +328,8 @@ async function readBody(req: Request, readMaxBytes: number): Promise<Uint8Array>
       Code.ResourceExhausted,
     );
   }
-  const bytes = req.body === null ? new Uint8Array(0) : await req.bytes();
+  // Not req.body: touching the stream turns off Deno's whole-body read.
+  const bytes = await req.bytes();
   if (bytes.byteLength !== hint) {
     throw new ConnectError(
       `protocol error: promised ${hint} bytes, received ${bytes.byteLength}`,
