@@ -6,15 +6,12 @@
 // share is printed beside each figure: near 1.0 it, not the server, is the bound.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ValidatePhoneNumberLoginRequestSchema } from "../shared/gen/auth/v1/auth_pb.ts";
-import {
-  codeFor,
-  DATABASE_URL,
-  randomPhone,
-  Service,
-  startStack,
-} from "../shared/testing/stack.ts";
-import type { Stack } from "../shared/testing/stack.ts";
-import { signupAndVerify } from "../shared/testing/fuzz/services.ts";
+import { DATABASE_URL } from "../testing/database.ts";
+import { Service } from "../testing/processes.ts";
+import { codeFor } from "../testing/sms_codes.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
+import type { Stack } from "../testing/stack.ts";
+import { signupAndVerify } from "../testing/fuzz/services.ts";
 import { CONNECTIONS, pgbench, pgbenchInit, pgClients, scratchDatabase, wrk } from "./load.ts";
 import type { Measured, WrkCall } from "./load.ts";
 import { verifyLikeSchema, verifyLikeScript } from "./verify_like.ts";

@@ -15,20 +15,14 @@ import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { connectHandler } from "../shared/connect_server.ts";
 import type { ConnectHandler } from "../shared/connect_server.ts";
-import {
-  alreadyExists,
-  DomainError,
-  resourceExhausted,
-  unauthenticated,
-  unavailable,
-} from "../shared/errors.ts";
+import { DomainError, resourceExhausted, unauthenticated, unavailable } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import { parsePhone } from "../shared/phone.ts";
-import { rpcCaseArb } from "../shared/testing/fuzz/arbitraries.ts";
-import type { Fixture } from "../shared/testing/fuzz/services.ts";
-import { ALL_TARGETS } from "../shared/testing/fuzz/targets.ts";
-import { bodyBytes } from "../shared/testing/fuzz/wire.ts";
-import type { RpcCase } from "../shared/testing/fuzz/wire.ts";
+import { rpcCaseArb } from "../testing/fuzz/arbitraries.ts";
+import type { Fixture } from "../testing/fuzz/services.ts";
+import { ALL_TARGETS } from "../testing/fuzz/targets.ts";
+import { bodyBytes } from "../testing/fuzz/wire.ts";
+import type { RpcCase } from "../testing/fuzz/wire.ts";
 
 const INTERNAL = "internal-token-for-the-differential-test";
 const fx: Fixture = { phone: "+14155550123", token: "a".repeat(43) };
@@ -45,7 +39,7 @@ function outcome(phoneNumber: string, ctx: { responseHeader: Headers; responseTr
     case "0":
       throw resourceExhausted("too many requests", 42.5);
     case "1":
-      throw alreadyExists("already there");
+      throw new DomainError("ALREADY_REGISTERED", "already there");
     case "2":
       throw new Error("a bug the client must not see");
     case "3":
@@ -61,7 +55,7 @@ function outcome(phoneNumber: string, ctx: { responseHeader: Headers; responseTr
     case "6":
       throw unavailable("try later");
     case "7":
-      throw new DomainError("failed_precondition", "not yet");
+      throw new DomainError("NUMBER_LOCKED", "not yet");
   }
   return e164;
 }
