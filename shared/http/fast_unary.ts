@@ -191,73 +191,25 @@ class LazyContext {
   }
 }
 
-/** invokeUnaryImplementation of connect-es, over a LazyContext. */
-async function invoke(
-  m: FastMethod,
-  ctx: LazyContext,
-  input: unknown,
-): Promise<unknown> {
+/**
+ * invokeUnaryImplementation of connect-es, over a LazyContext. The request, context and
+ * response objects are class instances (getters on the prototype, nothing allocated
+ * per call but the instance); an interceptor that passes on a copy without them still
+ * gets the call's own signal and headers.
+ */
+async function invoke(m: FastMethod, ctx: LazyContext, input: unknown): Promise<unknown> {
   const { spec, opt } = m;
-  const output = spec.method.output;
-  let made: object | undefined;
+  let made: FastResponse | undefined;
   const last = async (req: UnaryRequestLike) => {
-    const implContext = {
-      method: ctx.method,
-      service: req.service,
-      get signal() {
-        return req.signal;
-      },
-      timeoutMs: ctx.timeoutMs,
-      requestMethod: ctx.requestMethod,
-      get requestHeader() {
-        return req.header;
-      },
-      get responseHeader() {
-        return ctx.responseHeader;
-      },
-      get responseTrailer() {
-        return ctx.responseTrailer;
-      },
-      protocolName: ctx.protocolName,
-      values: req.contextValues,
-      url: ctx.url,
-      abort: (reason?: unknown) => ctx.abort(reason),
-    };
-    const message = create(output, await spec.impl(req.message as never, implContext));
-    made = {
-      message,
-      stream: false,
-      method: spec.method,
-      service: spec.method.parent,
-      get header() {
-        return ctx.responseHeader;
-      },
-      get trailer() {
-        return ctx.responseTrailer;
-      },
-    };
-    return made as UnaryResponse;
+    const out = await spec.impl(req.message as never, new ImplContext(ctx, req));
+    return made = new FastResponse(ctx, create(spec.method.output, out), spec.method);
   };
   let next = last as (req: UnaryRequestLike) => Promise<UnaryResponse>;
-  for (const i of opt.interceptors.concat().reverse()) {
-    next = (i as unknown as (n: typeof next) => typeof next)(next);
+  const interceptors = opt.interceptors;
+  for (let i = interceptors.length - 1; i >= 0; i--) {
+    next = (interceptors[i] as unknown as (n: typeof next) => typeof next)(next);
   }
-  const request: UnaryRequestLike = {
-    stream: false,
-    message: input,
-    method: spec.method,
-    requestMethod: ctx.requestMethod,
-    url: ctx.url,
-    get signal() {
-      return ctx.signal;
-    },
-    get header() {
-      return ctx.requestHeader;
-    },
-    service: spec.method.parent,
-    contextValues: ctx.values,
-  };
-  const res = await next(request);
+  const res = await next(new FastRequest(ctx, input, spec.method));
   if (res !== made) {
     // An interceptor answered with its own headers: adopt them as connect-es does.
     copyHeaders(res.header, ctx.responseHeader);
@@ -276,6 +228,84 @@ interface UnaryRequestLike {
   readonly header: Headers;
   service: DescService;
   contextValues: ContextValues;
+}
+
+class FastRequest implements UnaryRequestLike {
+  readonly stream = false;
+  readonly requestMethod: string;
+  readonly url: string;
+  readonly service: DescService;
+  readonly contextValues: ContextValues;
+  constructor(
+    private readonly ctx: LazyContext,
+    readonly message: unknown,
+    readonly method: DescMethod,
+  ) {
+    this.requestMethod = ctx.requestMethod;
+    this.url = ctx.url;
+    this.service = ctx.service;
+    this.contextValues = ctx.values;
+  }
+  get signal(): AbortSignal {
+    return this.ctx.signal;
+  }
+  get header(): Headers {
+    return this.ctx.requestHeader;
+  }
+}
+
+/** What the implementation sees: connect-es merges the request into the context. */
+class ImplContext {
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly requestMethod: string;
+  readonly protocolName: string;
+  readonly url: string;
+  readonly values: ContextValues;
+  constructor(private readonly ctx: LazyContext, private readonly req: UnaryRequestLike) {
+    this.method = ctx.method;
+    this.service = req.service ?? ctx.service;
+    this.requestMethod = ctx.requestMethod;
+    this.protocolName = ctx.protocolName;
+    this.url = ctx.url;
+    this.values = req.contextValues ?? ctx.values;
+  }
+  get signal(): AbortSignal {
+    return this.req.signal ?? this.ctx.signal;
+  }
+  get requestHeader(): Headers {
+    return this.req.header ?? this.ctx.requestHeader;
+  }
+  get responseHeader(): Headers {
+    return this.ctx.responseHeader;
+  }
+  get responseTrailer(): Headers {
+    return this.ctx.responseTrailer;
+  }
+  timeoutMs(): number | undefined {
+    return undefined;
+  }
+  abort(reason?: unknown): void {
+    this.ctx.abort(reason);
+  }
+}
+
+class FastResponse {
+  readonly stream = false;
+  readonly service: DescService;
+  constructor(
+    private readonly ctx: LazyContext,
+    readonly message: unknown,
+    readonly method: DescMethod,
+  ) {
+    this.service = method.parent;
+  }
+  get header(): Headers {
+    return this.ctx.responseHeader;
+  }
+  get trailer(): Headers {
+    return this.ctx.responseTrailer;
+  }
 }
 
 function copyHeaders(from: Headers, to: Headers): void {
