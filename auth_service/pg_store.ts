@@ -196,25 +196,28 @@ export class PgAuthStore implements AuthStore {
   }
 
   async saveChallenge(messageId: string, c: Challenge): Promise<ChallengeOutcome> {
-    return await this.sql.begin(async (tx): Promise<ChallengeOutcome> => {
-      const fresh = await tx`
+    // One statement, so one round trip and one commit: the inbox row and the challenge
+    // are written together or not at all. Only a newer code replaces the current one,
+    // whatever order messages arrive in.
+    const [r] = await this.sql<{ fresh: boolean; stored: boolean }[]>`
+      with fresh as (
         insert into auth.inbox (message_id) values (${messageId})
-        on conflict do nothing returning message_id`;
-      if (fresh.length === 0) return "duplicate";
-      // Only a newer code replaces the current one, whatever order messages arrive in.
-      const stored = await tx`
+        on conflict do nothing returning message_id),
+      stored as (
         insert into auth.challenges
           (phone_number, purpose, request_id, code_mac, issued_at, expires_at)
-        values (${c.phoneNumber}, ${c.purpose}, ${c.requestId}, ${c.codeMac},
-                ${c.issuedAt}, ${c.expiresAt})
+        select ${c.phoneNumber}::text, ${c.purpose}::text, ${c.requestId}::text,
+               ${c.codeMac}::bytea, ${c.issuedAt}::timestamptz, ${c.expiresAt}::timestamptz
+         where exists (select from fresh)
         on conflict (phone_number, purpose) do update set
           request_id = excluded.request_id, code_mac = excluded.code_mac,
           issued_at = excluded.issued_at, expires_at = excluded.expires_at,
           failed_attempts = 0, consumed_at = null
         where auth.challenges.issued_at < excluded.issued_at
-        returning phone_number`;
-      return stored.length > 0 ? "stored" : "superseded";
-    });
+        returning phone_number)
+      select exists (select from fresh) as fresh, exists (select from stored) as stored`;
+    if (!r!.fresh) return "duplicate";
+    return r!.stored ? "stored" : "superseded";
   }
 
   async sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null> {

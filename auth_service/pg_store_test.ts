@@ -61,3 +61,47 @@ Deno.test("the sweep deletes expired counters, challenges, sessions and old inbo
     await db.drop();
   }
 });
+
+Deno.test("a challenge is stored once per message, and only a newer code replaces the current one", async () => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 4 });
+  try {
+    const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
+    await migrate(sql, "auth", migrations, createLogger("test", "error"));
+    const store = new PgAuthStore(sql);
+    const at = (s: number) => new Date(Date.UTC(2030, 0, 1, 0, 0, s));
+    const challenge = (requestId: string, issued: number) => ({
+      requestId,
+      phoneNumber: "+14155550123",
+      purpose: "signup" as const,
+      codeMac: new Uint8Array(32).fill(issued),
+      issuedAt: at(issued),
+      expiresAt: at(issued + 300),
+    });
+
+    // The same message delivered twice at once: one stores, the other is a duplicate.
+    const both = await Promise.all([
+      store.saveChallenge("m1", challenge("r1", 10)),
+      store.saveChallenge("m1", challenge("r1", 10)),
+    ]);
+    assert.deepEqual(both.sort(), ["duplicate", "stored"]);
+    await sql`update auth.challenges set failed_attempts = 2`;
+
+    assert.equal(await store.saveChallenge("m0", challenge("r0", 5)), "superseded");
+    assert.equal(await store.saveChallenge("m2", challenge("r2", 20)), "stored");
+    assert.equal(await store.saveChallenge("m2", challenge("r2", 20)), "duplicate");
+
+    const rows = await sql`select request_id, failed_attempts, issued_at, code_mac
+      from auth.challenges`;
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0]!.request_id, "r2");
+    assert.equal(rows[0]!.failed_attempts, 0, "a new code starts with no failed attempts");
+    assert.equal((rows[0]!.issued_at as Date).getTime(), at(20).getTime());
+    assert.deepEqual(new Uint8Array(rows[0]!.code_mac), new Uint8Array(32).fill(20));
+    const inbox = await sql`select message_id from auth.inbox order by message_id`;
+    assert.deepEqual(inbox.map((r) => r.message_id), ["m0", "m1", "m2"]);
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+});

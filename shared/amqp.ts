@@ -11,7 +11,8 @@
 //   first. Callers (the outbox relay) keep the message and publish it again.
 // - back-pressure: when amqplib's publish returns false, later publishes wait for
 //   'drain' (or for the channel to die), bounded by the confirm timeout.
-// - consumers acknowledge after the handler is done; a handler failing on a transient
+// - consumers acknowledge after the handler is done (acks due together go as one
+//   frame, see amqp_acks.ts); a handler failing on a transient
 //   dependency error (database unreachable) is retried in place, holding the message,
 //   so an outage does not burn the queue's delivery limit; other failures are
 //   requeued and the delivery limit moves them to the dead-letter queue.
@@ -26,6 +27,7 @@ import type {
   OutgoingMessage,
 } from "./bus.ts";
 import { PublishError } from "./bus.ts";
+import { AckBatcher } from "./amqp_acks.ts";
 import { backoff, delay, settlesWithin } from "./async.ts";
 import type { Logger } from "./log.ts";
 import {
@@ -283,11 +285,15 @@ export class AmqpBroker implements Broker {
   private async attach(model: ChannelModel, c: Consumer): Promise<void> {
     if (!this.consuming) return;
     const ch = await model.createChannel();
+    const acks = new AckBatcher(ch, (err) => {
+      this.log.warn("could not acknowledge", { queue: c.queue, error: err.message });
+    });
     ch.on("error", (err: Error) => {
       this.log.warn("consumer channel error", { queue: c.queue, error: err.message });
     });
     ch.on("close", () => {
       this.closedChannels.add(ch);
+      acks.close();
       if (c.channel !== ch) return;
       c.channel = undefined;
       c.tag = undefined;
@@ -311,7 +317,8 @@ export class AmqpBroker implements Broker {
           } catch { /* the channel is closing; the broker requeues it anyway */ }
           return;
         }
-        const p = this.dispatch(ch, m, c).finally(() => this.inFlight.delete(p));
+        acks.received(m);
+        const p = this.dispatch(ch, acks, m, c).finally(() => this.inFlight.delete(p));
         this.inFlight.add(p);
       }, { noAck: false }));
     } catch (err) {
@@ -324,7 +331,12 @@ export class AmqpBroker implements Broker {
     if (!this.consuming) await settlesWithin(ch.cancel(consumerTag).catch(() => {}), 2_000);
   }
 
-  private async dispatch(ch: Channel, m: ConsumeMessage, c: Consumer): Promise<void> {
+  private async dispatch(
+    ch: Channel,
+    acks: AckBatcher,
+    m: ConsumeMessage,
+    c: Consumer,
+  ): Promise<void> {
     const incoming = toIncoming(m);
     const budget = TRANSIENT_RETRY_MS;
     const started = Date.now();
@@ -364,15 +376,18 @@ export class AmqpBroker implements Broker {
       return;
     }
     try {
-      if (disposition === "ack") ch.ack(m);
-      else if (disposition === "dead-letter") ch.nack(m, false, false);
-      else {
+      if (disposition === "ack") await acks.ack(m);
+      else if (disposition === "dead-letter") {
+        ch.nack(m, false, false);
+        acks.settled(m);
+      } else {
         // A short pause keeps a failing message from spinning; the queue's delivery
         // limit bounds how often it comes back.
         if (this.consuming) {
           await delay(backoff(incoming.deliveryCount, { baseMs: 100, maxMs: 2_000 }));
         }
         ch.nack(m, false, true);
+        acks.settled(m);
       }
     } catch (err) {
       // The channel closed under us: the broker redelivers, and handlers are idempotent.

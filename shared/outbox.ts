@@ -30,12 +30,16 @@ export interface RelayOptions {
   schema: string;
   broker: Broker;
   logger: Logger;
+  /**
+   * The safety net: how often to look for rows no wake-up announced (a replica that
+   * died after its commit, a retry whose backoff ran out, the broker coming back).
+   */
+  pollMs?: number;
 }
 
-/** Rows claimed per pass. */
-const BATCH = 100;
-/** How often to look for rows written by other replicas or left by failures. */
-const POLL_MS = 500;
+/** Rows claimed, published and deleted together (one confirm wait, one delete). */
+export const BATCH = 200;
+const POLL_MS = 1_000;
 
 interface Row {
   id: string;
@@ -47,25 +51,53 @@ interface Row {
   payload: Uint8Array;
   correlation_id: string | null;
   created_at: Date;
-  attempts: number;
 }
 
+/** The notification channel on which relays of one schema wake each other. */
+export function outboxChannel(schema: string): string {
+  return `${schema}_outbox`;
+}
+
+/**
+ * The enqueuing process pokes its own relay after each commit, so a message goes out
+ * without waiting for any poll. Peers are woken over NOTIFY only when a pass found a
+ * full batch (a backlog worth sharing): a NOTIFY per enqueue would take PostgreSQL's
+ * global notification lock in every signup's commit and serialise them.
+ */
 export class OutboxRelay {
   private running = false;
   private wake: (() => void) | undefined;
   /** A poke that came while a pass was running: the next sleep is skipped. */
   private poked = false;
   private loop: Promise<void> | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private readonly pollMs: number;
+  private readonly channel: string;
   private readonly log: Logger;
 
   constructor(private readonly o: RelayOptions) {
+    this.pollMs = o.pollMs ?? POLL_MS;
+    this.channel = outboxChannel(o.schema);
     this.log = o.logger.child({ component: "outbox-relay" });
   }
 
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.listen();
     this.loop = this.run();
+  }
+
+  private listen(): void {
+    // onlisten runs again after every reconnect of the listening connection: a pass
+    // then picks up whatever was announced while it was away.
+    this.o.sql.listen(this.channel, () => this.poke(), () => this.poke()).then(
+      (l) => {
+        if (this.running) this.unlisten = l.unlisten;
+        else l.unlisten().catch(() => {});
+      },
+      (err: Error) => this.log.warn("cannot listen; polling only", { error: err.message }),
+    );
   }
 
   /** Called after a commit that enqueued something, so it goes out without waiting a poll. */
@@ -78,6 +110,7 @@ export class OutboxRelay {
     this.running = false;
     this.poke();
     await this.loop;
+    await this.unlisten?.().catch(() => {});
   }
 
   private async run(): Promise<void> {
@@ -86,6 +119,7 @@ export class OutboxRelay {
       this.poked = false;
       try {
         handled = await this.relayOnce();
+        if (handled === BATCH) await this.announceBacklog();
       } catch (err) {
         this.log.warn("relay pass failed", { error: (err as Error).message });
       }
@@ -93,22 +127,31 @@ export class OutboxRelay {
     }
   }
 
+  private async announceBacklog(): Promise<void> {
+    await this.o.sql`select pg_notify(${this.channel}, '')`;
+  }
+
   private async sleep(): Promise<void> {
     if (this.poked) return;
     const wake = new AbortController();
     this.wake = () => wake.abort();
-    await delay(POLL_MS, { signal: wake.signal }).catch(() => {});
+    await delay(this.pollMs, { signal: wake.signal }).catch(() => {});
     this.wake = undefined;
   }
 
-  /** Publishes one batch; returns how many rows it claimed. */
+  /**
+   * Publishes one batch: claims up to `batchSize` rows (skipping rows other relays
+   * hold), publishes them all and waits for their confirms together, then deletes the
+   * confirmed ones in one statement; rows whose publish failed stay, with backoff.
+   * Returns how many rows it claimed.
+   */
   async relayOnce(): Promise<number> {
     if (!this.o.broker.isReady()) return 0;
     const s = this.o.schema;
     return await this.o.sql.begin(async (tx) => {
       const rows = await tx.unsafe<Row[]>(
         `select id, message_id, exchange, routing_key, type, content_type, payload,
-                correlation_id, created_at, attempts
+                correlation_id, created_at
            from ${s}.outbox where available_at <= now()
           order by id limit $1 for update skip locked`,
         [BATCH],
@@ -127,6 +170,8 @@ export class OutboxRelay {
         })
       ));
       const sent: string[] = [];
+      const failed: string[] = [];
+      const reasons: string[] = [];
       for (const [i, res] of results.entries()) {
         const row = rows[i]!;
         if (res.status === "fulfilled") {
@@ -134,16 +179,21 @@ export class OutboxRelay {
           continue;
         }
         const reason = (res.reason as Error).message;
+        failed.push(row.id);
+        reasons.push(reason);
         this.log.warn("publish failed; will retry", { message_id: row.message_id, error: reason });
-        await tx.unsafe(
-          `update ${s}.outbox set attempts = attempts + 1, last_error = $2,
-             available_at = now() + make_interval(secs => least(30, 0.2 * power(2, attempts)))
-           where id = $1`,
-          [row.id, reason],
-        );
       }
       if (sent.length > 0) {
         await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent]);
+      }
+      if (failed.length > 0) {
+        await tx.unsafe(
+          `update ${s}.outbox o set attempts = o.attempts + 1, last_error = f.reason,
+             available_at = now() + make_interval(secs => least(30, 0.2 * power(2, o.attempts)))
+             from unnest($1::bigint[], $2::text[]) as f(id, reason)
+            where o.id = f.id`,
+          [failed, reasons],
+        );
       }
       return rows.length;
     });

@@ -1,0 +1,235 @@
+// The pipeline figures: signups to stored challenges through both services and
+// RabbitMQ, each service's time to ready and its idle memory. The stack is the real
+// one (services as processes with their task permissions, the console SMS sender);
+// limits that would throttle one client firing thousands of distinct numbers are
+// raised, nothing else. Run alone: `deno run -A bench/pipeline.ts`.
+import { delay, pollUntil } from "../shared/async.ts";
+import { jsonLogs, Service, taskArgs } from "../testing/processes.ts";
+import { clientHeaders, distinctPhones, mapLimit, rpc, SIGNUP } from "../testing/rpc.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
+import type { Stack } from "../testing/stack.ts";
+
+export interface FigureRow {
+  figure: string;
+  value: string;
+  anchor?: string;
+  ratio?: string;
+}
+
+export interface PipelineOptions {
+  /** Distinct numbers signed up in the measured run. */
+  numbers?: number;
+  /** Signups in flight at once. */
+  concurrency?: number;
+  /** Bound on the whole measured run. */
+  timeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+const HZ = 100;
+
+function cpuTicks(pid: number | "self"): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return NaN;
+  }
+}
+
+function rssMb(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1]);
+  return kb / 1024;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+/** Spawns one more replica of a service, as its task starts it; ms to /readyz 200. */
+async function timeToReady(
+  name: "auth" | "otp",
+  env: Record<string, string>,
+): Promise<{ readyMs: number; rss: number }> {
+  const port = name === "auth" ? "AUTH_PORT" : "OTP_PORT";
+  const started = performance.now();
+  const svc = new Service(`${name}-replica`, await taskArgs(name), { ...env, [port]: "0" });
+  try {
+    const listening = await svc.waitListening();
+    await pollUntil(async () => {
+      const res = await fetch(`http://127.0.0.1:${listening}/readyz`).catch(() => undefined);
+      await res?.body?.cancel();
+      return res?.status === 200;
+    }, { timeoutMs: 30_000, intervalMs: 5, what: `${name} ready` });
+    const readyMs = performance.now() - started;
+    // Idle: after start-up garbage has had a moment to be collected.
+    await delay(2_000);
+    return { readyMs, rss: rssMb(svc.pid) };
+  } finally {
+    await svc.stop();
+  }
+}
+
+async function storedCount(stack: Stack): Promise<number> {
+  const [row] = await stack.sql<{ n: number }[]>`select count(*)::int as n from auth.challenges`;
+  return row!.n;
+}
+
+/** The PostgreSQL backends serving the stack's database (their pools stay open). */
+async function backendPids(stack: Stack): Promise<number[]> {
+  const rows = await stack.sql<{ pid: number }[]>`
+    select pid from pg_stat_activity
+     where datname = current_database() and pid <> pg_backend_pid()`;
+  return rows.map((r) => r.pid);
+}
+
+function ticksOf(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + (cpuTicks(pid) || 0), 0);
+}
+
+interface LoadResult {
+  perSecond: number;
+  p50: number;
+  p99: number;
+  /** CPU milliseconds per number, by process. */
+  cpuMs: { loader: number; auth: number; otp: number; postgres: number };
+}
+
+async function fire(
+  stack: Stack,
+  phones: string[],
+  concurrency: number,
+  timeoutMs: number,
+): Promise<LoadResult> {
+  const before = await storedCount(stack);
+  const sentAt = new Map<string, number>();
+  const pg = await backendPids(stack);
+  const ticks = {
+    self: cpuTicks("self"),
+    auth: cpuTicks(stack.auth.pid),
+    otp: cpuTicks(stack.otp.pid),
+    postgres: ticksOf(pg),
+  };
+  const started = Date.now();
+  const deadline = started + timeoutMs;
+  const failures: string[] = [];
+  const load = mapLimit(phones, concurrency, async (phone) => {
+    sentAt.set(phone, Date.now());
+    const r = await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, {
+      headers: clientHeaders(),
+      timeoutMs: 30_000,
+    });
+    if (r.code !== "ok") failures.push(`${r.code} ${JSON.stringify(r.json)}`);
+  });
+  let stored = before;
+  while (stored < before + phones.length && Date.now() < deadline && failures.length === 0) {
+    await delay(20);
+    stored = await storedCount(stack);
+  }
+  const finished = Date.now();
+  await load;
+  const wall = (finished - started) / 1000;
+  const perNumber = (t: number) => (t * 1000) / HZ / phones.length;
+  const cpuMs = {
+    loader: perNumber(cpuTicks("self") - ticks.self),
+    auth: perNumber(cpuTicks(stack.auth.pid) - ticks.auth),
+    otp: perNumber(cpuTicks(stack.otp.pid) - ticks.otp),
+    postgres: perNumber(ticksOf(pg) - ticks.postgres),
+  };
+  if (failures.length > 0) throw new Error(`signups failed: ${failures.slice(0, 3).join("; ")}`);
+  if (stored < before + phones.length) {
+    throw new Error(`only ${stored - before} of ${phones.length} challenges stored in time`);
+  }
+  // The inbox row is written in the challenge's transaction; its time is that commit's start.
+  const rows = await stack.sql<{ phone_number: string; at: number }[]>`
+    select c.phone_number, (extract(epoch from i.handled_at) * 1000)::float8 as at
+      from auth.challenges c join auth.inbox i on i.message_id = c.request_id
+     where c.phone_number = any(${phones}::text[])`;
+  const latencies = rows.map((r) => r.at - sentAt.get(r.phone_number)!).sort((a, b) => a - b);
+  return {
+    perSecond: phones.length / wall,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    cpuMs,
+  };
+}
+
+/** Every number got exactly one SMS and one stored challenge; nothing dead-lettered. */
+async function checkNothingLost(stack: Stack, phones: string[]): Promise<void> {
+  const texted = new Map<string, number>();
+  for (const l of stack.otp.lines) {
+    const m = /^\[sms\] to=(\+\d+) /.exec(l);
+    if (m) texted.set(m[1]!, (texted.get(m[1]!) ?? 0) + 1);
+  }
+  const missing = phones.filter((p) => texted.get(p) !== 1);
+  if (missing.length > 0) {
+    throw new Error(`${missing.length} numbers without exactly one SMS, e.g. ${missing[0]}`);
+  }
+  const [r] = await stack.sql<{ challenges: number; sent: number }[]>`
+    select (select count(*)::int from auth.challenges
+             where phone_number = any(${phones}::text[])) as challenges,
+           (select count(*)::int from otp.requests
+             where status = 'sent' and phone_number = any(${phones}::text[])) as sent`;
+  if (r!.challenges !== phones.length || r!.sent !== phones.length) {
+    throw new Error(`challenges ${r!.challenges}, sent ${r!.sent}, numbers ${phones.length}`);
+  }
+  const errors = [...jsonLogs(stack.auth.lines), ...jsonLogs(stack.otp.lines)]
+    .filter((l) => l.level === "error" || String(l.msg).includes("dead-letter"));
+  if (errors.length > 0) throw new Error(`service errors: ${JSON.stringify(errors[0])}`);
+}
+
+export async function pipelineFigures(o: PipelineOptions = {}): Promise<FigureRow[]> {
+  const numbers = o.numbers ?? 5_000;
+  const concurrency = o.concurrency ?? 64;
+  const log = o.log ?? (() => {});
+  // Each signup comes from its own address, as from many users behind one proxy hop.
+  const stack = await startStack({
+    authEnv: { TRUSTED_PROXY_HOPS: "1" },
+    otpEnv: { SMS_PROVIDER: "console", SMS_HOURLY_BUDGET: "10000000" },
+  });
+  try {
+    const auth = await timeToReady("auth", stack.env.auth);
+    const otp = await timeToReady("otp", stack.env.otp);
+    const all = distinctPhones(numbers + 500, randomPhone);
+    const warm = all.slice(0, 500);
+    const measured = all.slice(500);
+    await fire(stack, warm, concurrency, 120_000);
+    const r = await fire(stack, measured, concurrency, o.timeoutMs ?? 120_000);
+    await checkNothingLost(stack, all);
+    const c = r.cpuMs;
+    log(
+      `pipeline: ${numbers} numbers, ${concurrency} in flight; CPU ms per number: loader ${
+        c.loader.toFixed(2)
+      }, auth ${c.auth.toFixed(2)}, otp ${c.otp.toFixed(2)}, postgres ${c.postgres.toFixed(2)}`,
+    );
+    return [
+      {
+        figure: `signup to stored challenge, ${numbers} numbers, ${concurrency} in flight`,
+        value: `${r.perSecond.toFixed(0)} numbers/s (p50 ${r.p50.toFixed(0)} ms, p99 ${
+          r.p99.toFixed(0)
+        } ms)`,
+        anchor: "target 1,000 numbers/s",
+        ratio: (r.perSecond / 1_000).toFixed(2),
+      },
+      { figure: "auth-service ready after spawn", value: `${auth.readyMs.toFixed(0)} ms` },
+      { figure: "otp-service ready after spawn", value: `${otp.readyMs.toFixed(0)} ms` },
+      { figure: "auth-service idle RSS", value: `${auth.rss.toFixed(0)} MB` },
+      { figure: "otp-service idle RSS", value: `${otp.rss.toFixed(0)} MB` },
+    ];
+  } finally {
+    await stack.stop();
+  }
+}
+
+if (import.meta.main) {
+  const numbers = Number(Deno.env.get("BENCH_PIPELINE_NUMBERS") ?? "5000");
+  const rows = await pipelineFigures({ numbers, log: (l) => console.log(l) });
+  for (const r of rows) {
+    console.log(
+      [r.figure, r.value, r.anchor ?? "", r.ratio ?? ""].join(" | "),
+    );
+  }
+}

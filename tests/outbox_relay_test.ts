@@ -1,0 +1,146 @@
+// The outbox relay against real PostgreSQL, with a broker double that confirms or
+// refuses each publish: batches, kept failures with backoff, replicas sharing rows, and
+// a peer woken by NOTIFY rather than by its poll.
+import assert from "node:assert/strict";
+import { pollUntil } from "../shared/async.ts";
+import type { Broker, OutgoingMessage } from "../shared/bus.ts";
+import { PublishError } from "../shared/bus.ts";
+import { createLogger } from "../shared/log.ts";
+import { BATCH, enqueue, outboxChannel, OutboxRelay } from "../shared/outbox.ts";
+import { migrate, readMigrations } from "../shared/migrations.ts";
+import { createPool } from "../shared/postgres.ts";
+import type { Sql } from "../shared/postgres.ts";
+import { createDatabase } from "../testing/database.ts";
+
+const logger = createLogger("test", "error");
+
+class BrokerDouble implements Broker {
+  readonly published: string[] = [];
+  constructor(private readonly refuse: (id: string) => boolean = () => false) {}
+  publish(m: OutgoingMessage): Promise<void> {
+    if (this.refuse(m.messageId)) {
+      return Promise.reject(new PublishError("broker refused the message", "nacked"));
+    }
+    this.published.push(m.messageId);
+    return Promise.resolve();
+  }
+  consume(): void {}
+  stopConsuming(): Promise<void> {
+    return Promise.resolve();
+  }
+  isReady(): boolean {
+    return true;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function message(id: string): OutgoingMessage {
+  return {
+    exchange: "verification",
+    routingKey: "otp_routing_key",
+    messageId: id,
+    type: "bus.v1.OtpRequested",
+    contentType: "application/x-protobuf",
+    body: new Uint8Array([1, 2, 3]),
+    timestamp: new Date(),
+  };
+}
+
+async function withOutbox(fn: (sql: Sql) => Promise<void>): Promise<void> {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 6 });
+  try {
+    const migrations = await readMigrations(
+      new URL("../auth_service/migrations/", import.meta.url),
+    );
+    await migrate(sql, "auth", migrations, logger);
+    await fn(sql);
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+}
+
+async function fill(sql: Sql, n: number, prefix = "m"): Promise<string[]> {
+  const ids = Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(4, "0")}`);
+  await sql.begin(async (tx) => {
+    for (const id of ids) await enqueue(tx, "auth", message(id));
+  });
+  return ids;
+}
+
+Deno.test("the relay publishes a batch at a time and deletes exactly what was confirmed", async () => {
+  await withOutbox(async (sql) => {
+    const ids = await fill(sql, BATCH + 50);
+    const broker = new BrokerDouble();
+    const relay = new OutboxRelay({ sql, schema: "auth", broker, logger });
+    assert.equal(await relay.relayOnce(), BATCH);
+    assert.deepEqual(broker.published, ids.slice(0, BATCH), "oldest first, in order");
+    const [left] = await sql`select count(*)::int as n from auth.outbox`;
+    assert.equal(left!.n, 50);
+    assert.equal(await relay.relayOnce(), 50);
+    assert.equal(await relay.relayOnce(), 0);
+    assert.deepEqual(broker.published, ids);
+  });
+});
+
+Deno.test("rows whose publish failed stay, with their error and a backoff; the others are deleted", async () => {
+  await withOutbox(async (sql) => {
+    await fill(sql, 10);
+    const broker = new BrokerDouble((id) => id === "m0003" || id === "m0007");
+    const relay = new OutboxRelay({ sql, schema: "auth", broker, logger });
+    assert.equal(await relay.relayOnce(), 10);
+    const rows = await sql<
+      { message_id: string; attempts: number; last_error: string; later: boolean }[]
+    >`
+      select message_id, attempts, last_error, available_at > now() as later
+        from auth.outbox order by id`;
+    assert.deepEqual(rows.map((r) => ({ ...r })), [
+      { message_id: "m0003", attempts: 1, last_error: "broker refused the message", later: true },
+      { message_id: "m0007", attempts: 1, last_error: "broker refused the message", later: true },
+    ]);
+    assert.equal(await relay.relayOnce(), 0, "not retried before its backoff is over");
+    assert.equal(broker.published.length, 8);
+  });
+});
+
+Deno.test("two relays at once share the rows: each message is published once", async () => {
+  await withOutbox(async (sql) => {
+    const ids = await fill(sql, BATCH * 4);
+    const a = new BrokerDouble();
+    const b = new BrokerDouble();
+    const ra = new OutboxRelay({ sql, schema: "auth", broker: a, logger });
+    const rb = new OutboxRelay({ sql, schema: "auth", broker: b, logger });
+    const drain = async (r: OutboxRelay) => {
+      while (await r.relayOnce() > 0) { /* next batch */ }
+    };
+    await Promise.all([drain(ra), drain(rb)]);
+    const all = [...a.published, ...b.published].sort();
+    assert.deepEqual(all, ids);
+  });
+});
+
+Deno.test("a running relay is woken by a notification on its channel, long before its poll", async () => {
+  await withOutbox(async (sql) => {
+    const broker = new BrokerDouble();
+    const relay = new OutboxRelay({ sql, schema: "auth", broker, logger, pollMs: 600_000 });
+    relay.start();
+    try {
+      // The first pass has run and found nothing; the relay now sleeps on its poll.
+      await pollUntil(async () => {
+        const [r] = await sql<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity
+           where datname = current_database() and query like 'listen%'`;
+        return r!.n > 0;
+      }, { what: "the relay to listen" });
+      const ids = await fill(sql, 3, "late");
+      await sql`select pg_notify(${outboxChannel("auth")}, '')`;
+      await pollUntil(() => broker.published.length === 3, { what: "the woken relay" });
+      assert.deepEqual(broker.published, ids);
+    } finally {
+      await relay.stop();
+    }
+  });
+});
