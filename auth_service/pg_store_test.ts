@@ -62,7 +62,7 @@ Deno.test("the sweep deletes expired counters, challenges, sessions and old inbo
   }
 });
 
-Deno.test("a challenge is stored once per message, and only a newer code replaces the current one", async () => {
+Deno.test("two deliveries of one message at once store it once, and a newer code resets the failed tries", async () => {
   const db = await createDatabase();
   const sql = createPool({ url: db.url, applicationName: "test", max: 4 });
   try {
