@@ -15,9 +15,12 @@ import { signupAndVerify } from "../testing/fuzz/services.ts";
 import { CONNECTIONS, pgbench, pgbenchInit, pgClients, scratchDatabase, wrk } from "./load.ts";
 import type { Measured, WrkCall } from "./load.ts";
 import { verifyLikeSchema, verifyLikeScript } from "./verify_like.ts";
+import { pipelineFigures } from "./pipeline.ts";
+import type { FigureRow } from "./pipeline.ts";
 
 const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? "5");
 const VERIFY_NUMBERS = Number(Deno.env.get("BENCH_VERIFY_NUMBERS") ?? "600");
+const PIPELINE_NUMBERS = Number(Deno.env.get("BENCH_PIPELINE_NUMBERS") ?? "5000");
 
 interface Row {
   figure: string;
@@ -219,13 +222,18 @@ function printTable(): void {
       } (${micros(r.anchorValue)}) | ${r.value.errors} |${r.note ? ` ${r.note}` : ""}`,
     );
   }
-  // Signup to stored challenge through both services and RabbitMQ: not measured yet.
-  console.log(
-    "| signup → stored challenge, both services and RabbitMQ | (not measured yet) | | | | | | | |",
-  );
+  if (pipeline.length === 0) return;
+  console.log("\n| pipeline figure | value | anchor | ratio |\n|---|---|---|---:|");
+  for (const r of pipeline) {
+    console.log(`| ${r.figure} | ${r.value} | ${r.anchor ?? ""} | ${r.ratio ?? ""} |`);
+  }
 }
 
 const only = Deno.args[0];
 if (only === undefined || only === "tiny") await tinyCalls();
 if (only === undefined || only === "db") await databaseFigures();
+let pipeline: FigureRow[] = [];
+if (only === undefined || only === "pipeline") {
+  pipeline = await pipelineFigures({ numbers: PIPELINE_NUMBERS, log: (l) => console.log(l) });
+}
 printTable();

@@ -28,18 +28,28 @@ export interface PipelineOptions {
 
 const HZ = 100;
 
-function cpuTicks(pid: number | "self"): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return NaN;
-  }
+/** Reads /proc files with `cat` (Deno reads /proc of other processes only with -A). */
+async function readProc(paths: string[]): Promise<string> {
+  const out = await new Deno.Command("cat", { args: paths, stdout: "piped", stderr: "null" })
+    .output();
+  return new TextDecoder().decode(out.stdout);
 }
 
-function rssMb(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+/** User + system clock ticks of the processes, summed (gone ones count nothing). */
+async function cpuTicks(pids: number[]): Promise<number> {
+  if (pids.length === 0) return 0;
+  const text = await readProc(pids.map((p) => `/proc/${p}/stat`));
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const f = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    sum += Number(f[11]) + Number(f[12]);
+  }
+  return sum;
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await readProc([`/proc/${pid}/status`]);
   const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1]);
   return kb / 1024;
 }
@@ -67,7 +77,7 @@ async function timeToReady(
     const readyMs = performance.now() - started;
     // Idle: after start-up garbage has had a moment to be collected.
     await delay(2_000);
-    return { readyMs, rss: rssMb(svc.pid) };
+    return { readyMs, rss: await rssMb(svc.pid) };
   } finally {
     await svc.stop();
   }
@@ -84,10 +94,6 @@ async function backendPids(stack: Stack, app: string): Promise<number[]> {
     select pid from pg_stat_activity
      where datname = current_database() and application_name = ${app}`;
   return rows.map((r) => r.pid);
-}
-
-function ticksOf(pids: number[]): number {
-  return pids.reduce((sum, pid) => sum + (cpuTicks(pid) || 0), 0);
 }
 
 interface LoadResult {
@@ -108,13 +114,14 @@ async function fire(
   const sentAt = new Map<string, number>();
   const authDb = await backendPids(stack, "auth-service");
   const otpDb = await backendPids(stack, "otp-service");
-  const ticks = {
-    self: cpuTicks("self"),
-    auth: cpuTicks(stack.auth.pid),
-    otp: cpuTicks(stack.otp.pid),
-    authDb: ticksOf(authDb),
-    otpDb: ticksOf(otpDb),
-  };
+  const sample = async () => ({
+    self: await cpuTicks([Deno.pid]),
+    auth: await cpuTicks([stack.auth.pid]),
+    otp: await cpuTicks([stack.otp.pid]),
+    authDb: await cpuTicks(authDb),
+    otpDb: await cpuTicks(otpDb),
+  });
+  const ticks = await sample();
   const started = Date.now();
   const deadline = started + timeoutMs;
   const failures: string[] = [];
@@ -135,13 +142,15 @@ async function fire(
   await load;
   const wall = (finished - started) / 1000;
   const perNumber = (t: number) => (t * 1000) / HZ / phones.length;
+  const after = await sample();
   const cpuMs = {
-    loader: perNumber(cpuTicks("self") - ticks.self),
-    auth: perNumber(cpuTicks(stack.auth.pid) - ticks.auth),
-    otp: perNumber(cpuTicks(stack.otp.pid) - ticks.otp),
-    authDb: perNumber(ticksOf(authDb) - ticks.authDb),
-    otpDb: perNumber(ticksOf(otpDb) - ticks.otpDb),
+    loader: perNumber(after.self - ticks.self),
+    auth: perNumber(after.auth - ticks.auth),
+    otp: perNumber(after.otp - ticks.otp),
+    authDb: perNumber(after.authDb - ticks.authDb),
+    otpDb: perNumber(after.otpDb - ticks.otpDb),
   };
+
   if (failures.length > 0) throw new Error(`signups failed: ${failures.slice(0, 3).join("; ")}`);
   if (stored < before + phones.length) {
     throw new Error(`only ${stored - before} of ${phones.length} challenges stored in time`);
