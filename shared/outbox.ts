@@ -7,6 +7,13 @@ import type { Broker, OutgoingMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import type { Sql, TxSql } from "./postgres.ts";
 
+/**
+ * The statements name the service's schema, so they go through unsafe(), which does
+ * not prepare by default; unprepared, a query with parameters costs the driver a
+ * describe round trip and the server a parse and plan every time.
+ */
+const PREPARED = { prepare: true } as const;
+
 export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Promise<void> {
   await tx.unsafe(
     `insert into ${schema}.outbox
@@ -22,6 +29,7 @@ export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Pr
       m.correlationId ?? null,
       m.timestamp,
     ],
+    PREPARED,
   );
 }
 
@@ -155,6 +163,7 @@ export class OutboxRelay {
            from ${s}.outbox where available_at <= now()
           order by id limit $1 for update skip locked`,
         [BATCH],
+        PREPARED,
       );
       if (rows.length === 0) return 0;
       const results = await Promise.allSettled(rows.map((r) =>
@@ -184,7 +193,7 @@ export class OutboxRelay {
         this.log.warn("publish failed; will retry", { message_id: row.message_id, error: reason });
       }
       if (sent.length > 0) {
-        await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent]);
+        await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent], PREPARED);
       }
       if (failed.length > 0) {
         await tx.unsafe(
@@ -193,6 +202,7 @@ export class OutboxRelay {
              from unnest($1::bigint[], $2::text[]) as f(id, reason)
             where o.id = f.id`,
           [failed, reasons],
+          PREPARED,
         );
       }
       return rows.length;
