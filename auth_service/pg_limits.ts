@@ -9,8 +9,10 @@ import type { AuditContext, Limited, RateRule } from "./ports.ts";
 export async function admit(tx: TxSql, rules: RateRule[]): Promise<Limited | null> {
   if (rules.length === 0) return null;
   const keys = [...new Set(rules.map((r) => r.key))].sort();
-  await tx`select pg_advisory_xact_lock(hashtext(k)) from unnest(${keys}::text[]) as k order by k`;
-  const rows = await tx<{ i: number; retry: number | null }[]>`
+  // Sent together (one round trip): the count runs once the locks are held.
+  const [, rows] = await Promise.all([
+    tx`select pg_advisory_xact_lock(hashtext(k)) from unnest(${keys}::text[]) as k order by k`,
+    tx<{ i: number; retry: number | null }[]>`
     select r.i, extract(epoch from (
       (select e.at from auth.rate_events e
         where e.key = r.key and e.at > now() - make_interval(secs => r.win)
@@ -18,7 +20,8 @@ export async function admit(tx: TxSql, rules: RateRule[]): Promise<Limited | nul
       + make_interval(secs => r.win) - now()))::float8 as retry
     from unnest(${rules.map((r) => r.key)}::text[], ${rules.map((r) => r.limit)}::int[],
                 ${rules.map((r) => r.windowSeconds)}::float8[])
-         with ordinality as r(key, lim, win, i)`;
+         with ordinality as r(key, lim, win, i)`,
+  ]);
   let worst: Limited | null = null;
   for (const row of rows) {
     if (row.retry === null) continue;

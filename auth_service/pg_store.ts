@@ -54,8 +54,11 @@ export class PgAuthStore implements AuthStore {
       const limited = await admit(tx, rules);
       // Throwing rolls back the user row too: a refused signup changes nothing.
       if (limited) throw new Refused(limited);
-      await enqueue(tx, SCHEMA, request);
-      await audit(tx, "code_requested", "signup", who);
+      // Pipelined: both statements go out together and cost one round trip.
+      await Promise.all([
+        enqueue(tx, SCHEMA, request),
+        audit(tx, "code_requested", "signup", who),
+      ]);
       return { kind: "queued" };
     }).catch((err) => {
       if (err instanceof Refused) return err.outcome;
