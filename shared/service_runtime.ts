@@ -18,6 +18,8 @@ export interface RuntimeOptions {
   /** The schema the service owns, and where its numbered migrations live. */
   schema: string;
   migrationsDir: URL;
+  /** SQL a migration pulls in with a line `-- include: NAME` (code both services install). */
+  includes?: Record<string, string>;
 }
 
 export interface Runtime {
@@ -57,7 +59,14 @@ const HTTP_DRAIN_MS = 8_000;
 
 export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const { sql, broker, logger, schema } = o;
-  const migrations = await readMigrations(o.migrationsDir);
+  const migrations = (await readMigrations(o.migrationsDir)).map((m) => ({
+    ...m,
+    sql: m.sql.replace(/^-- include: ([a-z0-9_]+)$/gm, (_, name: string) => {
+      const text = o.includes?.[name];
+      if (text === undefined) throw new Error(`migration ${m.version} includes unknown ${name}`);
+      return text;
+    }),
+  }));
   await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
   const relay = new OutboxRelay({ sql, schema, broker, logger });
   return {

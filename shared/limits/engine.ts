@@ -1,0 +1,72 @@
+// Admits or refuses an event under several limits in one autocommit statement (the
+// schema's admit() function), so no lock outlives the statement and unrelated keys
+// never wait for each other; the counts live in PostgreSQL, so replicas share them.
+import type { Sql } from "../postgres.ts";
+import { REASONS } from "./rules.ts";
+import type { LimitReason, Rule } from "./rules.ts";
+
+/** What admit() recorded, so an event that did not happen after all can be given back. */
+export interface Reservation {
+  rules: readonly Rule[];
+  at: number;
+}
+
+export type Admission =
+  | { admitted: true; reservation: Reservation }
+  | {
+    admitted: false;
+    reason: LimitReason;
+    /** The text the client sees. */
+    message: string;
+    retryAfterSeconds: number;
+  };
+
+export class LimitsEngine {
+  private readonly admitSql: string;
+  private readonly refundSql: string;
+  private readonly sweepSql: string;
+
+  constructor(private readonly sql: Sql, schema: string) {
+    if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+    this.admitSql = `select admitted, rule, retry_after, at
+      from ${schema}.admit($1::text[], $2::int[], $3::float8[])`;
+    this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
+    this.sweepSql = `delete from ${schema}.limit_counters
+      where updated_at < now() - make_interval(secs => slot_seconds * 62)`;
+  }
+
+  /** Records one event under every rule, or under none when any of them is full. */
+  async admit(rules: readonly Rule[]): Promise<Admission> {
+    if (rules.length === 0) return { admitted: true, reservation: { rules, at: 0 } };
+    const [row] = await this.sql.unsafe<
+      { admitted: boolean; rule: number | null; retry_after: number | null; at: number }[]
+    >(this.admitSql, [
+      rules.map((r) => r.key),
+      rules.map((r) => r.limit),
+      rules.map((r) => r.windowSeconds),
+    ], { prepare: true });
+    if (row!.admitted) return { admitted: true, reservation: { rules, at: row!.at } };
+    const tripped = rules[row!.rule! - 1]!;
+    return {
+      admitted: false,
+      reason: tripped.reason,
+      message: REASONS[tripped.reason],
+      retryAfterSeconds: Math.max(1, Math.ceil(row!.retry_after ?? tripped.windowSeconds)),
+    };
+  }
+
+  /** Gives back a reservation whose event definitely did not happen. */
+  async refund(r: Reservation): Promise<void> {
+    if (r.rules.length === 0) return;
+    await this.sql.unsafe(this.refundSql, [
+      r.rules.map((x) => x.key),
+      r.rules.map((x) => x.windowSeconds),
+      r.at,
+    ], { prepare: true });
+  }
+
+  /** Deletes counters with nothing left in their window. */
+  async sweep(): Promise<void> {
+    await this.sql.unsafe(this.sweepSql);
+  }
+}

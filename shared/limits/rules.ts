@@ -1,0 +1,87 @@
+// Every limit either service applies, with its stable machine-readable reason and the
+// text the client sees, written once.
+
+export const REASONS = {
+  send_cooldown: "a code was sent to this number moments ago",
+  pair_hour: "too many codes for this number from this address this hour",
+  pair_day: "too many codes for this number from this address today",
+  number_hour: "too many codes for this number this hour",
+  number_day: "too many codes for this number today",
+  country_hour: "too many codes to this country this hour; try again later",
+  prefix_hour: "too many codes to numbers like this one this hour; try again later",
+  sms_budget: "the hourly SMS budget is spent; try again later",
+} as const;
+
+export type LimitReason = keyof typeof REASONS;
+
+/** At most `limit` events per `windowSeconds` for `key`; a limit of 0 allows none. */
+export interface Rule {
+  reason: LimitReason;
+  key: string;
+  limit: number;
+  windowSeconds: number;
+}
+
+/** One rule: its key is the reason and the subject, so no two rules share a counter. */
+export function rule(
+  reason: LimitReason,
+  subject: string,
+  limit: number,
+  windowSeconds: number,
+): Rule {
+  return { reason, key: `${reason}:${subject}`, limit, windowSeconds };
+}
+
+export interface SendPolicy {
+  cooldownSeconds: number;
+  /** Per number and client address. */
+  pairPerHour: number;
+  pairPerDay: number;
+  /** Per number from every address together: the ceiling a third party cannot exceed. */
+  numberPerHour: number;
+  numberPerDay: number;
+  countryPerHour: number;
+  prefixPerHour: number;
+  hourSeconds: number;
+  daySeconds: number;
+}
+
+export interface SendSubject {
+  phone: string;
+  purpose: string;
+  /** Canonical client address; empty when unknown (then all such requests share one). */
+  clientAddress: string;
+  /** ISO 3166 alpha-2. */
+  country: string;
+}
+
+/** The E.164 number without its last 4 digits: a block numbers are rented in. */
+export function numberPrefix(e164: string): string {
+  return e164.slice(0, -4);
+}
+
+/**
+ * The rules one code request is charged under. `grace` shortens the windows of the
+ * rules the caller also applied upstream, so the two counts agree at a window's edge.
+ */
+export function sendRules(s: SendSubject, p: SendPolicy, grace = 0): Rule[] {
+  const w = (seconds: number) => Math.max(1, seconds - grace * Math.min(5, seconds * 0.1));
+  const pair = `${s.phone}|${s.clientAddress || "-"}`;
+  const rules = [
+    rule("pair_hour", pair, p.pairPerHour, w(p.hourSeconds)),
+    rule("pair_day", pair, p.pairPerDay, w(p.daySeconds)),
+    rule("number_hour", s.phone, p.numberPerHour, w(p.hourSeconds)),
+    rule("number_day", s.phone, p.numberPerDay, w(p.daySeconds)),
+    rule("country_hour", s.country, p.countryPerHour, p.hourSeconds),
+    rule("prefix_hour", numberPrefix(s.phone), p.prefixPerHour, p.hourSeconds),
+  ];
+  if (p.cooldownSeconds > 0) {
+    rules.unshift(rule("send_cooldown", `${s.phone}|${s.purpose}`, 1, w(p.cooldownSeconds)));
+  }
+  return rules;
+}
+
+/** The global budget: charged once per provider attempt, whatever the number. */
+export function budgetRule(perHour: number, hourSeconds: number): Rule {
+  return rule("sms_budget", "all", perHour, hourSeconds);
+}

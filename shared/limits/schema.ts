@@ -1,0 +1,140 @@
+// The tables and functions of the limits engine, installed into a service's own schema
+// by its numbered migration (a line `-- include: limits_v1`). Written once here so both
+// services run the same engine; a change is a new version, never an edit of this one.
+
+/**
+ * Each key keeps 61 counters of window/60 seconds each, so the row stays small however
+ * large the limit: an event counts for between one window and 61/60 of it, never less,
+ * so a limit can be late to lift but never admits more than it allows.
+ */
+const LIMITS_V1 = `
+create table {schema}.limit_counters (
+  key text primary key,
+  slot_seconds float8 not null,
+  first_slot bigint not null,
+  counts integer[] not null,
+  updated_at timestamptz not null default now()
+);
+create index limit_counters_updated_idx on {schema}.limit_counters (updated_at);
+
+-- The 61 counters of slots cur-60 .. cur, carried over from a row last written at
+-- first_slot, with \`added\` events in the current slot. A changed window, or a clock
+-- that went back, keeps every counted event, as if it happened now.
+create function {schema}.limit_slots(
+  counts integer[], first_slot bigint, old_width float8, width float8, cur bigint,
+  added integer)
+returns integer[] language sql immutable as $fn$
+  select case
+    when old_width <> width then
+      array_fill(0, array[60]) || (coalesce((select sum(c)::int from unnest(counts) c), 0) + added)
+    else array(
+      select coalesce(counts[(cur - 60 + s - first_slot + 1)::int], 0)
+             + case when s = 60 then added + coalesce((
+                 select sum(c)::int from unnest(counts) with ordinality u(c, i)
+                  where first_slot + i - 1 > cur), 0) else 0 end
+        from generate_series(0, 60) s order by s)
+  end
+$fn$;
+
+-- Admits one event under every rule (keys[i] may see limits[i] events per windows[i]
+-- seconds) or under none. Rows are locked in key order, so concurrent calls on
+-- overlapping keys cannot deadlock, and only for this one statement. Returns the
+-- tripped rule with the longest wait (1-based) and that wait, and the event time
+-- that refund() needs.
+create function {schema}.admit(
+  keys text[], limits integer[], windows float8[],
+  out admitted boolean, out rule integer, out retry_after float8, out at float8)
+language plpgsql as $fn$
+declare
+  i integer;
+  width float8;
+  cur bigint;
+  r record;
+  c integer[];
+  total bigint;
+  wait float8;
+begin
+  if cardinality(keys) <> cardinality(limits) or cardinality(keys) <> cardinality(windows) then
+    raise exception 'admit: keys, limits and windows differ in length';
+  end if;
+  if (select count(distinct k) from unnest(keys) k) <> cardinality(keys) then
+    raise exception 'admit: a key appears twice';
+  end if;
+  at := extract(epoch from clock_timestamp());
+  admitted := true;
+  for i in select o from unnest(keys) with ordinality u(k, o) order by k loop
+    if not (windows[i] > 0) or limits[i] is null or limits[i] < 0 then
+      raise exception 'admit: bad limit or window for %', keys[i];
+    end if;
+    width := windows[i] / 60;
+    cur := floor(at / width)::bigint;
+    select l.first_slot, l.slot_seconds, l.counts into r
+      from {schema}.limit_counters l where l.key = keys[i] for update;
+    if not found then
+      insert into {schema}.limit_counters (key, slot_seconds, first_slot, counts)
+      values (keys[i], width, cur - 60, array_fill(0, array[61]))
+      on conflict (key) do nothing;
+      select l.first_slot, l.slot_seconds, l.counts into r
+        from {schema}.limit_counters l where l.key = keys[i] for update;
+    end if;
+    c := {schema}.limit_slots(r.counts, r.first_slot, r.slot_seconds, width, cur, 0);
+    total := (select coalesce(sum(x), 0) from unnest(c) x);
+    if total >= limits[i] then
+      wait := windows[i];
+      if limits[i] > 0 then
+        -- The oldest slots leave the count first; wait until enough of them have.
+        for s in 0 .. 60 loop
+          total := total - c[s + 1];
+          if total < limits[i] then
+            wait := (cur + 1 + s) * width - at;
+            exit;
+          end if;
+        end loop;
+      end if;
+      if admitted or wait > retry_after then
+        rule := i;
+        retry_after := greatest(wait, 0);
+      end if;
+      admitted := false;
+    end if;
+  end loop;
+  if not admitted then
+    return;
+  end if;
+  for i in select o from unnest(keys) with ordinality u(k, o) order by k loop
+    width := windows[i] / 60;
+    cur := floor(at / width)::bigint;
+    update {schema}.limit_counters l
+       set counts = {schema}.limit_slots(l.counts, l.first_slot, l.slot_seconds, width, cur, 1),
+           first_slot = cur - 60, slot_seconds = width, updated_at = now()
+     where l.key = keys[i];
+  end loop;
+end
+$fn$;
+
+-- Gives back the event admit() recorded at \`at\` (when what it admitted did not happen),
+-- if its slot is still counted.
+create function {schema}.refund(keys text[], windows float8[], at float8)
+returns void language plpgsql as $fn$
+declare
+  i integer;
+  n integer;
+begin
+  for i in select o from unnest(keys) with ordinality u(k, o) order by k loop
+    select (floor(at / l.slot_seconds)::bigint - l.first_slot + 1)::int into n
+      from {schema}.limit_counters l
+     where l.key = keys[i] and l.slot_seconds = windows[i] / 60 for update;
+    if n between 1 and 61 then
+      update {schema}.limit_counters l set counts[n] = l.counts[n] - 1
+       where l.key = keys[i] and l.counts[n] > 0;
+    end if;
+  end loop;
+end
+$fn$;
+`;
+
+/** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
+export function limitsIncludes(schema: string): Record<string, string> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+  return { limits_v1: LIMITS_V1.replaceAll("{schema}", schema) };
+}
