@@ -65,6 +65,7 @@ const AUTH_ENV = [
 ];
 const OTP_ENV = [
   "OTP_PORT",
+  "OTP_BIND_ADDRESS",
   "DATABASE_URL",
   "AMQP_URL",
   "OTP_HMAC_KEY",
@@ -84,9 +85,9 @@ Deno.test("compose runs postgres, rabbitmq, auth-service and otp-service", () =>
   );
 });
 
-Deno.test("auth-service publishes 8080 and otp-service 8081", () => {
+Deno.test("auth-service publishes 8080; otp-service, internal, publishes nothing", () => {
   assert.deepEqual(publishedPorts(service("auth-service")), ["8080"]);
-  assert.deepEqual(publishedPorts(service("otp-service")), ["8081"]);
+  assert.deepEqual(publishedPorts(service("otp-service")), []);
 });
 
 Deno.test("each app service checks its /healthz and waits for healthy postgres and rabbitmq", () => {
@@ -140,11 +141,13 @@ Deno.test("auth-service gets exactly the variables compose sets for it, and no T
   assert.equal(e.OTP_SERVICE_URL, "http://otp-service:8081");
 });
 
-Deno.test("otp-service gets exactly the variables compose sets for it, Twilio ones optional", () => {
+Deno.test("otp-service gets exactly the variables compose sets for it, SMS_PROVIDER required, Twilio ones optional", () => {
   const e = env(service("otp-service"));
   assert.deepEqual(Object.keys(e).sort(), [...OTP_ENV].sort());
   assert.equal(e.OTP_PORT, "8081");
-  for (const k of OTP_ENV.filter((k) => k.startsWith("TWILIO_") || k === "SMS_PROVIDER")) {
+  assert.equal(e.OTP_BIND_ADDRESS, "0.0.0.0", "reachable by auth-service on the compose network");
+  assert.match(e.SMS_PROVIDER!, /^\$\{SMS_PROVIDER:\?[^}]+\}$/);
+  for (const k of OTP_ENV.filter((k) => k.startsWith("TWILIO_"))) {
     assert.equal(e[k], `\${${k}:-}`);
   }
 });

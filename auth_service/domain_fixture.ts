@@ -34,9 +34,14 @@ export const SETTINGS: AuthSettings = {
     cooldownSeconds: 60,
     perHour: 5,
     perDay: 10,
+    numberPerHour: 20,
+    numberPerDay: 50,
+    countryPerHour: 500,
+    prefixPerHour: 50,
     hourSeconds: 3600,
     daySeconds: 86_400,
     allowedCountries: ["US", "GB"],
+    allowedNumberTypes: ["MOBILE", "FIXED_LINE_OR_MOBILE"],
   },
   lockAfterFailures: 5,
   lockSeconds: 900,
@@ -76,13 +81,14 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   ) => {
     const requestId = crypto.randomUUID();
     const issuedAt = new Date(now - (m.ageSeconds ?? 0) * 1000);
+    const expiresAt = new Date(issuedAt.getTime() + (m.ttlSeconds ?? 300) * 1000);
     const msg = encodeOtpIssued(create(OtpIssuedSchema, {
       requestId,
       phoneNumber: phone,
       purpose: purposeFromName(purpose),
-      codeMac: await otpMac(hmac, requestId, phone, purpose, code),
+      codeMac: await otpMac(hmac, { challengeId: requestId, phone, purpose, expiresAt, code }),
       issuedAt: timestampFromDate(issuedAt),
-      expiresAt: timestampFromDate(new Date(issuedAt.getTime() + (m.ttlSeconds ?? 300) * 1000)),
+      expiresAt: timestampFromDate(expiresAt),
       traceId: "t",
     }));
     return await useCases.challenges.handle(

@@ -57,7 +57,13 @@ export class Redemption {
         rules: checkRules(this.settings, ctx),
       },
       async (c) => {
-        const mac = await otpMac(this.hmac, c.requestId, phone, purpose, code);
+        const mac = await otpMac(this.hmac, {
+          challengeId: c.requestId,
+          phone,
+          purpose,
+          expiresAt: c.expiresAt,
+          code,
+        });
         return constantTimeEqual(mac, c.codeMac);
       },
       { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },

@@ -35,6 +35,8 @@ await runMain(async () => {
   const generated: Record<string, string> = {
     OTP_HMAC_KEY: randomToken(),
     INTERNAL_API_TOKEN: randomToken(),
+    // Dev mode is the one place that picks the console sender by itself.
+    SMS_PROVIDER: "console",
   };
   // Dev defaults: real values win, secrets are generated for this run only.
   const env: Env = (name) => processEnv(name) ?? generated[name];

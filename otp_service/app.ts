@@ -1,13 +1,16 @@
 // Assembles otp-service from already-built adapters (see main.ts and the dev launcher).
 import type { Broker } from "../shared/bus.ts";
-import { HmacKey } from "../shared/crypto.ts";
+import { derivedHmacKey, HmacKey } from "../shared/crypto.ts";
+import { LimitsEngine } from "../shared/limits/engine.ts";
+import { limitsIncludes } from "../shared/limits/schema.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { OTP_QUEUE } from "../shared/topology.ts";
 import type { OtpConfig } from "./config.ts";
-import { OtpIssuer } from "./issuer.ts";
+import { NO_PAIR_LOCKS, OtpIssuer } from "./issuer.ts";
+import type { PairLocks } from "./issuer.ts";
 import { PgOtpStore } from "./pg_store.ts";
 import { otpRoutes } from "./routes.ts";
 import type { SmsSender } from "./sms/sender.ts";
@@ -18,7 +21,12 @@ export interface OtpDeps {
   broker: Broker;
   sms: SmsSender;
   logger: Logger;
+  /** Defaults to config.bindAddress. */
   hostname?: string;
+  /** Where locks auth-service placed are read; none by default. */
+  pairLocks?: PairLocks;
+  /** Backoff between provider calls; shorter only in tests. */
+  retryBaseDelayMs?: number;
 }
 
 export type RunningOtp = RunningService;
@@ -31,20 +39,53 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     logger,
     schema: "otp",
     migrationsDir: new URL("./migrations/", import.meta.url),
+    includes: limitsIncludes("otp"),
   });
   const store = new PgOtpStore(sql, () => runtime.relay.poke());
-  const issuer = new OtpIssuer(store, d.sms, await HmacKey.import(config.otpHmacKey), {
-    codeLength: config.codes.length,
-    ttlSeconds: config.codes.ttlSeconds,
-    limits: { ...config.sending, globalPerHour: config.smsHourlyBudget },
-    allowedCountries: config.sending.allowedCountries,
-  }, logger);
+  const limits = new LimitsEngine(sql, "otp");
+  const s = config.sending;
+  const issuer = new OtpIssuer(
+    store,
+    limits,
+    d.sms,
+    {
+      mac: await HmacKey.import(config.otpHmacKey),
+      code: await derivedHmacKey(config.otpHmacKey, "otp.v1 challenge codes"),
+    },
+    {
+      codeLength: config.codes.length,
+      ttlSeconds: config.codes.ttlSeconds,
+      maxAttempts: config.smsRetryAttempts,
+      sending: {
+        cooldownSeconds: s.cooldownSeconds,
+        pairPerHour: s.perHour,
+        pairPerDay: s.perDay,
+        numberPerHour: s.numberPerHour,
+        numberPerDay: s.numberPerDay,
+        countryPerHour: s.countryPerHour,
+        prefixPerHour: s.prefixPerHour,
+        hourSeconds: s.hourSeconds,
+        daySeconds: s.daySeconds,
+      },
+      budgetPerHour: config.smsHourlyBudget,
+      destinations: {
+        allowedCountries: s.allowedCountries,
+        allowedNumberTypes: s.allowedNumberTypes,
+      },
+      retryBaseDelayMs: d.retryBaseDelayMs,
+    },
+    logger,
+    d.pairLocks ?? NO_PAIR_LOCKS,
+  );
   broker.consume(OTP_QUEUE, (m) => issuer.handleRequested(m), { prefetch: 16 });
   return runtime.serve({
-    hostname: d.hostname,
+    hostname: d.hostname ?? config.bindAddress,
     port: config.port,
     routes: await otpRoutes(issuer, config.internalApiToken),
-    sweep: () => store.sweep(config.sending.daySeconds + 86_400),
+    sweep: async () => {
+      await store.sweep(config.sending.daySeconds + 86_400);
+      await limits.sweep();
+    },
     listenFields: { sms: d.sms.name },
   });
 }

@@ -14,6 +14,8 @@ export type TwilioConfig = {
 
 export interface OtpConfig extends CommonConfig {
   port: number;
+  /** The RPC is internal: loopback unless the deployment says otherwise. */
+  bindAddress: string;
   sms: { provider: "console" } | { provider: "twilio"; twilio: TwilioConfig };
   smsRetryAttempts: number;
   /** How long one provider request may take before it counts as a transient failure. */
@@ -26,6 +28,7 @@ export interface OtpConfig extends CommonConfig {
 /** Every variable otp-service reads; the "otp" permission set in deno.json allows exactly these. */
 export const OTP_ENV = [
   "OTP_PORT",
+  "OTP_BIND_ADDRESS",
   ...COMMON_ENV,
   "OTP_LENGTH",
   "OTP_TTL_SECONDS",
@@ -43,16 +46,14 @@ export const OTP_ENV = [
 
 export function loadOtpConfig(env: Env): OtpConfig {
   const c = new ConfigReader(env);
-  const twilioSet = c.optional("TWILIO_ACCOUNT_SID") !== undefined;
-  const provider = c.oneOf(
-    "SMS_PROVIDER",
-    ["console", "twilio"] as const,
-    twilioSet ? "twilio" : "console",
-  );
-  return {
-    ...readCommon(c),
+  const common = readCommon(c);
+  const bindAddress = c.string("OTP_BIND_ADDRESS", "127.0.0.1");
+  if (!/^[A-Za-z0-9.:-]+$/.test(bindAddress)) {
+    throw new ConfigError("OTP_BIND_ADDRESS", "must be an IP address or host name");
+  }
+  const rest = {
     port: c.port("OTP_PORT", 8081),
-    sms: provider === "console" ? { provider } : { provider, twilio: twilioConfig(c) },
+    bindAddress,
     smsRetryAttempts: c.int("SMS_RETRY_ATTEMPTS", 4, 1, 10),
     smsTimeoutMs: c.int("SMS_TIMEOUT_MS", 10_000, 100, 60_000),
     codes: {
@@ -62,6 +63,20 @@ export function loadOtpConfig(env: Env): OtpConfig {
     },
     sending: readSendLimits(c),
     smsHourlyBudget: c.int("SMS_HOURLY_BUDGET", 1_000, 0, 10_000_000),
+  };
+  const twilioSet = c.optional("TWILIO_ACCOUNT_SID") !== undefined;
+  if (!twilioSet && c.optional("SMS_PROVIDER") === undefined) {
+    // Printing codes is never a fallback: it must be chosen.
+    throw new ConfigError(
+      "SMS_PROVIDER",
+      "is required: twilio (with the TWILIO_* variables), or console to print codes in development",
+    );
+  }
+  const provider = c.oneOf("SMS_PROVIDER", ["console", "twilio"] as const, "twilio");
+  return {
+    ...common,
+    ...rest,
+    sms: provider === "console" ? { provider } : { provider, twilio: twilioConfig(c) },
   };
 }
 

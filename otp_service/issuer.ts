@@ -1,9 +1,13 @@
-// otp-service domain logic: generate a code, send it by SMS, and hand auth-service a
-// keyed MAC of it (never the code) through the outbox. Imports no driver.
+// otp-service domain logic: admit a code request under every sending limit, (re)send
+// the code of the number's live challenge, and hand auth-service a keyed MAC of it
+// (never the code) through the outbox. Imports no driver.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Disposition, IncomingMessage } from "../shared/bus.ts";
-import { HmacKey, otpMac, randomCode } from "../shared/crypto.ts";
+import type { Disposition, IncomingMessage, OutgoingMessage } from "../shared/bus.ts";
+import { challengeCode, HmacKey, otpMac } from "../shared/crypto.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import { budgetRule, sendRules } from "../shared/limits/rules.ts";
+import type { LimitReason, SendPolicy } from "../shared/limits/rules.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import {
@@ -15,42 +19,70 @@ import {
   PoisonMessage,
   purposeFromName,
 } from "../shared/messages.ts";
-import { countryAllowed } from "../shared/limits_config.ts";
-import { parsePhone } from "../shared/phone.ts";
+import { parsePhone, smsRefusal } from "../shared/phone.ts";
+import type { SmsDestinationPolicy, SmsRefusal } from "../shared/phone.ts";
+import { withRetries } from "./sms/retry.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsSender } from "./sms/sender.ts";
-import type { CodeRequest, OtpStore, SendPolicy } from "./store.ts";
+import type { Challenge, CodeRequest, OtpStore, RequestState } from "./store.ts";
 
 export interface IssuerSettings {
   codeLength: number;
   ttlSeconds: number;
-  limits: SendPolicy;
-  /** ISO 3166 alpha-2; empty means every country. */
-  allowedCountries: string[];
+  /** Provider calls per request in all, redeliveries included. */
+  maxAttempts: number;
+  sending: SendPolicy;
+  /** SMS per hour window for all numbers together, each provider call counted; 0 sends none. */
+  budgetPerHour: number;
+  destinations: SmsDestinationPolicy;
+  /** Backoff between provider calls; shorter only in tests. */
+  retryBaseDelayMs?: number;
 }
 
 /**
- * "sent": a code went out now or earlier; "undeliverable": the provider refused for
- * good; "country": the destination is not allowed; or a tripped limit.
+ * Where otp-service learns that auth-service locked a number for an address after too
+ * many wrong codes. auth-service refuses such a request before asking; this port lets
+ * otp-service refuse it too, where the SMS leaves.
+ */
+export interface PairLocks {
+  isLocked(phone: string, clientAddress: string): Promise<boolean>;
+}
+
+export const NO_PAIR_LOCKS: PairLocks = { isLocked: () => Promise.resolve(false) };
+
+/**
+ * "sent": the provider accepted the code, now or earlier; "unconfirmed": a call timed
+ * out or failed in a way that may still deliver, so the challenge is live and nothing
+ * new is sent; "undeliverable": the provider refused for good; "destination": no SMS
+ * may go to this number; "limited": a limit tripped, nothing was sent.
  */
 export type IssueOutcome =
   | { kind: "sent" }
+  | { kind: "unconfirmed" }
   | { kind: "undeliverable" }
-  | { kind: "country" }
-  | { kind: "limited"; retryAfterSeconds: number; reason: string };
+  | { kind: "destination"; reason: SmsRefusal }
+  | { kind: "limited"; reason: LimitReason | "locked"; message: string; retryAfterSeconds: number };
+
+class Stop extends Error {
+  constructor(readonly outcome: IssueOutcome) {
+    super("stop sending");
+  }
+}
 
 export class OtpIssuer {
   constructor(
     private readonly store: OtpStore,
+    private readonly limits: Limits,
     private readonly sms: SmsSender,
-    private readonly hmac: HmacKey,
+    private readonly keys: { mac: HmacKey; code: HmacKey },
     private readonly settings: IssuerSettings,
     private readonly log: Logger,
+    private readonly locks: PairLocks = NO_PAIR_LOCKS,
   ) {}
 
   /**
-   * Issues the code for one request, at most once per request id as far as the
-   * database can tell. A transient SMS failure throws, so the caller retries.
+   * Issues the code for one request. However often the request is delivered, its
+   * provider calls stay within maxAttempts, each one charged to the SMS budget.
    */
   async issue(req: CodeRequest): Promise<IssueOutcome> {
     const log = this.log.child({
@@ -59,63 +91,173 @@ export class OtpIssuer {
       phone: maskPhone(req.phoneNumber),
       purpose: req.purpose,
     });
-    const allowed = this.settings.allowedCountries;
-    if (allowed.length > 0 && !countryAllowed(allowed, parsePhone(req.phoneNumber).country)) {
-      log.warn("destination country not allowed");
-      await this.store.audit("code_refused", "country", req);
-      return { kind: "country" };
+    const phone = parsePhone(req.phoneNumber);
+    const refusal = smsRefusal(phone, this.settings.destinations);
+    if (refusal) {
+      log.warn("no SMS to this destination", { reason: refusal, country: phone.country });
+      await this.store.audit("code_refused", refusal, req);
+      return { kind: "destination", reason: refusal };
     }
-    const begun = await this.store.begin(req, this.settings.limits);
-    if (begun.status === "limited") {
-      log.warn("send limit reached; no code sent", { reason: begun.reason });
-      await this.store.audit("code_refused", "limited", req);
-      return { kind: "limited", retryAfterSeconds: begun.retryAfterSeconds, reason: begun.reason };
+    if (await this.locks.isLocked(req.phoneNumber, req.clientAddress)) {
+      await this.store.audit("code_refused", "locked", req);
+      return {
+        kind: "limited",
+        reason: "locked",
+        message: "too many wrong codes for this number; it is locked for now",
+        retryAfterSeconds: this.settings.sending.hourSeconds,
+      };
     }
-    if (begun.status === "sent") {
-      log.info("request already handled");
-      return { kind: "sent" };
+    let state = await this.store.find(req.requestId);
+    let refund: (() => Promise<void>) | undefined;
+    if (!state) {
+      const admitted = await this.limits.admit(sendRules(
+        {
+          phone: phone.e164,
+          purpose: req.purpose,
+          clientAddress: req.clientAddress,
+          country: phone.country!,
+        },
+        this.settings.sending,
+        1,
+      ));
+      if (!admitted.admitted) {
+        log.warn("send limit reached; no code sent", { reason: admitted.reason });
+        await this.store.audit("code_refused", admitted.reason, req);
+        return { kind: "limited", ...refusal_(admitted) };
+      }
+      const opened = await this.store.open(req, this.settings.ttlSeconds);
+      if (!opened.created) await this.limits.refund(admitted.reservation);
+      else refund = () => this.limits.refund(admitted.reservation);
+      state = opened.state;
     }
-    if (begun.status === "failed" || begun.status === "refused") {
-      log.info("request already failed; not retrying");
-      return { kind: "undeliverable" };
+    switch (state.status) {
+      case "sent":
+      case "unconfirmed":
+        log.info("request already handled");
+        return { kind: state.status };
+      case "failed":
+      case "refused":
+        log.info("request already ended; not retrying");
+        return { kind: "undeliverable" };
     }
-    const code = randomCode(this.settings.codeLength);
-    const issuedAt = new Date();
-    const expiresAt = new Date(issuedAt.getTime() + this.settings.ttlSeconds * 1000);
-    const codeMac = await otpMac(this.hmac, req.requestId, req.phoneNumber, req.purpose, code);
-    let providerId: string;
+    return await this.deliver(req, state, log, refund);
+  }
+
+  private async deliver(
+    req: CodeRequest,
+    state: RequestState,
+    log: Logger,
+    refund?: () => Promise<void>,
+  ): Promise<IssueOutcome> {
+    const c = state.challenge;
+    const code = await challengeCode(this.keys.code, c.challengeId, this.settings.codeLength);
+    const issued = await this.issuedMessage(req, c, code);
+    let made = state.attempts;
+    const budget = budgetRule(this.settings.budgetPerHour, this.settings.sending.hourSeconds);
+    const sender = withRetries(this.sms, {
+      attempts: this.settings.maxAttempts - state.attempts,
+      baseDelayMs: this.settings.retryBaseDelayMs,
+      logger: log,
+      beforeAttempt: async () => {
+        const b = await this.limits.admit([budget]);
+        if (!b.admitted) {
+          throw new Stop({ kind: "limited", ...refusal_(b) });
+        }
+        // A call before this one failed in a way that may still deliver: from now on the
+        // code must work if that SMS arrives.
+        if (
+          !(await this.store.beginAttempt(
+            req.requestId,
+            this.settings.maxAttempts,
+            made > 0 ? issued : undefined,
+          ))
+        ) {
+          throw new Stop({ kind: "unconfirmed" });
+        }
+        made++;
+      },
+    });
+    const remaining = Math.ceil((c.expiresAt.getTime() - Date.now()) / 1000);
+    if (remaining <= 0 || state.attempts >= this.settings.maxAttempts) {
+      return await this.end(req, made, issued, log, "no time or attempt left");
+    }
     try {
-      ({ providerId } = await this.sms.send({
+      const { providerId } = await sender.send({
         to: req.phoneNumber,
-        body: messageText(code, this.settings.ttlSeconds),
-      }));
+        body: messageText(code, remaining),
+      });
+      await this.store.finish(
+        req.requestId,
+        "sent",
+        { provider: this.sms.name, providerId },
+        issued,
+      );
+      await this.store.audit("code_sent", this.sms.name, req);
+      log.info("code sent", {
+        provider: this.sms.name,
+        provider_id: providerId,
+        resend: c.challengeId !== req.requestId,
+      });
+      return { kind: "sent" };
     } catch (err) {
-      if (err instanceof SmsError && err.permanent) {
-        await this.store.markFailed(req.requestId, err.message);
+      if (err instanceof Stop && err.outcome.kind === "limited") {
+        if (made === 0) {
+          log.warn("SMS budget spent; no code sent", { reason: err.outcome.reason });
+          await this.store.finish(req.requestId, "refused", { error: err.outcome.reason });
+          await this.store.audit("code_refused", err.outcome.reason, req);
+          await refund?.();
+          return err.outcome;
+        }
+        return await this.end(req, made, issued, log, "SMS budget spent");
+      }
+      if (err instanceof Stop) return await this.end(req, made, issued, log, "no attempt left");
+      if (err instanceof SmsError && err.permanent && made <= 1) {
+        await this.store.finish(req.requestId, "failed", { error: err.message });
         await this.store.audit("code_failed", "permanent", req);
-        log.warn("sms refused permanently; code discarded", { error: err.message });
+        log.warn("sms refused permanently; nothing published", { error: err.message });
         return { kind: "undeliverable" };
       }
-      log.warn("sms failed; will retry", { error: (err as Error).message });
+      if (err instanceof SmsError) return await this.end(req, made, issued, log, err.message);
       throw err;
     }
-    // The one window for a duplicate SMS: a crash between the send above and this commit.
-    await this.store.markSent(
+  }
+
+  /** Ends a request whose code may have gone out: the challenge is published, nothing more sent. */
+  private async end(
+    req: CodeRequest,
+    made: number,
+    issued: OutgoingMessage,
+    log: Logger,
+    why: string,
+  ): Promise<IssueOutcome> {
+    await this.store.finish(
       req.requestId,
-      { codeMac, issuedAt, expiresAt, provider: this.sms.name, providerId },
-      encodeOtpIssued(create(OtpIssuedSchema, {
-        requestId: req.requestId,
-        phoneNumber: req.phoneNumber,
-        purpose: purposeFromName(req.purpose),
-        codeMac,
-        issuedAt: timestampFromDate(issuedAt),
-        expiresAt: timestampFromDate(expiresAt),
-        traceId: req.traceId,
-      })),
+      "unconfirmed",
+      { error: why },
+      made > 0 ? issued : undefined,
     );
-    await this.store.audit("code_sent", this.sms.name, req);
-    log.info("code sent", { provider: this.sms.name, provider_id: providerId });
-    return { kind: "sent" };
+    await this.store.audit("code_unconfirmed", made > 0 ? "maybe_sent" : "not_sent", req);
+    log.warn("no confirmed send; the challenge stays live", { attempts: made, error: why });
+    return { kind: "unconfirmed" };
+  }
+
+  private async issuedMessage(req: CodeRequest, c: Challenge, code: string) {
+    const codeMac = await otpMac(this.keys.mac, {
+      challengeId: c.challengeId,
+      phone: req.phoneNumber,
+      purpose: req.purpose,
+      expiresAt: c.expiresAt,
+      code,
+    });
+    return encodeOtpIssued(create(OtpIssuedSchema, {
+      requestId: c.challengeId,
+      phoneNumber: req.phoneNumber,
+      purpose: purposeFromName(req.purpose),
+      codeMac,
+      issuedAt: timestampFromDate(c.issuedAt),
+      expiresAt: timestampFromDate(c.expiresAt),
+      traceId: req.traceId,
+    }));
   }
 
   /** Consumer of otp_queue. */
@@ -128,13 +270,8 @@ export class OtpIssuer {
       this.log.warn("dead-lettering message", { message_id: m.messageId, reason: err.message });
       return "dead-letter";
     }
-    try {
-      await this.issue(req);
-      return "ack";
-    } catch (err) {
-      if (err instanceof SmsError) return "retry";
-      throw err;
-    }
+    await this.issue(req);
+    return "ack";
   }
 }
 
@@ -147,12 +284,21 @@ function requestFrom(m: IncomingMessage): CodeRequest {
     purpose,
     clientAddress: cleanText(msg.clientAddress),
     traceId: cleanText(msg.traceId || m.correlationId || ""),
+    spentChallengeId: cleanText(msg.spentChallengeId) || undefined,
   };
 }
 
-export function messageText(code: string, ttlSeconds: number): string {
-  const validity = ttlSeconds % 60 === 0
-    ? `${ttlSeconds / 60} minute${ttlSeconds === 60 ? "" : "s"}`
-    : `${ttlSeconds} seconds`;
+const refusal_ = (a: { reason: LimitReason; message: string; retryAfterSeconds: number }) => ({
+  reason: a.reason,
+  message: a.message,
+  retryAfterSeconds: a.retryAfterSeconds,
+});
+
+/** The SMS text; a resend states the time its (unchanged) code has left, rounded down. */
+export function messageText(code: string, validSeconds: number): string {
+  const minutes = Math.floor(validSeconds / 60);
+  const validity = minutes >= 1
+    ? `${minutes} minute${minutes === 1 ? "" : "s"}`
+    : `${validSeconds} seconds`;
   return `Your verification code is ${code}. It expires in ${validity}. Never share it.`;
 }

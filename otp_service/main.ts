@@ -13,7 +13,6 @@ import type { RunningOtp } from "./app.ts";
 import { loadOtpConfig } from "./config.ts";
 import type { OtpConfig } from "./config.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
-import { withRetries } from "./sms/retry.ts";
 import type { SmsSender } from "./sms/sender.ts";
 
 async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
@@ -24,7 +23,8 @@ async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
   // Loaded only when used: the Twilio client and its dependencies are large.
   const { TwilioSmsSender } = await import("./sms/twilio_sender.ts");
   const t = config.sms.twilio;
-  const twilio = new TwilioSmsSender({
+  // One call per try: the issuer retries, counting each call against the limits.
+  return new TwilioSmsSender({
     accountSid: t.accountSid,
     authToken: t.authToken,
     from: t.messagingServiceSid ? undefined : t.from,
@@ -32,7 +32,6 @@ async function buildSms(config: OtpConfig, logger: Logger): Promise<SmsSender> {
     baseUrl: t.apiBaseUrl,
     timeoutMs: config.smsTimeoutMs,
   });
-  return withRetries(twilio, { attempts: config.smsRetryAttempts, logger });
 }
 
 await runMain(async () => {

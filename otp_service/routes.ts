@@ -13,7 +13,13 @@ import {
 import { cleanText, isUuid, OtpPurpose, purposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
 import type { OtpIssuer } from "./issuer.ts";
-import { SmsError } from "./sms/sender.ts";
+import type { SmsRefusal } from "../shared/phone.ts";
+
+const DESTINATION_REFUSED: Record<SmsRefusal, string> = {
+  no_country: "codes are not sent to numbers outside any country",
+  country_not_allowed: "SMS to this country is not enabled",
+  number_type: "codes are only sent to mobile numbers",
+};
 
 export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
   const expected = await sha256(internalToken);
@@ -44,19 +50,18 @@ export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
           ),
           // The caller is authenticated, so its request id carries the trace on.
           traceId: ctx.values.get(kClientRequestId) || ctx.values.get(kRequestId),
-        }).catch((err) => {
-          if (err instanceof SmsError) {
-            throw unavailable("the SMS provider is not answering, try again");
-          }
-          throw err;
+          spentChallengeId: cleanText(req.spentChallengeId) || undefined,
         });
         switch (outcome.kind) {
           case "undeliverable":
             throw invalidArgument("an SMS cannot be delivered to this number");
-          case "country":
-            throw permissionDenied("SMS to this country is not enabled");
+          case "destination":
+            throw permissionDenied(DESTINATION_REFUSED[outcome.reason]);
           case "limited":
-            throw resourceExhausted(outcome.reason, outcome.retryAfterSeconds);
+            throw resourceExhausted(outcome.message, outcome.retryAfterSeconds);
+          case "unconfirmed":
+            // Asking again resends the same code, once the cooldown allows.
+            throw unavailable("the SMS provider did not confirm the message; it may still arrive");
         }
         return { message: "OTP sent" };
       },

@@ -9,28 +9,50 @@ import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
 import { otpRoutes } from "./routes.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
-import type { BeginOutcome, CodeRequest, OtpStore, RequestStatus } from "./store.ts";
+import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
 
 class MemoryStore implements OtpStore {
-  readonly requests = new Map<string, RequestStatus>();
+  readonly requests = new Map<string, RequestState>();
   readonly issued: string[] = [];
-  begin(r: CodeRequest): Promise<BeginOutcome> {
+  find(id: string) {
+    return Promise.resolve(this.requests.get(id) ?? null);
+  }
+  open(r: CodeRequest, ttlSeconds: number) {
     const known = this.requests.get(r.requestId);
-    if (!known) this.requests.set(r.requestId, "pending");
-    return Promise.resolve({ status: known ?? "pending" });
+    if (known) return Promise.resolve({ created: false, state: known });
+    const now = new Date();
+    const state: RequestState = {
+      status: "pending",
+      attempts: 0,
+      challenge: {
+        challengeId: r.requestId,
+        issuedAt: now,
+        expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
+      },
+    };
+    this.requests.set(r.requestId, state);
+    return Promise.resolve({ created: true, state });
   }
-  markSent(id: string): Promise<void> {
-    this.requests.set(id, "sent");
-    this.issued.push(id);
-    return Promise.resolve();
+  beginAttempt(id: string) {
+    this.requests.get(id)!.attempts++;
+    return Promise.resolve(true);
   }
-  markFailed(id: string): Promise<void> {
-    this.requests.set(id, "failed");
+  finish(id: string, status: Exclude<RequestStatus, "pending">) {
+    this.requests.get(id)!.status = status;
+    if (status === "sent") this.issued.push(id);
     return Promise.resolve();
   }
   audit = () => Promise.resolve();
   sweep = () => Promise.resolve();
 }
+
+/** Admits everything: the limits themselves are tested against PostgreSQL. */
+const noLimits: Limits = {
+  admit: (rules) => Promise.resolve({ admitted: true, reservation: { rules, at: 0 } }),
+  refund: () => Promise.resolve(),
+};
 
 const TOKEN = "t".repeat(40);
 const log = createLogger("test", "error");
@@ -38,22 +60,29 @@ const log = createLogger("test", "error");
 async function setup() {
   const store = new MemoryStore();
   const sms: string[] = [];
+  const key = await HmacKey.import("k".repeat(32));
   const issuer = new OtpIssuer(
     store,
+    noLimits,
     new ConsoleSmsSender((l) => sms.push(l)),
-    await HmacKey.import("k".repeat(32)),
+    { mac: key, code: key },
     {
       codeLength: 6,
       ttlSeconds: 300,
-      limits: {
+      maxAttempts: 2,
+      sending: {
         cooldownSeconds: 60,
-        perHour: 5,
-        perDay: 10,
+        pairPerHour: 5,
+        pairPerDay: 10,
+        numberPerHour: 20,
+        numberPerDay: 50,
+        countryPerHour: 100,
+        prefixPerHour: 100,
         hourSeconds: 3600,
         daySeconds: 86400,
-        globalPerHour: 10,
       },
-      allowedCountries: [],
+      budgetPerHour: 10,
+      destinations: { allowedCountries: [], allowedNumberTypes: [...SMS_NUMBER_TYPES] },
     },
     log,
   );
@@ -102,6 +131,17 @@ Deno.test("GenerateOtp with a malformed number or oversized request id is invali
   ) {
     await assert.rejects(client.generateOtp(req, withToken(TOKEN)), (e) => {
       assert.equal(ConnectError.from(e).code, Code.InvalidArgument);
+      return true;
+    });
+  }
+  assert.equal(sms.length, 0);
+});
+
+Deno.test("GenerateOtp for a premium-rate or satellite number is permission_denied and sends nothing", async () => {
+  const { sms, client } = await setup();
+  for (const phoneNumber of ["+1 900 555 0123", "+881 6 1234 5678"]) {
+    await assert.rejects(client.generateOtp({ phoneNumber }, withToken(TOKEN)), (e) => {
+      assert.equal(ConnectError.from(e).code, Code.PermissionDenied);
       return true;
     });
   }

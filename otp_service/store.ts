@@ -8,49 +8,53 @@ export interface CodeRequest {
   purpose: PurposeName;
   clientAddress: string;
   traceId: string;
+  /** A challenge the requester already consumed; it is not resent. */
+  spentChallengeId?: string;
 }
 
-export type RequestStatus = "pending" | "sent" | "failed" | "refused";
+export type RequestStatus = "pending" | "sent" | "unconfirmed" | "failed" | "refused";
 
-export interface SentCode {
-  codeMac: Uint8Array;
+export interface Challenge {
+  challengeId: string;
   issuedAt: Date;
   expiresAt: Date;
-  provider: string;
-  providerId: string;
 }
 
-/** Limits re-checked where the SMS leaves, so no path can bypass them. */
-export interface SendPolicy {
-  cooldownSeconds: number;
-  perHour: number;
-  perDay: number;
-  hourSeconds: number;
-  daySeconds: number;
-  /** SMS budget for all numbers together per hour window: the kill switch. */
-  globalPerHour: number;
+/** A request and the challenge it (re)sends. */
+export interface RequestState {
+  status: RequestStatus;
+  challenge: Challenge;
+  /** Provider calls made so far, by every delivery of the request. */
+  attempts: number;
 }
-
-export type BeginOutcome =
-  | { status: RequestStatus }
-  | { status: "limited"; retryAfterSeconds: number; reason: string };
 
 export interface OtpStore {
+  /** The request as recorded, or null when it is new. */
+  find(requestId: string): Promise<RequestState | null>;
   /**
-   * Records the request (idempotent on request_id) under the sending limits and
-   * returns its status: "pending" for a new one or one whose earlier handling did not
-   * finish, "limited" (nothing recorded) when a limit trips.
+   * Records a new request against the live challenge for its number and purpose, opening
+   * one (valid `ttlSeconds`) when there is none. `created` is false when a concurrent
+   * delivery of the same request recorded it first.
    */
-  begin(req: CodeRequest, policy: SendPolicy): Promise<BeginOutcome>;
-  /** Marks the request sent and enqueues the issued-challenge message, atomically. */
-  markSent(requestId: string, sent: SentCode, issued: OutgoingMessage): Promise<void>;
-  /** Records a permanent failure: nothing is published, so no code can be accepted. */
-  markFailed(requestId: string, error: string): Promise<void>;
+  open(req: CodeRequest, ttlSeconds: number): Promise<{ created: boolean; state: RequestState }>;
+  /**
+   * Counts one provider call before it is made, at most `maxAttempts` in all; with
+   * `publish`, also enqueues the challenge in the same transaction. False when the
+   * request has no attempt left.
+   */
+  beginAttempt(requestId: string, maxAttempts: number, publish?: OutgoingMessage): Promise<boolean>;
+  /** Final state; with `publish`, the challenge is enqueued in the same transaction. */
+  finish(
+    requestId: string,
+    status: Exclude<RequestStatus, "pending">,
+    detail: { provider?: string; providerId?: string; error?: string },
+    publish?: OutgoingMessage,
+  ): Promise<void>;
   audit(
     event: string,
     outcome: string,
     r: { phoneNumber: string; clientAddress: string; requestId: string },
   ): Promise<void>;
-  /** Deletes request records older than the longest window. */
+  /** Deletes request records, expired challenges and idle counters older than the windows. */
   sweep(keepSeconds: number): Promise<void>;
 }

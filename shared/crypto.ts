@@ -43,10 +43,14 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
 export class HmacKey {
   private constructor(private readonly key: CryptoKey) {}
 
-  static async import(secret: string): Promise<HmacKey> {
+  static import(secret: string): Promise<HmacKey> {
+    return HmacKey.fromBytes(encoder.encode(secret));
+  }
+
+  static async fromBytes(raw: Uint8Array<ArrayBuffer>): Promise<HmacKey> {
     const key = await crypto.subtle.importKey(
       "raw",
-      encoder.encode(secret),
+      raw,
       { name: "HMAC", hash: "SHA-256" },
       false,
       ["sign"],
@@ -54,7 +58,7 @@ export class HmacKey {
     return new HmacKey(key);
   }
 
-  async sign(parts: readonly string[]): Promise<Uint8Array> {
+  async sign(parts: readonly string[]): Promise<Uint8Array<ArrayBuffer>> {
     // NUL separators keep ("ab","c") and ("a","bc") apart; no part may hold a NUL.
     for (const p of parts) if (p.includes("\0")) throw new RangeError("NUL in MAC input");
     const sig = await crypto.subtle.sign("HMAC", this.key, encoder.encode(parts.join("\0")));
@@ -62,13 +66,47 @@ export class HmacKey {
   }
 }
 
-/** The MAC that binds a code to its request, number and purpose (see proto/bus/v1/bus.proto). */
-export function otpMac(
+/** A key of its own for one use, derived from a secret: HMAC(secret, label). */
+export async function derivedHmacKey(secret: string, label: string): Promise<HmacKey> {
+  const parent = await HmacKey.import(secret);
+  return HmacKey.fromBytes(await parent.sign(["derive.v1", label]));
+}
+
+/**
+ * The code of a challenge, like HOTP: HMAC(key, challenge id) read as 32-bit words, the
+ * first below the largest multiple of 10^digits taken (no modulo bias). Nothing secret
+ * is stored, and every resend of the challenge carries the same code.
+ */
+export async function challengeCode(
   key: HmacKey,
-  requestId: string,
-  phoneE164: string,
-  purpose: string,
-  code: string,
-): Promise<Uint8Array> {
-  return key.sign(["otp.v1", requestId, phoneE164, purpose, code]);
+  challengeId: string,
+  digits = 6,
+): Promise<string> {
+  if (digits < 4 || digits > 9) throw new RangeError("digits must be 4..9");
+  const range = 10 ** digits;
+  const limit = Math.floor(0x1_0000_0000 / range) * range;
+  for (let block = 0;; block++) {
+    const mac = await key.sign(["otp.v1 code", challengeId, String(block)]);
+    const view = new DataView(mac.buffer, mac.byteOffset, mac.byteLength);
+    for (let i = 0; i + 4 <= mac.length; i += 4) {
+      const v = view.getUint32(i);
+      if (v < limit) return String(v % range).padStart(digits, "0");
+    }
+  }
+}
+
+export interface MacInput {
+  /** Equal on every resend of one code. */
+  challengeId: string;
+  phone: string;
+  purpose: string;
+  /** Bound to the second, so the receiver can rely on it. */
+  expiresAt: Date;
+  code: string;
+}
+
+/** The MAC that binds a code to its challenge, number, purpose and expiry (see proto/bus/v1/bus.proto). */
+export function otpMac(key: HmacKey, m: MacInput): Promise<Uint8Array> {
+  const expires = String(Math.floor(m.expiresAt.getTime() / 1000));
+  return key.sign(["otp.v2", m.challengeId, m.phone, m.purpose, expires, m.code]);
 }

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { constantTimeEqual, HmacKey, otpMac, randomCode, randomToken } from "./crypto.ts";
+import {
+  challengeCode,
+  constantTimeEqual,
+  derivedHmacKey,
+  HmacKey,
+  otpMac,
+  randomCode,
+  randomToken,
+} from "./crypto.ts";
 
 Deno.test("codes are six decimal digits, leading zeros kept, and spread over all digits", () => {
   const counts = new Array(10).fill(0);
@@ -22,20 +30,48 @@ Deno.test("session tokens carry 256 bits in 43 base64url characters and do not r
   assert.equal(seen.size, 1000);
 });
 
-Deno.test("the code MAC binds request, number, purpose and code", async () => {
+Deno.test("the code MAC binds challenge, number, purpose, expiry and code", async () => {
   const key = await HmacKey.import("k".repeat(32));
-  const base = await otpMac(key, "r1", "+14155550123", "signup", "123456");
+  const m = {
+    challengeId: "c1",
+    phone: "+14155550123",
+    purpose: "signup",
+    expiresAt: new Date("2026-01-01T00:05:00Z"),
+    code: "123456",
+  };
+  const base = await otpMac(key, m);
   assert.equal(base.length, 32);
   for (
     const other of [
-      await otpMac(key, "r2", "+14155550123", "signup", "123456"),
-      await otpMac(key, "r1", "+14155550124", "signup", "123456"),
-      await otpMac(key, "r1", "+14155550123", "login", "123456"),
-      await otpMac(key, "r1", "+14155550123", "signup", "123457"),
-      await otpMac(await HmacKey.import("j".repeat(32)), "r1", "+14155550123", "signup", "123456"),
+      await otpMac(key, { ...m, challengeId: "c2" }),
+      await otpMac(key, { ...m, phone: "+14155550124" }),
+      await otpMac(key, { ...m, purpose: "login" }),
+      await otpMac(key, { ...m, expiresAt: new Date("2026-01-01T00:05:01Z") }),
+      await otpMac(key, { ...m, code: "123457" }),
+      await otpMac(await HmacKey.import("j".repeat(32)), m),
     ]
   ) assert.ok(!constantTimeEqual(base, other));
-  assert.ok(constantTimeEqual(base, await otpMac(key, "r1", "+14155550123", "signup", "123456")));
+  assert.ok(constantTimeEqual(base, await otpMac(key, { ...m })));
+});
+
+Deno.test("a challenge's code is the same every time, differs between challenges and keys", async () => {
+  const key = await derivedHmacKey("k".repeat(32), "code");
+  const code = await challengeCode(key, "c1");
+  assert.match(code, /^\d{6}$/);
+  assert.equal(await challengeCode(await derivedHmacKey("k".repeat(32), "code"), "c1"), code);
+  const others = new Set<string>();
+  for (let i = 0; i < 200; i++) others.add(await challengeCode(key, `c-${i}`));
+  assert.ok(others.size > 190, "codes of different challenges look independent");
+  assert.notEqual(await challengeCode(await derivedHmacKey("j".repeat(32), "code"), "c1"), code);
+  assert.match(await challengeCode(key, "c1", 9), /^\d{9}$/);
+});
+
+Deno.test("challenge codes are uniform over the digits", async () => {
+  const key = await derivedHmacKey("k".repeat(32), "code");
+  const firstDigit = new Array(10).fill(0);
+  for (let i = 0; i < 2000; i++) firstDigit[Number((await challengeCode(key, `u-${i}`))[0])]++;
+  // 200 expected per digit; 5 standard deviations either side.
+  for (const n of firstDigit) assert.ok(n > 130 && n < 270, `${firstDigit}`);
 });
 
 Deno.test("constant-time comparison rejects different lengths", () => {

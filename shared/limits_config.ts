@@ -2,17 +2,27 @@
 // where the SMS leaves), read from the same variables so they agree.
 import { ConfigError } from "./config.ts";
 import type { ConfigReader } from "./config.ts";
+import { NUMBER_TYPES, SMS_NUMBER_TYPES } from "./phone.ts";
+import type { PhoneType } from "./phone.ts";
 
 export interface SendLimits {
   /** One code per number and purpose per this many seconds. */
   cooldownSeconds: number;
+  /** Per number and client address. */
   perHour: number;
   perDay: number;
+  /** Per number from all addresses together, so no third party can use up a user's share. */
+  numberPerHour: number;
+  numberPerDay: number;
+  /** SMS per destination country, and per number prefix, per hour: against pumping. */
+  countryPerHour: number;
+  prefixPerHour: number;
   /** Lengths of the "hour" and "day" windows; shorter only in tests. */
   hourSeconds: number;
   daySeconds: number;
   /** ISO 3166 alpha-2 codes; empty means every country. */
   allowedCountries: string[];
+  allowedNumberTypes: PhoneType[];
 }
 
 /** What the client is told when a sending limit trips; both services say the same. */
@@ -26,9 +36,14 @@ export const SEND_LIMIT_ENV = [
   "OTP_SEND_COOLDOWN_SECONDS",
   "OTP_SENDS_PER_HOUR",
   "OTP_SENDS_PER_DAY",
+  "NUMBER_SENDS_PER_HOUR",
+  "NUMBER_SENDS_PER_DAY",
+  "COUNTRY_HOURLY_LIMIT",
+  "PREFIX_HOURLY_LIMIT",
   "RATE_HOUR_SECONDS",
   "RATE_DAY_SECONDS",
   "ALLOWED_COUNTRIES",
+  "ALLOWED_NUMBER_TYPES",
 ] as const;
 
 export function readSendLimits(c: ConfigReader): SendLimits {
@@ -41,13 +56,27 @@ export function readSendLimits(c: ConfigReader): SendLimits {
       );
     }
   }
+  const types = c.list("ALLOWED_NUMBER_TYPES").map((s) => s.toUpperCase());
+  for (const t of types) {
+    if (!(NUMBER_TYPES as readonly string[]).includes(t)) {
+      throw new ConfigError(
+        "ALLOWED_NUMBER_TYPES",
+        `must be libphonenumber types like MOBILE,FIXED_LINE_OR_MOBILE; got "${t}"`,
+      );
+    }
+  }
   return {
     cooldownSeconds: c.int("OTP_SEND_COOLDOWN_SECONDS", 60, 0, 86_400),
-    perHour: c.int("OTP_SENDS_PER_HOUR", 5, 1, 1_000),
-    perDay: c.int("OTP_SENDS_PER_DAY", 10, 1, 10_000),
+    perHour: c.int("OTP_SENDS_PER_HOUR", 5, 0, 1_000),
+    perDay: c.int("OTP_SENDS_PER_DAY", 10, 0, 10_000),
+    numberPerHour: c.int("NUMBER_SENDS_PER_HOUR", 20, 0, 1_000),
+    numberPerDay: c.int("NUMBER_SENDS_PER_DAY", 50, 0, 10_000),
+    countryPerHour: c.int("COUNTRY_HOURLY_LIMIT", 500, 0, 10_000_000),
+    prefixPerHour: c.int("PREFIX_HOURLY_LIMIT", 50, 0, 10_000_000),
     hourSeconds: c.int("RATE_HOUR_SECONDS", 3_600, 1, 3_600),
     daySeconds: c.int("RATE_DAY_SECONDS", 86_400, 1, 86_400),
     allowedCountries,
+    allowedNumberTypes: types.length > 0 ? types as PhoneType[] : [...SMS_NUMBER_TYPES],
   };
 }
 

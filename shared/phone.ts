@@ -1,4 +1,5 @@
 import { parsePhoneNumberWithError } from "libphonenumber-js/max";
+import type { NumberType } from "libphonenumber-js/max";
 
 export class InvalidPhoneNumber extends Error {
   constructor(reason: string) {
@@ -7,10 +8,32 @@ export class InvalidPhoneNumber extends Error {
   }
 }
 
+/** libphonenumber's number types ("max" metadata), as `ALLOWED_NUMBER_TYPES` names them. */
+export const NUMBER_TYPES = [
+  "MOBILE",
+  "FIXED_LINE_OR_MOBILE",
+  "FIXED_LINE",
+  "PREMIUM_RATE",
+  "TOLL_FREE",
+  "SHARED_COST",
+  "VOIP",
+  "PERSONAL_NUMBER",
+  "PAGER",
+  "UAN",
+  "VOICEMAIL",
+] as const satisfies readonly NonNullable<NumberType>[];
+
+export type PhoneType = typeof NUMBER_TYPES[number];
+
+/** Types that can receive an SMS: the default of `ALLOWED_NUMBER_TYPES`. */
+export const SMS_NUMBER_TYPES: readonly PhoneType[] = ["MOBILE", "FIXED_LINE_OR_MOBILE"];
+
 export interface Phone {
   e164: string;
-  /** ISO 3166-1 alpha-2, when the number maps to one country. */
+  /** ISO 3166-1 alpha-2, when the number maps to one country (not satellite, not +800). */
   country: string | undefined;
+  /** Undefined when the metadata cannot tell. */
+  type: PhoneType | undefined;
 }
 
 /**
@@ -31,5 +54,27 @@ export function parsePhone(input: string): Phone {
     throw new InvalidPhoneNumber("not a phone number");
   }
   if (!parsed.isValid()) throw new InvalidPhoneNumber("not a valid number");
-  return { e164: parsed.number, country: parsed.country };
+  return { e164: parsed.number, country: parsed.country, type: parsed.getType() };
+}
+
+export interface SmsDestinationPolicy {
+  /** Empty means every known country. */
+  allowedCountries: readonly string[];
+  allowedNumberTypes: readonly PhoneType[];
+}
+
+/** Why no SMS may go to this number, as a stable reason; null when one may. */
+export type SmsRefusal = "no_country" | "country_not_allowed" | "number_type";
+
+/**
+ * Checked before anything is sent: premium-rate, shared-cost, satellite and other
+ * numbers that bill the sender or belong to no country never get a code.
+ */
+export function smsRefusal(p: Phone, policy: SmsDestinationPolicy): SmsRefusal | null {
+  if (p.country === undefined) return "no_country";
+  if (policy.allowedCountries.length > 0 && !policy.allowedCountries.includes(p.country)) {
+    return "country_not_allowed";
+  }
+  if (p.type === undefined || !policy.allowedNumberTypes.includes(p.type)) return "number_type";
+  return null;
 }

@@ -55,11 +55,19 @@ export async function codeFor(
   const key = await HmacKey.import(stack.secrets.OTP_HMAC_KEY);
   await pollUntil(
     async () => {
-      const [c] = await stack.sql<{ request_id: string; code_mac: Uint8Array }[]>`
-      select request_id, code_mac from auth.challenges
+      const [c] = await stack.sql<
+        { request_id: string; code_mac: Uint8Array; expires_at: Date }[]
+      >`
+      select request_id, code_mac, expires_at from auth.challenges
        where phone_number = ${phone} and purpose = ${purpose} and consumed_at is null`;
       if (!c) return false;
-      const mac = await otpMac(key, c.request_id, phone, purpose, code);
+      const mac = await otpMac(key, {
+        challengeId: c.request_id,
+        phone,
+        purpose,
+        expiresAt: c.expires_at,
+        code,
+      });
       return constantTimeEqual(mac, new Uint8Array(c.code_mac));
     },
     { timeoutMs, what: `challenge for ${phone}` },

@@ -46,7 +46,13 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     AMQP_URL: vh.url,
     ...secrets,
   };
-  const otpEnv: Record<string, string> = { ...base, OTP_PORT: "0", ...o.otpEnv };
+  // The console sender is chosen explicitly, as otp-service requires; Twilio tests override it.
+  const otpEnv: Record<string, string> = {
+    ...base,
+    OTP_PORT: "0",
+    SMS_PROVIDER: "console",
+    ...o.otpEnv,
+  };
   // Every test client is 127.0.0.1: per-address caps are raised unless a test sets them.
   const authEnv: Record<string, string> = {
     ...base,

@@ -55,6 +55,10 @@ const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
     INTERNAL_API_TOKEN: KEY,
     SMS_PROVIDER: "twilio",
   }, "TWILIO_ACCOUNT_SID"],
+  ["otp with no SMS provider chosen and no Twilio account", "otp", {
+    OTP_HMAC_KEY: KEY,
+    INTERNAL_API_TOKEN: KEY,
+  }, "SMS_PROVIDER"],
   ["otp with an OTP validity over ten minutes", "otp", {
     OTP_HMAC_KEY: KEY,
     INTERNAL_API_TOKEN: KEY,
@@ -65,7 +69,7 @@ const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
 for (const [name, task, env, variable] of cases) {
   Deno.test(`${name}: exits non-zero with one line naming ${variable}`, async () => {
     const r = await start(task, env);
-    assert.notEqual(r.code, 0);
+    assert.equal(r.code, 78, "the configuration-error exit status");
     assert.equal(r.lines.length, 1, r.stderr);
     assert.match(r.lines[0]!, new RegExp(`^config: ${variable} `));
     assert.ok(!r.stderr.includes("short-secret"), "a secret value was printed");

@@ -14,6 +14,7 @@ const authToken = "test-auth-token-0123456789";
 const fake = startFakeTwilio({ accountSid, authToken });
 const stack = await startStack({
   otpEnv: {
+    SMS_PROVIDER: "twilio",
     TWILIO_ACCOUNT_SID: accountSid,
     TWILIO_AUTH_TOKEN: authToken,
     TWILIO_FROM_NUMBER: "+15005550006",

@@ -15,6 +15,11 @@ export interface RetryOptions {
   /** Returns a number in [0, 1); injectable so tests can pin the jitter. */
   random?: () => number;
   logger?: Logger;
+  /**
+   * Runs before every try, the first included; throwing stops the sending with that
+   * error. Where each try is counted against limits that outlive this process.
+   */
+  beforeAttempt?: (attempt: number) => Promise<void>;
 }
 
 export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSender {
@@ -28,6 +33,7 @@ export function withRetries(sender: SmsSender, opts: RetryOptions = {}): SmsSend
     name: sender.name,
     async send(message: SmsMessage, signal?: AbortSignal): Promise<SmsReceipt> {
       for (let attempt = 1;; attempt++) {
+        await opts.beforeAttempt?.(attempt);
         try {
           return await sender.send(message, signal);
         } catch (err) {

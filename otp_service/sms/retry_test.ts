@@ -88,3 +88,21 @@ Deno.test("an abort during the backoff stops retrying and rethrows the send's er
   await assert.rejects(sending, (e) => e === first);
   assert.equal(inner.calls, 1);
 });
+
+Deno.test("beforeAttempt runs before every try and can stop the sending", async () => {
+  const inner = scripted([transient(), transient(), transient()]);
+  const seen: number[] = [];
+  const stop = new Error("no attempt left");
+  await assert.rejects(
+    withRetries(inner, {
+      sleep: noSleep,
+      beforeAttempt: (n) => {
+        seen.push(n);
+        return n === 3 ? Promise.reject(stop) : Promise.resolve();
+      },
+    }).send(message),
+    (e) => e === stop,
+  );
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(inner.calls, 2, "the stopped try never reached the provider");
+});

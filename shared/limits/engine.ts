@@ -21,7 +21,13 @@ export type Admission =
     retryAfterSeconds: number;
   };
 
-export class LimitsEngine {
+/** The port domain code depends on; LimitsEngine is its PostgreSQL implementation. */
+export interface Limits {
+  admit(rules: readonly Rule[]): Promise<Admission>;
+  refund(r: Reservation): Promise<void>;
+}
+
+export class LimitsEngine implements Limits {
   private readonly admitSql: string;
   private readonly refundSql: string;
   private readonly sweepSql: string;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bus/v1/bus.proto.
  */
 export const file_bus_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChBidXMvdjEvYnVzLnByb3RvEgZidXMudjEiuQEKDE90cFJlcXVlc3RlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USMAoMcmVxdWVzdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgGIAEoCSLdAQoJT3RwSXNzdWVkEhIKCnJlcXVlc3RfaWQYASABKAkSFAoMcGhvbmVfbnVtYmVyGAIgASgJEiMKB3B1cnBvc2UYAyABKA4yEi5idXMudjEuT3RwUHVycG9zZRIQCghjb2RlX21hYxgEIAEoDBItCglpc3N1ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAcgASgJKlgKCk90cFB1cnBvc2USGwoXT1RQX1BVUlBPU0VfVU5TUEVDSUZJRUQQABIWChJPVFBfUFVSUE9TRV9TSUdOVVAQARIVChFPVFBfUFVSUE9TRV9MT0dJThACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChBidXMvdjEvYnVzLnByb3RvEgZidXMudjEi1QEKDE90cFJlcXVlc3RlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USMAoMcmVxdWVzdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgGIAEoCRIaChJzcGVudF9jaGFsbGVuZ2VfaWQYByABKAki3QEKCU90cElzc3VlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USEAoIY29kZV9tYWMYBCABKAwSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgHIAEoCSpYCgpPdHBQdXJwb3NlEhsKF09UUF9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASFgoST1RQX1BVUlBPU0VfU0lHTlVQEAESFQoRT1RQX1BVUlBPU0VfTE9HSU4QAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * auth-service -> otp-service, exchange "verification", routing key "otp_routing_key".
@@ -58,6 +58,14 @@ export type OtpRequested = Message<"bus.v1.OtpRequested"> & {
    * @generated from field: string client_address = 6;
    */
   clientAddress: string;
+
+  /**
+   * A challenge the receiver already consumed for this number and purpose: if it is
+   * still the live one, a new challenge (and code) is opened instead of resending it.
+   *
+   * @generated from field: string spent_challenge_id = 7;
+   */
+  spentChallengeId: string;
 };
 
 /**
@@ -70,11 +78,15 @@ export const OtpRequestedSchema: GenMessage<OtpRequested> = /*@__PURE__*/
 /**
  * otp-service -> auth-service, exchange "verification", routing key "otp_to_auth".
  * AMQP type: "bus.v1.OtpIssued". Carries a keyed MAC of the code, never the code.
+ * Published again, unchanged, on every resend while the challenge is live, so the
+ * receiver must keep its wrong-try count when the same challenge arrives again.
  *
  * @generated from message bus.v1.OtpIssued
  */
 export type OtpIssued = Message<"bus.v1.OtpIssued"> & {
   /**
+   * The challenge: the id of the request that opened it, equal on every resend.
+   *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
@@ -90,7 +102,8 @@ export type OtpIssued = Message<"bus.v1.OtpIssued"> & {
   purpose: OtpPurpose;
 
   /**
-   * HMAC-SHA256(OTP_HMAC_KEY, "otp.v1" NUL request_id NUL phone_number NUL purpose NUL code).
+   * HMAC-SHA256(OTP_HMAC_KEY, "otp.v2" NUL request_id NUL phone_number NUL purpose NUL
+   * expires_at in whole Unix seconds NUL code).
    *
    * @generated from field: bytes code_mac = 4;
    */
@@ -102,6 +115,8 @@ export type OtpIssued = Message<"bus.v1.OtpIssued"> & {
   issuedAt?: Timestamp | undefined;
 
   /**
+   * Whole seconds.
+   *
    * @generated from field: google.protobuf.Timestamp expires_at = 6;
    */
   expiresAt?: Timestamp | undefined;

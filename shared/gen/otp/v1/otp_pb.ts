@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file otp/v1/otp.proto.
  */
 export const file_otp_v1_otp: GenFile = /*@__PURE__*/
-  fileDesc("ChBvdHAvdjEvb3RwLnByb3RvEgZvdHAudjEiYwoSR2VuZXJhdGVPdHBSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCRIjCgdwdXJwb3NlGAIgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USEgoKcmVxdWVzdF9pZBgDIAEoCSImChNHZW5lcmF0ZU90cFJlc3BvbnNlEg8KB21lc3NhZ2UYASABKAkyVAoKT3RwU2VydmljZRJGCgtHZW5lcmF0ZU90cBIaLm90cC52MS5HZW5lcmF0ZU90cFJlcXVlc3QaGy5vdHAudjEuR2VuZXJhdGVPdHBSZXNwb25zZWIGcHJvdG8z", [file_bus_v1_bus]);
+  fileDesc("ChBvdHAvdjEvb3RwLnByb3RvEgZvdHAudjEifwoSR2VuZXJhdGVPdHBSZXF1ZXN0EhQKDHBob25lX251bWJlchgBIAEoCRIjCgdwdXJwb3NlGAIgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USEgoKcmVxdWVzdF9pZBgDIAEoCRIaChJzcGVudF9jaGFsbGVuZ2VfaWQYBCABKAkiJgoTR2VuZXJhdGVPdHBSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJMlQKCk90cFNlcnZpY2USRgoLR2VuZXJhdGVPdHASGi5vdHAudjEuR2VuZXJhdGVPdHBSZXF1ZXN0Ghsub3RwLnYxLkdlbmVyYXRlT3RwUmVzcG9uc2ViBnByb3RvMw", [file_bus_v1_bus]);
 
 /**
  * @generated from message otp.v1.GenerateOtpRequest
@@ -36,6 +36,13 @@ export type GenerateOtpRequest = Message<"otp.v1.GenerateOtpRequest"> & {
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * As bus.v1.OtpRequested.spent_challenge_id.
+   *
+   * @generated from field: string spent_challenge_id = 4;
+   */
+  spentChallengeId: string;
 };
 
 /**
