@@ -20,7 +20,9 @@ const limits = {
   LOCK_AFTER_FAILURES: "7",
   LOCK_SECONDS: "2",
 };
-const stack = await startStack({ authEnv: limits, otpEnv: limits });
+// Codes live 5 s here, so a test can wait for a fresh code (a resend while one is live
+// carries the same code).
+const stack = await startStack({ authEnv: limits, otpEnv: { ...limits, OTP_TTL_SECONDS: "5" } });
 const capped = await startStack({
   authEnv: {
     ADDRESS_SEND_LIMIT: "3",
@@ -135,7 +137,7 @@ Deno.test("a number is locked after consecutive wrong codes across codes, then u
   for (let i = 0; i < 5; i++) {
     await assert.rejects(auth.verifyPhoneNumber({ phoneNumber: phone, otp: wrong(code) }));
   }
-  await delay(2_100);
+  await delay(5_100); // past the code's expiry, so the next request opens a new one
   mark = stack.otp.lines.length;
   await auth.signupWithPhoneNumber({ phoneNumber: phone });
   code = await codeFor(stack, phone, "signup", mark);

@@ -6,7 +6,7 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { startFakeTwilio } from "../testing/fake_twilio.ts";
 import { codeIn, findCode } from "../testing/sms_codes.ts";
-import { pollUntil } from "../shared/async.ts";
+import { delay, pollUntil } from "../shared/async.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 
 const accountSid = `AC${"0123456789abcdef".repeat(2)}`;
@@ -20,6 +20,7 @@ const stack = await startStack({
     TWILIO_FROM_NUMBER: "+15005550006",
     TWILIO_API_BASE_URL: fake.url,
     SMS_TIMEOUT_MS: "400",
+    SMS_RETRY_ATTEMPTS: "3",
   },
 });
 Deno.test.afterAll(async () => {
@@ -90,6 +91,31 @@ Deno.test("a Twilio request that times out is retried and the code still arrives
   // Retries resend the same code: whichever copy arrives, it verifies.
   assert.ok(mine.every((r) => r.body === mine[0]!.body));
   const code = codeIn(mine.at(-1)!.body);
+  const { sessionToken } = await pollUntil(
+    () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
+    { timeoutMs: 10_000, what: "the challenge to arrive" },
+  );
+  assert.ok(sessionToken);
+});
+
+Deno.test("a provider slower than SMS_TIMEOUT_MS gets at most SMS_RETRY_ATTEMPTS sends of one code, and it verifies", async () => {
+  const phone = randomPhone();
+  // Every answer comes after the 400 ms timeout: each call may or may not deliver.
+  fake.script(Array.from({ length: 12 }, () => ({ delayMs: 1_000 })));
+  await auth.signupWithPhoneNumber({ phoneNumber: phone });
+  await pollUntil(async () => {
+    const [r] = await stack.sql`select status from otp.requests where phone_number = ${phone}`;
+    return r?.status === "unconfirmed";
+  }, { timeoutMs: 20_000, what: "the request to end unconfirmed" });
+  // Anything sent again by the HTTP layer would have arrived by the time the last slow reply is due.
+  await delay(1_200);
+  const mine = fake.requests.filter((r) => r.to === phone);
+  assert.ok(mine.length >= 1 && mine.length <= 3, `${mine.length} provider calls`);
+  assert.ok(mine.every((r) => r.body === mine[0]!.body), "one code in every call");
+  const [a] = await stack.sql`select attempts from otp.requests where phone_number = ${phone}`;
+  assert.equal(a!.attempts, 3);
+  // Any of those SMS may have arrived: its code works.
+  const code = codeIn(mine[0]!.body);
   const { sessionToken } = await pollUntil(
     () => auth.verifyPhoneNumber({ phoneNumber: phone, otp: code }).catch(() => undefined),
     { timeoutMs: 10_000, what: "the challenge to arrive" },

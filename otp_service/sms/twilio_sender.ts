@@ -28,7 +28,7 @@ type RequestOptions<T> = Parameters<twilio.RequestClient["request"]>[0] & { data
  */
 class RebasingRequestClient extends twilio.RequestClient {
   constructor(private readonly origin: URL, timeout: number) {
-    super({ timeout });
+    super({ timeout, keepAlive: false });
   }
 
   override request<T>(opts: RequestOptions<T>) {
@@ -55,16 +55,18 @@ export class TwilioSmsSender implements SmsSender {
       : { messagingServiceSid: opts.messagingServiceSid! };
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#authToken = opts.authToken;
+    // No keep-alive: under Deno a request that timed out on a reused connection is sent
+    // again by the HTTP layer, and every copy is a billable SMS.
     // Built now rather than on the first send, so that its environment reads
     // (TWILIO_CA_BUNDLE, HTTP_PROXY) fail at startup if the permissions lack them.
     const httpClient = opts.baseUrl
       ? new RebasingRequestClient(new URL(opts.baseUrl), this.#timeoutMs)
-      : new twilio.RequestClient({ timeout: this.#timeoutMs });
+      : new twilio.RequestClient({ timeout: this.#timeoutMs, keepAlive: false });
     // Credentials are passed explicitly so the client never falls back to
     // TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN from the environment.
     this.#client = twilio(opts.accountSid, opts.authToken, {
       timeout: this.#timeoutMs,
-      autoRetry: false, // retries belong to withRetries, which also covers 5xx and timeouts
+      autoRetry: false, // the issuer retries, counting every call against the limits
       // Pinned so TWILIO_LOG_LEVEL=debug cannot make the client print requests.
       logLevel: "info",
       httpClient,

@@ -173,3 +173,16 @@ Deno.test("error messages never contain the auth token or the body, even if Twil
     assert.ok(!errors[0]!.message.includes(message.to), "the destination should be masked");
   });
 });
+
+Deno.test("a request that times out after an earlier send reaches Twilio once, not again", async () => {
+  await withFake(async (fake, options) => {
+    const sender = new TwilioSmsSender({ ...options, timeoutMs: 300 });
+    await sender.send(message); // leaves a connection a keep-alive client would reuse
+    fake.script([{ delayMs: 900 }]);
+    const err = await smsError(sender.send(message));
+    assert.equal(err.permanent, false);
+    // Anything the HTTP layer sent again would have arrived by the time the slow reply is due.
+    await new Promise((r) => setTimeout(r, 900));
+    assert.equal(fake.requests.length, 2);
+  });
+});
