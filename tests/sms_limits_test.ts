@@ -10,7 +10,7 @@ import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { delay, pollUntil } from "../shared/async.ts";
 import { Service, taskArgs } from "../testing/processes.ts";
-import { codeFor } from "../testing/sms_codes.ts";
+import { codeFor, codeIn } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
 
@@ -71,12 +71,14 @@ Deno.test("with SMS_HOURLY_BUDGET=0 nothing is sent, by the bus or the RPC", asy
   const phones = [randomPhone(), randomPhone(), randomPhone()];
   for (const phoneNumber of phones) await authOf(off).signupWithPhoneNumber({ phoneNumber });
   await settled(off, phones);
+  const direct = randomPhone();
   assert.equal(
-    await code(otpAt(off.otpUrl).generateOtp({ phoneNumber: randomPhone() }, internal(off))),
+    await code(otpAt(off.otpUrl).generateOtp({ phoneNumber: direct }, internal(off))),
     "ResourceExhausted",
   );
   assert.deepEqual(smsLines(off.otp.lines), []);
-  const [r] = await off.sql`select count(*)::int as n from otp.requests where status = 'refused'`;
+  const [r] = await off.sql`select count(*)::int as n from otp.requests
+    where status = 'refused' and phone_number = any(${[...phones, direct]}::text[])`;
   assert.equal(r!.n, 4);
 });
 
@@ -186,4 +188,38 @@ Deno.test("one address cannot use up a number's allowance: limits are keyed by n
   const reasons = await resend.sql`select outcome from otp.audit_events
     where phone_number = ${phone} and event = 'code_refused' order by id`;
   assert.deepEqual(reasons.map((r) => r.outcome), ["pair_hour", "number_hour"]);
+});
+
+Deno.test("a budget refusal gives back the number's allowance: the next try is refused by the budget again, not the cooldown", async () => {
+  const otp = otpAt(off.otpUrl);
+  const phone = randomPhone();
+  for (let i = 0; i < 3; i++) {
+    assert.equal(
+      await code(otp.generateOtp({ phoneNumber: phone }, internal(off))),
+      "ResourceExhausted",
+    );
+  }
+  const reasons = await off.sql`select outcome from otp.audit_events
+    where phone_number = ${phone} and event = 'code_refused' order by id`;
+  assert.deepEqual(reasons.map((r) => r.outcome), ["sms_budget", "sms_budget", "sms_budget"]);
+});
+
+Deno.test("a request naming the live challenge as spent opens a new one with a new code", async () => {
+  const otp = otpAt(resend.otpUrl);
+  const phone = randomPhone();
+  await otp.generateOtp({ phoneNumber: phone }, internal(resend, "203.0.113.9"));
+  const [live] = await resend.sql`select challenge_id from otp.challenges
+    where phone_number = ${phone} and purpose = 'login'`;
+  await delay(1_100); // past the cooldown
+  await otp.generateOtp(
+    { phoneNumber: phone, spentChallengeId: live!.challenge_id },
+    internal(resend, "203.0.113.9"),
+  );
+  const rows = await resend.sql`select challenge_id from otp.requests
+    where phone_number = ${phone} order by created_at`;
+  assert.equal(rows.length, 2);
+  assert.notEqual(rows[1]!.challenge_id, rows[0]!.challenge_id);
+  const bodies = smsLines(resend.otp.lines, phone).map((l) => parseConsoleSmsLine(l)!.body);
+  assert.equal(bodies.length, 2);
+  assert.notEqual(codeIn(bodies[0]), codeIn(bodies[1]));
 });
