@@ -85,15 +85,20 @@ export class PgOtpStore implements OtpStore {
     d: { provider?: string; providerId?: string; error?: string },
     publish?: OutgoingMessage,
   ): Promise<void> {
-    await this.sql.begin(async (tx: TxSql) => {
-      await tx`
+    // A concurrent delivery that ended the request first wins, except that a confirmed
+    // send overrides "unconfirmed".
+    const ended = await this.sql.begin(async (tx: TxSql) => {
+      const rows = await tx`
         update otp.requests set status = ${status}, provider = ${d.provider ?? null},
           provider_id = ${d.providerId ?? null}, error = ${d.error?.slice(0, 500) ?? null},
           updated_at = now()
-        where request_id = ${requestId}`;
-      if (publish) await enqueue(tx, "otp", publish);
+        where request_id = ${requestId}
+          and (status = 'pending' or (status = 'unconfirmed' and ${status} = 'sent'))
+        returning 1`;
+      if (rows.length > 0 && publish) await enqueue(tx, "otp", publish);
+      return rows.length > 0;
     });
-    if (publish) this.onEnqueued();
+    if (ended && publish) this.onEnqueued();
   }
 
   async audit(
