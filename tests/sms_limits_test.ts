@@ -58,6 +58,17 @@ async function settled(s: Stack, phones: string[]) {
   }, { timeoutMs: 20_000, what: "every request to be handled" });
 }
 
+/**
+ * Provider calls, as otp-service counted them and as its output shows them (which may
+ * trail the database by a moment), are exactly `n`.
+ */
+async function sentExactly(s: Stack, printed: () => number, n: number) {
+  const [a] = await s.sql`select coalesce(sum(attempts), 0)::int as n from otp.requests`;
+  assert.equal(a!.n, n, "provider calls counted");
+  await pollUntil(() => printed() >= n, { what: `${n} SMS in the output` });
+  assert.equal(printed(), n);
+}
+
 async function code(p: Promise<unknown>): Promise<string> {
   try {
     await p;
@@ -88,7 +99,7 @@ Deno.test("with SMS_HOURLY_BUDGET=3, 20 concurrent signups send exactly 3 SMS", 
     phones.map((phoneNumber) => authOf(budget3).signupWithPhoneNumber({ phoneNumber })),
   );
   await settled(budget3, phones);
-  assert.equal(smsLines(budget3.otp.lines).length, 3);
+  await sentExactly(budget3, () => smsLines(budget3.otp.lines).length, 3);
   const [r] = await budget3.sql`select status, count(*)::int as n from otp.requests
     group by status order by status`.then((
     rows,
@@ -109,7 +120,7 @@ Deno.test("two otp-service replicas share one budget of 4 across the bus and the
       ),
     ]);
     await settled(shared, [...viaBus, ...viaRpc]);
-    assert.equal(smsLines([...shared.otp.lines, ...otp2.lines]).length, 4);
+    await sentExactly(shared, () => smsLines([...shared.otp.lines, ...otp2.lines]).length, 4);
     assert.ok(outcomes.slice(12).every((c) => c === "OK" || c === "ResourceExhausted"));
   } finally {
     await otp2.stop();
@@ -184,6 +195,7 @@ Deno.test("one address cannot use up a number's allowance: limits are keyed by n
   );
   assert.deepEqual([await ask("203.0.113.2"), await ask("203.0.113.2")], ["OK", "OK"]);
   assert.equal(await ask("203.0.113.3"), "ResourceExhausted", "4 per number from all addresses");
+  await pollUntil(() => smsLines(resend.otp.lines, phone).length >= 4, { what: "4 SMS" });
   assert.equal(smsLines(resend.otp.lines, phone).length, 4);
   const reasons = await resend.sql`select outcome from otp.audit_events
     where phone_number = ${phone} and event = 'code_refused' order by id`;
@@ -219,6 +231,7 @@ Deno.test("a request naming the live challenge as spent opens a new one with a n
     where phone_number = ${phone} order by created_at`;
   assert.equal(rows.length, 2);
   assert.notEqual(rows[1]!.challenge_id, rows[0]!.challenge_id);
+  await pollUntil(() => smsLines(resend.otp.lines, phone).length >= 2, { what: "2 SMS" });
   const bodies = smsLines(resend.otp.lines, phone).map((l) => parseConsoleSmsLine(l)!.body);
   assert.equal(bodies.length, 2);
   assert.notEqual(codeIn(bodies[0]), codeIn(bodies[1]));
