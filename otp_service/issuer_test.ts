@@ -53,12 +53,12 @@ class BudgetOnly implements Limits {
   refunds = 0;
   constructor(private budget: number) {}
   admit(rules: readonly Rule[]): Promise<Admission> {
-    if (rules.some((r) => r.reason === "sms_budget")) {
+    if (rules.some((r) => r.reason === "budget")) {
       if (this.budget <= 0) {
         return Promise.resolve({
           admitted: false,
-          reason: "sms_budget",
-          message: REASONS.sms_budget,
+          reason: "budget",
+          message: REASONS.budget,
           retryAfterSeconds: 60,
         });
       }
@@ -126,8 +126,8 @@ Deno.test("a spent budget before any call refuses the request and refunds the nu
   const out = await (await issuer(store, limits, sms)).issue(r);
   assert.deepEqual(out, {
     kind: "limited",
-    reason: "sms_budget",
-    message: REASONS.sms_budget,
+    reason: "budget",
+    message: REASONS.budget,
     retryAfterSeconds: 60,
   });
   assert.equal(sms.sent.length, 0);

@@ -18,7 +18,7 @@ import type { SmsRefusal } from "../shared/phone.ts";
 const DESTINATION_REFUSED: Record<SmsRefusal, string> = {
   no_country: "codes are not sent to numbers outside any country",
   country_not_allowed: "SMS to this country is not enabled",
-  number_type: "codes are only sent to mobile numbers",
+  number_type_not_allowed: "codes are only sent to mobile numbers",
 };
 
 export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {

@@ -64,7 +64,7 @@ export interface SmsDestinationPolicy {
 }
 
 /** Why no SMS may go to this number, as a stable reason; null when one may. */
-export type SmsRefusal = "no_country" | "country_not_allowed" | "number_type";
+export type SmsRefusal = "no_country" | "country_not_allowed" | "number_type_not_allowed";
 
 /**
  * Checked before anything is sent: premium-rate, shared-cost, satellite and other
@@ -75,6 +75,8 @@ export function smsRefusal(p: Phone, policy: SmsDestinationPolicy): SmsRefusal |
   if (policy.allowedCountries.length > 0 && !policy.allowedCountries.includes(p.country)) {
     return "country_not_allowed";
   }
-  if (p.type === undefined || !policy.allowedNumberTypes.includes(p.type)) return "number_type";
+  if (p.type === undefined || !policy.allowedNumberTypes.includes(p.type)) {
+    return "number_type_not_allowed";
+  }
   return null;
 }

@@ -22,12 +22,12 @@ const fresh = () => `k${++n}-${crypto.randomUUID()}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("200 concurrent admits under a limit of 7 admit exactly 7", async () => {
-  const r = rule("sms_budget", fresh(), 7, 3600);
+  const r = rule("budget", fresh(), 7, 3600);
   const results = await Promise.all(Array.from({ length: 200 }, () => engine.admit([r])));
   assert.equal(results.filter((a) => a.admitted).length, 7);
   for (const a of results) {
     if (!a.admitted) {
-      assert.equal(a.reason, "sms_budget");
+      assert.equal(a.reason, "budget");
       assert.equal(a.message, "the hourly SMS budget is spent; try again later");
       assert.ok(
         a.retryAfterSeconds >= 3599 && a.retryAfterSeconds <= 3661,
@@ -40,7 +40,7 @@ Deno.test("200 concurrent admits under a limit of 7 admit exactly 7", async () =
 Deno.test("concurrent admits over overlapping keys in any order neither deadlock nor overshoot", async () => {
   const [a, b, c] = [fresh(), fresh(), fresh()];
   const sets = [[a, b], [b, c], [c, a], [a, b, c]].map((keys) =>
-    keys.map((k) => rule("number_hour", k, 10, 3600))
+    keys.map((k) => rule("number_hourly", k, 10, 3600))
   );
   const results = await Promise.all(
     Array.from({ length: 120 }, (_, i) => engine.admit([...sets[i % 4]!].reverse())),
@@ -52,7 +52,7 @@ Deno.test("concurrent admits over overlapping keys in any order neither deadlock
 });
 
 Deno.test("a limit of 0 admits nothing", async () => {
-  const r = rule("sms_budget", fresh(), 0, 60);
+  const r = rule("budget", fresh(), 0, 60);
   for (let i = 0; i < 3; i++) {
     const a = await engine.admit([r]);
     assert.equal(a.admitted, false);
@@ -61,20 +61,20 @@ Deno.test("a limit of 0 admits nothing", async () => {
 });
 
 Deno.test("an event is recorded under every rule or none, and the longest wait is reported", async () => {
-  const wide = rule("number_day", fresh(), 5, 86_400);
-  const narrow = rule("send_cooldown", fresh(), 1, 60);
+  const wide = rule("number_daily", fresh(), 5, 86_400);
+  const narrow = rule("cooldown", fresh(), 1, 60);
   assert.equal((await engine.admit([wide, narrow])).admitted, true);
   const refused = await engine.admit([wide, narrow]);
-  assert.ok(!refused.admitted && refused.reason === "send_cooldown");
+  assert.ok(!refused.admitted && refused.reason === "cooldown");
   // The refused attempt left wide's count at 1: four more fit, the fifth does not.
   for (let i = 0; i < 4; i++) assert.equal((await engine.admit([wide])).admitted, true);
   const full = await engine.admit([narrow, wide]);
-  assert.ok(!full.admitted && full.reason === "number_day", "the day limit waits longest");
+  assert.ok(!full.admitted && full.reason === "number_daily", "the day limit waits longest");
   assert.ok(full.retryAfterSeconds > 86_000);
 });
 
 Deno.test("a refunded reservation gives its place back, once", async () => {
-  const r = rule("pair_hour", fresh(), 1, 3600);
+  const r = rule("pair_hourly", fresh(), 1, 3600);
   const first = await engine.admit([r]);
   assert.ok(first.admitted);
   assert.equal((await engine.admit([r])).admitted, false);
@@ -85,7 +85,7 @@ Deno.test("a refunded reservation gives its place back, once", async () => {
 });
 
 Deno.test("a limit lifts once its window has passed", async () => {
-  const r = rule("send_cooldown", fresh(), 1, 1);
+  const r = rule("cooldown", fresh(), 1, 1);
   assert.equal((await engine.admit([r])).admitted, true);
   const refused = await engine.admit([r]);
   assert.ok(!refused.admitted && refused.retryAfterSeconds <= 2);
@@ -94,8 +94,8 @@ Deno.test("a limit lifts once its window has passed", async () => {
 });
 
 Deno.test("a key locked by another transaction does not hold up a different key", async () => {
-  const busy = rule("number_hour", fresh(), 5, 3600);
-  const other = rule("number_hour", fresh(), 5, 3600);
+  const busy = rule("number_hourly", fresh(), 5, 3600);
+  const other = rule("number_hourly", fresh(), 5, 3600);
   assert.ok((await engine.admit([busy])).admitted);
   const holder = await sql.reserve();
   try {

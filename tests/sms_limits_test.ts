@@ -148,7 +148,7 @@ Deno.test("premium-rate and country-less (satellite) numbers never get an SMS", 
   await pollUntil(async () => {
     const [a] = await resend.sql`select count(distinct phone_number)::int as n
       from otp.audit_events where event = 'code_refused'
-       and outcome in ('number_type', 'no_country') and phone_number = any(${numbers}::text[])`;
+       and outcome in ('number_type_not_allowed', 'no_country') and phone_number = any(${numbers}::text[])`;
     return a!.n === numbers.length;
   }, { what: "each refusal to be audited" });
   for (const n of numbers) assert.deepEqual(smsLines(resend.otp.lines, n), [], n);
@@ -199,7 +199,7 @@ Deno.test("one address cannot use up a number's allowance: limits are keyed by n
   assert.equal(smsLines(resend.otp.lines, phone).length, 4);
   const reasons = await resend.sql`select outcome from otp.audit_events
     where phone_number = ${phone} and event = 'code_refused' order by id`;
-  assert.deepEqual(reasons.map((r) => r.outcome), ["pair_hour", "number_hour"]);
+  assert.deepEqual(reasons.map((r) => r.outcome), ["pair_hourly", "number_hourly"]);
 });
 
 Deno.test("a budget refusal gives back the number's allowance: the next try is refused by the budget again, not the cooldown", async () => {
@@ -213,7 +213,7 @@ Deno.test("a budget refusal gives back the number's allowance: the next try is r
   }
   const reasons = await off.sql`select outcome from otp.audit_events
     where phone_number = ${phone} and event = 'code_refused' order by id`;
-  assert.deepEqual(reasons.map((r) => r.outcome), ["sms_budget", "sms_budget", "sms_budget"]);
+  assert.deepEqual(reasons.map((r) => r.outcome), ["budget", "budget", "budget"]);
 });
 
 Deno.test("a request naming the live challenge as spent opens a new one with a new code", async () => {

@@ -1,16 +1,17 @@
 // Every limit either service applies, with its stable machine-readable reason and the
-// text the client sees, written once.
+// text the client sees, written once. The reasons are those the metrics and audit use.
+import type { SEND_REFUSAL_REASONS } from "../metric_names.ts";
 
 export const REASONS = {
-  send_cooldown: "a code was sent to this number moments ago",
-  pair_hour: "too many codes for this number from this address this hour",
-  pair_day: "too many codes for this number from this address today",
-  number_hour: "too many codes for this number this hour",
-  number_day: "too many codes for this number today",
-  country_hour: "too many codes to this country this hour; try again later",
-  prefix_hour: "too many codes to numbers like this one this hour; try again later",
-  sms_budget: "the hourly SMS budget is spent; try again later",
-} as const;
+  cooldown: "a code was sent to this number moments ago",
+  pair_hourly: "too many codes for this number from this address this hour",
+  pair_daily: "too many codes for this number from this address today",
+  number_hourly: "too many codes for this number this hour",
+  number_daily: "too many codes for this number today",
+  country_velocity: "too many codes to this country this hour; try again later",
+  prefix_velocity: "too many codes to numbers like this one this hour; try again later",
+  budget: "the hourly SMS budget is spent; try again later",
+} as const satisfies Partial<Record<typeof SEND_REFUSAL_REASONS[number], string>>;
 
 export type LimitReason = keyof typeof REASONS;
 
@@ -68,20 +69,20 @@ export function sendRules(s: SendSubject, p: SendPolicy, grace = 0): Rule[] {
   const w = (seconds: number) => Math.max(1, seconds - grace * Math.min(5, seconds * 0.1));
   const pair = `${s.phone}|${s.clientAddress || "-"}`;
   const rules = [
-    rule("pair_hour", pair, p.pairPerHour, w(p.hourSeconds)),
-    rule("pair_day", pair, p.pairPerDay, w(p.daySeconds)),
-    rule("number_hour", s.phone, p.numberPerHour, w(p.hourSeconds)),
-    rule("number_day", s.phone, p.numberPerDay, w(p.daySeconds)),
-    rule("country_hour", s.country, p.countryPerHour, p.hourSeconds),
-    rule("prefix_hour", numberPrefix(s.phone), p.prefixPerHour, p.hourSeconds),
+    rule("pair_hourly", pair, p.pairPerHour, w(p.hourSeconds)),
+    rule("pair_daily", pair, p.pairPerDay, w(p.daySeconds)),
+    rule("number_hourly", s.phone, p.numberPerHour, w(p.hourSeconds)),
+    rule("number_daily", s.phone, p.numberPerDay, w(p.daySeconds)),
+    rule("country_velocity", s.country, p.countryPerHour, p.hourSeconds),
+    rule("prefix_velocity", numberPrefix(s.phone), p.prefixPerHour, p.hourSeconds),
   ];
   if (p.cooldownSeconds > 0) {
-    rules.unshift(rule("send_cooldown", `${s.phone}|${s.purpose}`, 1, w(p.cooldownSeconds)));
+    rules.unshift(rule("cooldown", `${s.phone}|${s.purpose}`, 1, w(p.cooldownSeconds)));
   }
   return rules;
 }
 
 /** The global budget: charged once per provider attempt, whatever the number. */
 export function budgetRule(perHour: number, hourSeconds: number): Rule {
-  return rule("sms_budget", "all", perHour, hourSeconds);
+  return rule("budget", "all", perHour, hourSeconds);
 }
