@@ -12,7 +12,8 @@ import type { OtpConfig } from "./config.ts";
 import { NO_PAIR_LOCKS, OtpIssuer } from "./issuer.ts";
 import type { PairLocks } from "./issuer.ts";
 import { PgOtpStore } from "./pg_store.ts";
-import { otpRoutes } from "./routes.ts";
+import { internalTokenCheck, otpRoutes } from "./routes.ts";
+import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import type { SmsSender } from "./sms/sender.ts";
 
 export interface OtpDeps {
@@ -78,10 +79,13 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     d.pairLocks ?? NO_PAIR_LOCKS,
   );
   broker.consume(OTP_QUEUE, (m) => issuer.handleRequested(m), { prefetch: 16 });
+  const authorize = await internalTokenCheck(config.internalApiToken);
   return runtime.serve({
     hostname: d.hostname ?? config.bindAddress,
     port: config.port,
-    routes: await otpRoutes(issuer, config.internalApiToken),
+    routes: otpRoutes(issuer, authorize),
+    // A caller without the token is refused before its body is read or decoded.
+    authorize: { [OtpService.typeName]: authorize },
     sweep: async () => {
       await store.sweep(config.sending.daySeconds + 86_400);
       await limits.sweep();

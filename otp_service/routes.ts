@@ -2,6 +2,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
+import type { Authorize } from "../shared/connect_server.ts";
 import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
 import {
   invalidArgument,
@@ -21,19 +22,26 @@ const DESTINATION_REFUSED: Record<SmsRefusal, string> = {
   number_type_not_allowed: "codes are only sent to mobile numbers",
 };
 
-export async function otpRoutes(issuer: OtpIssuer, internalToken: string) {
+/**
+ * The internal API token check. The server runs it on the headers before it reads a
+ * body; the handler runs it too, for transports that do not go through the server.
+ */
+export async function internalTokenCheck(internalToken: string): Promise<Authorize> {
   const expected = await sha256(internalToken);
-  const authorize = async (header: string | null) => {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  return async (headers: Headers) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(headers.get("authorization") ?? "");
     // Digests have equal length, so the comparison time says nothing about the token.
     if (!m || !constantTimeEqual(await sha256(m[1]!), expected)) {
       throw unauthenticated("missing or invalid internal API token");
     }
   };
+}
+
+export function otpRoutes(issuer: OtpIssuer, authorize: Authorize) {
   return (router: ConnectRouter) =>
     router.service(OtpService, {
       async generateOtp(req, ctx) {
-        await authorize(ctx.requestHeader.get("authorization"));
+        await authorize(ctx.requestHeader);
         const phone = parsePhone(req.phoneNumber).e164;
         const purpose = req.purpose === OtpPurpose.UNSPECIFIED ? "login" : purposeName(req.purpose);
         if (!purpose) throw invalidArgument("unknown purpose");

@@ -7,7 +7,7 @@ import { errorInterceptor } from "../shared/connect_errors.ts";
 import { HmacKey } from "../shared/crypto.ts";
 import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
-import { otpRoutes } from "./routes.ts";
+import { internalTokenCheck, otpRoutes } from "./routes.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
 import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
 import type { Limits } from "../shared/limits/engine.ts";
@@ -86,7 +86,7 @@ async function setup() {
     },
     log,
   );
-  const routes = await otpRoutes(issuer, TOKEN);
+  const routes = otpRoutes(issuer, await internalTokenCheck(TOKEN));
   const transport = createRouterTransport(routes, {
     router: { interceptors: [errorInterceptor(log)] },
   });

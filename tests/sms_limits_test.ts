@@ -236,3 +236,19 @@ Deno.test("a request naming the live challenge as spent opens a new one with a n
   assert.equal(bodies.length, 2);
   assert.notEqual(codeIn(bodies[0]), codeIn(bodies[1]));
 });
+
+Deno.test("otp-service refuses a call without the internal token before decoding its body", async () => {
+  for (const authorization of [undefined, "Bearer wrong"]) {
+    const res = await fetch(`${off.otpUrl}/otp.v1.OtpService/GenerateOtp`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(authorization ? { authorization } : {}),
+      },
+      body: "{not json",
+    });
+    const body = await res.json();
+    assert.equal(res.status, 401);
+    assert.equal(body.code, "unauthenticated", "not invalid_argument: the body was never read");
+  }
+});
