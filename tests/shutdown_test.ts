@@ -149,7 +149,7 @@ async function withInfrastructure(
 
 const SERVICES = [
   ["auth", { AUTH_PORT: "0", OTP_SERVICE_URL: "http://127.0.0.1:9" }],
-  ["otp", { OTP_PORT: "0" }],
+  ["otp", { OTP_PORT: "0", SMS_PROVIDER: "console" }],
 ] as const;
 
 for (const [task, extra] of SERVICES) {

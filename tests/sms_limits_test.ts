@@ -14,7 +14,7 @@ import { codeFor, codeIn } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
 
-const [off, budget3, shared, resend] = await Promise.all([
+const [off, budget3, shared, resend, velocity] = await Promise.all([
   startStack({ otpEnv: { SMS_HOURLY_BUDGET: "0" } }),
   startStack({ otpEnv: { SMS_HOURLY_BUDGET: "3" } }),
   startStack({ otpEnv: { SMS_HOURLY_BUDGET: "4" } }),
@@ -26,9 +26,10 @@ const [off, budget3, shared, resend] = await Promise.all([
       NUMBER_SENDS_PER_HOUR: "4",
     },
   }),
+  startStack({ otpEnv: { COUNTRY_HOURLY_LIMIT: "3", PREFIX_HOURLY_LIMIT: "2" } }),
 ]);
 Deno.test.afterAll(async () => {
-  await Promise.all([off.stop(), budget3.stop(), shared.stop(), resend.stop()]);
+  await Promise.all([off.stop(), budget3.stop(), shared.stop(), resend.stop(), velocity.stop()]);
 });
 
 const authOf = (s: Stack) =>
@@ -251,4 +252,21 @@ Deno.test("otp-service refuses a call without the internal token before decoding
     assert.equal(res.status, 401);
     assert.equal(body.code, "unauthenticated", "not invalid_argument: the body was never read");
   }
+});
+
+Deno.test("per-prefix and per-country hourly caps stop pumping through a block of numbers", async () => {
+  const otp = otpAt(velocity.otpUrl);
+  const ask = (phoneNumber: string) => code(otp.generateOtp({ phoneNumber }, internal(velocity)));
+  // One block: the numbers differ only in their last 4 digits.
+  assert.deepEqual(
+    [await ask("+14155550101"), await ask("+14155550102"), await ask("+14155550103")],
+    ["OK", "OK", "ResourceExhausted"],
+  );
+  assert.deepEqual([await ask("+14152340101"), await ask("+14153450101")], [
+    "OK",
+    "ResourceExhausted",
+  ]);
+  const reasons = await velocity.sql`select outcome from otp.audit_events
+    where event = 'code_refused' order by id`;
+  assert.deepEqual(reasons.map((r) => r.outcome), ["prefix_velocity", "country_velocity"]);
 });
