@@ -44,10 +44,11 @@ export async function createVhost(): Promise<
   return { vhost, url: u.toString(), drop };
 }
 
-/** True when the RabbitMQ application accepts AMQP connections on its port. */
+/** True when the RabbitMQ application accepts AMQP connections on the port of AMQP_URL. */
 export async function brokerListening(): Promise<boolean> {
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: 5672 });
+    const u = new URL(AMQP_URL);
+    const conn = await Deno.connect({ hostname: u.hostname, port: Number(u.port || 5672) });
     conn.close();
     return true;
   } catch {
