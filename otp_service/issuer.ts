@@ -110,16 +110,19 @@ export class OtpIssuer {
     let state = await this.store.find(req.requestId);
     let refund: (() => Promise<void>) | undefined;
     if (!state) {
-      const admitted = await this.limits.admit(sendRules(
-        {
-          phone: phone.e164,
-          purpose: req.purpose,
-          clientAddress: req.clientAddress,
-          country: phone.country!,
-        },
-        this.settings.sending,
-        1,
-      ));
+      const admitted = await this.limits.admit(
+        sendRules(
+          {
+            phone: phone.e164,
+            purpose: req.purpose,
+            clientAddress: req.clientAddress,
+            country: phone.country!,
+          },
+          this.settings.sending,
+          1,
+        ),
+        { eventId: `send:${req.requestId}` },
+      );
       if (!admitted.admitted) {
         log.warn("send limit reached; no code sent", { reason: admitted.reason });
         await this.store.audit("code_refused", admitted.reason, req);

@@ -118,3 +118,34 @@ Deno.test("a key locked by another transaction does not hold up a different key"
     holder.release();
   }
 });
+
+Deno.test("an event admitted once is admitted again without being counted again, even concurrently", async () => {
+  const r = rule("cooldown", fresh(), 1, 3600);
+  const event = `send:${crypto.randomUUID()}`;
+  const first = await engine.admit([r], { eventId: event });
+  assert.equal(first.admitted, true);
+  // A retry of the same event (its handling failed after the admission) is let through
+  // with the first admission's time, and charges nothing.
+  const again = await Promise.all(
+    Array.from({ length: 10 }, () => engine.admit([r], { eventId: event })),
+  );
+  for (const a of again) {
+    assert.equal(a.admitted, true);
+    if (a.admitted && first.admitted) assert.equal(a.reservation.at, first.reservation.at);
+  }
+  // Another event under the same rule is refused: the one slot is still taken once.
+  const other = await engine.admit([r], { eventId: `send:${crypto.randomUUID()}` });
+  assert.equal(other.admitted, false);
+  // A refused event is not remembered as admitted: once the slot is free it is counted.
+  const refused = `send:${crypto.randomUUID()}`;
+  assert.equal((await engine.admit([r], { eventId: refused })).admitted, false);
+  if (first.admitted) await engine.refund(first.reservation);
+  assert.equal((await engine.admit([r], { eventId: refused })).admitted, true);
+  assert.equal(
+    (await engine.admit([r], { eventId: `send:${crypto.randomUUID()}` })).admitted,
+    false,
+  );
+  // The sweep keeps recent admissions: the first event is still recognised afterwards.
+  await engine.sweep();
+  assert.equal((await engine.admit([r], { eventId: event })).admitted, true);
+});

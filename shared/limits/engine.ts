@@ -22,8 +22,16 @@ export type Admission =
   };
 
 /** The port domain code depends on; LimitsEngine is its PostgreSQL implementation. */
+export interface AdmitOptions {
+  /**
+   * The event's own id (e.g. a request id): admitting it again, as a retry after a
+   * failure does, counts nothing more and answers as the first admission did.
+   */
+  eventId?: string;
+}
+
 export interface Limits {
-  admit(rules: readonly Rule[]): Promise<Admission>;
+  admit(rules: readonly Rule[], options?: AdmitOptions): Promise<Admission>;
   refund(r: Reservation): Promise<void>;
 }
 
@@ -35,14 +43,15 @@ export class LimitsEngine implements Limits {
   constructor(private readonly sql: Sql, schema: string) {
     if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
     this.admitSql = `select admitted, rule, retry_after, at
-      from ${schema}.admit($1::text[], $2::int[], $3::float8[])`;
+      from ${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
     this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
-    this.sweepSql = `delete from ${schema}.limit_counters
-      where updated_at < now() - make_interval(secs => slot_seconds * 62)`;
+    this.sweepSql = `with c as (delete from ${schema}.limit_counters
+      where updated_at < now() - make_interval(secs => slot_seconds * 62))
+      delete from ${schema}.limit_admissions where created_at < now() - interval '2 days'`;
   }
 
   /** Records one event under every rule, or under none when any of them is full. */
-  async admit(rules: readonly Rule[]): Promise<Admission> {
+  async admit(rules: readonly Rule[], options: AdmitOptions = {}): Promise<Admission> {
     if (rules.length === 0) return { admitted: true, reservation: { rules, at: 0 } };
     const [row] = await this.sql.unsafe<
       { admitted: boolean; rule: number | null; retry_after: number | null; at: number }[]
@@ -50,6 +59,7 @@ export class LimitsEngine implements Limits {
       rules.map((r) => r.key),
       rules.map((r) => r.limit),
       rules.map((r) => r.windowSeconds),
+      options.eventId ?? null,
     ], { prepare: true });
     if (row!.admitted) return { admitted: true, reservation: { rules, at: row!.at } };
     const tripped = rules[row!.rule! - 1]!;

@@ -17,6 +17,16 @@ create table {schema}.limit_counters (
 );
 create index limit_counters_updated_idx on {schema}.limit_counters (updated_at);
 
+-- Events already admitted, by the caller's id for them: a retry of the same event (a
+-- redelivered message whose handling failed after its admission) is not charged twice,
+-- so a database blip cannot turn an admitted request into a refused one.
+create table {schema}.limit_admissions (
+  event_id text primary key,
+  at float8 not null,
+  created_at timestamptz not null default now()
+);
+create index limit_admissions_created_idx on {schema}.limit_admissions (created_at);
+
 -- The 61 counters of slots cur-60 .. cur, carried over from a row last written at
 -- first_slot, with \`added\` events in the current slot. A changed window, or a clock
 -- that went back, keeps every counted event, as if it happened now.
@@ -40,9 +50,10 @@ $fn$;
 -- seconds) or under none. Rows are locked in key order, so concurrent calls on
 -- overlapping keys cannot deadlock, and only for this one statement. Returns the
 -- tripped rule with the longest wait (1-based) and that wait, and the event time
--- that refund() needs.
+-- that refund() needs. With an event_id, an event admitted before is admitted again
+-- without being counted again.
 create function {schema}.admit(
-  keys text[], limits integer[], windows float8[],
+  keys text[], limits integer[], windows float8[], event_id text default null,
   out admitted boolean, out rule integer, out retry_after float8, out at float8)
 language plpgsql as $fn$
 declare
@@ -62,6 +73,15 @@ begin
   end if;
   at := extract(epoch from clock_timestamp());
   admitted := true;
+  if event_id is not null then
+    -- A concurrent admission of the same event waits here on the key, then finds it.
+    insert into {schema}.limit_admissions as a (event_id, at) values (admit.event_id, admit.at)
+      on conflict on constraint limit_admissions_pkey do nothing;
+    if not found then
+      select a.at into at from {schema}.limit_admissions a where a.event_id = admit.event_id;
+      return;
+    end if;
+  end if;
   for i in select o from unnest(keys) with ordinality u(k, o) order by k loop
     if not (windows[i] > 0) or limits[i] is null or limits[i] < 0 then
       raise exception 'admit: bad limit or window for %', keys[i];
@@ -99,6 +119,9 @@ begin
     end if;
   end loop;
   if not admitted then
+    if event_id is not null then
+      delete from {schema}.limit_admissions a where a.event_id = admit.event_id;
+    end if;
     return;
   end if;
   for i in select o from unnest(keys) with ordinality u(k, o) order by k loop

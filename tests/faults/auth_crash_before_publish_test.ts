@@ -38,13 +38,18 @@ Deno.test({
 
 async function scenario(stack: Stack, services: Service[]) {
   const phone = randomPhone();
-  const requestId = `fault-trace-${crypto.randomUUID()}`;
-  const headers = clientHeaders({ "x-request-id": requestId });
+  const clientRequestId = `fault-trace-${crypto.randomUUID()}`;
+  const headers = clientHeaders({ "x-request-id": clientRequestId });
   const firstAuth = stack.auth;
 
   await stopBroker();
   const signup = await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, { headers });
   assert.equal(signup.code, "ok", "signup succeeds with the broker down");
+  // The server names each request itself; the client's X-Request-Id never replaces it.
+  const queued = jsonLogs(firstAuth.lines).filter((l) => l.msg === "signup queued code");
+  assert.equal(queued.length, 1);
+  const requestId = String(queued[0]!.request_id);
+  assert.notEqual(requestId, clientRequestId);
 
   // The commit happened: the request sits in the outbox, unpublished.
   const rows = await stack.sql<{ payload: Uint8Array; correlation_id: string }[]>`

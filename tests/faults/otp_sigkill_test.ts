@@ -71,11 +71,15 @@ async function scenario(stack: Stack, fake: FakeTwilio, services: Service[]) {
 
   services.push(await stack.startOtp());
 
+  // A challenge is published before its SMS is confirmed (so a code that arrives works),
+  // so wait for every challenge and for every request to be recorded as sent.
   await pollUntil(async () => {
     const [r] = await stack.sql<{ n: number }[]>`
       select count(*)::int as n from auth.challenges where consumed_at is null`;
-    return r!.n === USERS;
-  }, { timeoutMs: 45_000, what: "every challenge", intervalMs: 250 });
+    const [s] = await stack.sql<{ n: number }[]>`
+      select count(*)::int as n from otp.requests where status = 'sent'`;
+    return r!.n === USERS && s!.n === USERS;
+  }, { timeoutMs: 45_000, what: "every challenge and every send", intervalMs: 250 });
 
   // Exactly once, as far as the databases can tell.
   const requests = await stack.sql<{ phone_number: string; status: string }[]>`

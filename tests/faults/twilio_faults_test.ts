@@ -43,10 +43,15 @@ Deno.test({
       fake.script([{ status: 500 }, { status: 429 }]);
       const signup = await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, { headers });
       assert.equal(signup.code, "ok");
+      // A 5xx may have sent the SMS, so the challenge can be stored before the retry
+      // that Twilio finally accepts: wait for both.
       await pollUntil(async () => {
         const [c] = await stack.sql`select 1 from auth.challenges where phone_number = ${phone}`;
-        return c !== undefined;
-      }, { timeoutMs: 15_000, what: "the challenge" });
+        const sent = forPhone(fake, phone).some((r) => r.replyStatus === 201);
+        const [done] = await stack.sql`
+          select 1 from otp.requests where phone_number = ${phone} and status = 'sent'`;
+        return c !== undefined && sent && done !== undefined;
+      }, { timeoutMs: 15_000, what: "the challenge and the accepted SMS" });
       const tries = forPhone(fake, phone);
       assert.deepEqual(tries.map((r) => r.replyStatus), [500, 429, 201]);
       assert.equal(tries.filter((r) => r.replyStatus === 201).length, 1, "one SMS sent");
