@@ -3,11 +3,19 @@
 import type { Broker } from "../shared/bus.ts";
 import { HmacKey } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
+import type { Metrics } from "../shared/metrics.ts";
 import type { Sql } from "../shared/postgres.ts";
+import { prometheusTelemetry } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
+import { tracedHandler } from "../shared/tracing.ts";
+import { AdminService } from "../shared/gen/admin/v1/admin_pb.ts";
+import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { AUTH_QUEUE } from "../shared/topology.ts";
 import type { AuthConfig } from "./config.ts";
+import { adminRoutes } from "./admin.ts";
+import { PgAdminStore } from "./pg_admin_store.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
@@ -20,6 +28,9 @@ export interface AuthDeps {
   otp: OtpGateway;
   logger: Logger;
   hostname?: string;
+  /** Served at GET /metrics; telemetry records into it (built here when not given). */
+  metrics?: Metrics;
+  telemetry?: Telemetry;
 }
 
 export type RunningAuth = RunningService;
@@ -32,18 +43,33 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     logger,
     schema: "auth",
     migrationsDir: new URL("./migrations/", import.meta.url),
+    metrics: d.metrics,
   });
+  const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
   const hmac = await HmacKey.import(config.otpHmacKey);
-  const useCases = createUseCases({ store, otp: d.otp, hmac, log: logger }, authSettings(config));
+  const useCases = createUseCases(
+    { store, otp: d.otp, hmac, log: logger, telemetry },
+    authSettings(config),
+  );
+  const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
+  if (!config.adminApiToken) logger.info("ADMIN_API_TOKEN unset: the admin API refuses every call");
 
-  broker.consume(AUTH_QUEUE, (m) => useCases.challenges.handle(m), { prefetch: 32 });
+  broker.consume(
+    AUTH_QUEUE,
+    tracedHandler("auth.challenge.store", AUTH_QUEUE, (m) => useCases.challenges.handle(m)),
+    { prefetch: 32 },
+  );
   // Keep rows a day past the longest window any limit looks back over.
   const keep = Math.max(config.sending.daySeconds, config.perAddress.windowSeconds) + 86_400;
   return runtime.serve({
     hostname: d.hostname,
     port: config.port,
-    routes: authRoutes(useCases),
+    routes: (router) => {
+      authRoutes(useCases)(router);
+      admin(router);
+    },
+    services: [AuthService, AdminService],
     trustedProxyHops: config.trustedProxyHops,
     corsAllowedOrigins: config.corsAllowedOrigins,
     sweep: () => store.sweep(keep),

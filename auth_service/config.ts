@@ -29,6 +29,8 @@ export interface AuthConfig extends CommonConfig {
     checkLimit: number;
     windowSeconds: number;
   };
+  /** The admin API's bearer; unset, every admin call is refused. */
+  adminApiToken: string | undefined;
 }
 
 /** Every variable auth-service reads; the "auth" permission set in deno.json allows exactly these. */
@@ -49,6 +51,7 @@ export const AUTH_ENV = [
   "ADDRESS_SEND_LIMIT",
   "ADDRESS_CHECK_LIMIT",
   "ADDRESS_WINDOW_SECONDS",
+  "ADMIN_API_TOKEN",
 ] as const;
 
 export function loadAuthConfig(env: Env): AuthConfig {
@@ -78,5 +81,8 @@ export function loadAuthConfig(env: Env): AuthConfig {
       checkLimit: c.int("ADDRESS_CHECK_LIMIT", 60, 1, 1_000_000),
       windowSeconds: c.int("ADDRESS_WINDOW_SECONDS", 600, 1, 86_400),
     },
+    adminApiToken: c.optional("ADMIN_API_TOKEN") === undefined
+      ? undefined
+      : c.secret("ADMIN_API_TOKEN", 16),
   };
 }

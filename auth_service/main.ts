@@ -5,7 +5,9 @@ import { connectAmqp } from "../shared/amqp.ts";
 import { processEnv, runMain } from "../shared/config.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
+import { Metrics } from "../shared/metrics.ts";
 import { createPool } from "../shared/postgres.ts";
+import { prometheusTelemetry } from "../shared/telemetry.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "./app.ts";
 import type { RunningAuth } from "./app.ts";
@@ -20,12 +22,15 @@ await runMain(async () => {
   let app: RunningAuth | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "auth-service", max: 20 });
+  const metrics = new Metrics();
+  const telemetry = prometheusTelemetry(metrics);
   const broker = await connectAmqp({
+    observer: telemetry,
     url: config.amqpUrl,
     logger,
     deliveryLimit: config.deliveryLimit,
     isTransient: isDatabaseUnavailable,
   });
   const otp = createOtpGateway(config.otpServiceUrl, config.internalApiToken, logger);
-  app = await startAuthService({ config, sql, broker, otp, logger });
+  app = await startAuthService({ config, sql, broker, otp, logger, metrics, telemetry });
 });

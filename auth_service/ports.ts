@@ -124,3 +124,49 @@ export interface AuthStore {
   /** Deletes expired counters, challenges, sessions and old inbox rows. */
   sweep(keepSeconds: number): Promise<void>;
 }
+
+/** A user as an operator sees it. */
+export interface AdminUser extends User {
+  /** Until when wrong codes lock the number out; null when not locked. */
+  lockedUntil: Date | null;
+}
+
+export interface SessionSummary {
+  id: string;
+  createdAt: Date;
+  lastSeenAt: Date;
+  expiresAt: Date;
+}
+
+export interface AuditEntry {
+  id: string;
+  at: Date;
+  event: string;
+  outcome: string;
+  phoneNumber: string | null;
+  clientAddress: string | null;
+  requestId: string | null;
+}
+
+/**
+ * What the admin API reads and changes. Every method audits the action it carries out
+ * (event "admin.<action>") in the same transaction as the action.
+ */
+export interface AdminStore {
+  user(phone: string, who: AuditContext): Promise<AdminUser | null>;
+  /** Live sessions of the number's user, newest first; null when there is no such user. */
+  sessions(phone: string, who: AuditContext): Promise<SessionSummary[] | null>;
+  /** Revokes every live session of the number's user; returns how many. */
+  revokeSessions(phone: string, who: AuditContext): Promise<number>;
+  /** Lifts every wrong-code lock of the number; returns how many rows were lifted. */
+  unlock(phone: string, who: AuditContext): Promise<number>;
+  /** Deletes the user with their sessions and challenges; false when there was none. */
+  deleteUser(phone: string, who: AuditContext): Promise<boolean>;
+  /** Audit events of the number with id below `beforeId` (all when null), newest first. */
+  auditEvents(
+    phone: string,
+    beforeId: string | null,
+    limit: number,
+    who: AuditContext,
+  ): Promise<AuditEntry[]>;
+}

@@ -7,7 +7,10 @@ import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone } from "../shared/phone.ts";
-import type { AuthSettings, AuthStore, CallContext } from "./ports.ts";
+import { countryOf, NO_TELEMETRY } from "../shared/telemetry.ts";
+import type { CodeCheckOutcome, Telemetry } from "../shared/telemetry.ts";
+import { withSpan } from "../shared/tracing.ts";
+import type { AuthSettings, AuthStore, CallContext, RedeemOutcome } from "./ports.ts";
 import { auditContext, checkRules, limitedError } from "./rules.ts";
 
 // The same text for a wrong and an expired code, so neither can be told from the other.
@@ -22,18 +25,27 @@ export class Redemption {
     private readonly hmac: HmacKey,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.codeFormat = new RegExp(`^\\d{${settings.codeLength}}$`);
   }
 
   /** Redeems a signup code: the user becomes verified. Returns the session token. */
   verify(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
-    return this.redeem(phoneInput, code, "signup", ctx);
+    return withSpan(
+      "auth.verify",
+      { "otp.purpose": "signup" },
+      () => this.redeem(phoneInput, code, "signup", ctx),
+    );
   }
 
   /** Redeems a login code. Returns the session token. */
   login(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
-    return this.redeem(phoneInput, code, "login", ctx);
+    return withSpan(
+      "auth.login",
+      { "otp.purpose": "login" },
+      () => this.redeem(phoneInput, code, "login", ctx),
+    );
   }
 
   private async redeem(
@@ -69,6 +81,7 @@ export class Redemption {
       { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },
       auditContext(phone, ctx),
     );
+    this.count(phone, purpose, outcome);
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
     switch (outcome.kind) {
       case "ok":
@@ -106,4 +119,20 @@ export class Redemption {
         throw limitedError(outcome);
     }
   }
+
+  private count(phone: string, purpose: PurposeName, outcome: RedeemOutcome): void {
+    this.telemetry.codeChecked(purpose, CHECK_OUTCOME[outcome.kind]);
+    if (outcome.kind !== "ok") return;
+    this.telemetry.codeVerified(purpose, countryOf(phone));
+    this.telemetry.sessionCreated(purpose === "signup" ? "verify" : "login");
+  }
 }
+
+const CHECK_OUTCOME: Record<RedeemOutcome["kind"], CodeCheckOutcome> = {
+  ok: "ok",
+  no_challenge: "no_challenge",
+  wrong: "wrong",
+  exhausted: "exhausted",
+  locked: "locked",
+  limited: "address_limited",
+};

@@ -4,6 +4,8 @@ import { bearerCredential } from "../shared/bearer.ts";
 import { sha256 } from "../shared/crypto.ts";
 import { permissionDenied, unauthenticated } from "../shared/errors.ts";
 import { parsePhone } from "../shared/phone.ts";
+import { NO_TELEMETRY } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
 import type { AuthSettings, AuthStore, CallContext, User } from "./ports.ts";
 import { auditContext } from "./rules.ts";
 
@@ -11,7 +13,11 @@ const TOKEN = /^[A-Za-z0-9_-]{43}$/;
 const NO_SESSION = "session is missing, expired or revoked";
 
 export class Sessions {
-  constructor(private readonly store: AuthStore, private readonly settings: AuthSettings) {}
+  constructor(
+    private readonly store: AuthStore,
+    private readonly settings: AuthSettings,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
+  ) {}
 
   /** The user of the session the Authorization header names, refreshing its idle timer. */
   async authenticate(authorization: string | null): Promise<User> {
@@ -36,6 +42,7 @@ export class Sessions {
   async logout(authorization: string | null, all: boolean, ctx: CallContext): Promise<number> {
     const n = await this.store.revoke(await tokenHash(authorization), all, auditContext(null, ctx));
     if (n === 0) throw unauthenticated(NO_SESSION, "SESSION_INVALID");
+    this.telemetry.sessionsRevoked("logout", n);
     return n;
   }
 }

@@ -2,6 +2,8 @@
 // launcher and the in-memory domain tests all assemble the domain here.
 import type { HmacKey } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
+import { NO_TELEMETRY } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
 import { ChallengeConsumer } from "./challenge_consumer.ts";
 import { CodeRequests } from "./code_request.ts";
 import type { AuthSettings, AuthStore, OtpGateway } from "./ports.ts";
@@ -20,13 +22,16 @@ export interface AuthPorts {
   otp: OtpGateway;
   hmac: HmacKey;
   log: Logger;
+  /** Metrics of what happened; none by default. */
+  telemetry?: Telemetry;
 }
 
 export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCases {
+  const t = p.telemetry ?? NO_TELEMETRY;
   return {
-    codes: new CodeRequests(p.store, p.otp, settings, p.log),
-    redemption: new Redemption(p.store, p.hmac, settings, p.log),
-    sessions: new Sessions(p.store, settings),
+    codes: new CodeRequests(p.store, p.otp, settings, p.log, t),
+    redemption: new Redemption(p.store, p.hmac, settings, p.log, t),
+    sessions: new Sessions(p.store, settings, t),
     challenges: new ChallengeConsumer(p.store, settings.maxTtlSeconds, p.log),
   };
 }

@@ -16,6 +16,7 @@
  */
 import type {
   Broker,
+  DeliveryObserver,
   Disposition,
   IncomingMessage,
   MessageHandler,
@@ -41,6 +42,8 @@ export interface MemoryBrokerOptions {
    * up its delivery limit, as amqp.ts does (there: the database is unreachable).
    */
   isTransient?: (err: unknown) => boolean;
+  /** Told of redeliveries and dead letters. */
+  observer?: DeliveryObserver;
 }
 
 /** How long a message may be retried in place before it is requeued (as in amqp.ts). */
@@ -78,6 +81,7 @@ export class MemoryBroker implements Broker {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retryDelayMs: (deliveryCount: number) => number;
   private readonly isTransient: (err: unknown) => boolean;
+  private readonly observer: DeliveryObserver | undefined;
   private closing = false;
   private consuming = true;
 
@@ -86,6 +90,7 @@ export class MemoryBroker implements Broker {
     this.retryDelayMs = options.retryDelayMs ??
       ((n) => backoff(n, { baseMs: 100, maxMs: 2_000 }));
     this.isTransient = options.isTransient ?? (() => false);
+    this.observer = options.observer;
     const limit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
     for (const spec of QUEUES) {
       this.declare(spec.deadLetterQueue, Infinity);
@@ -123,6 +128,7 @@ export class MemoryBroker implements Broker {
         type: msg.type,
         contentType: msg.contentType,
         correlationId: msg.correlationId,
+        headers: msg.headers ? { ...msg.headers } : undefined,
         timestamp: new Date(Math.floor(msg.timestamp.getTime() / 1000) * 1000),
         // The caller may reuse its buffer once publish returns.
         body: msg.body.slice(),
@@ -238,6 +244,7 @@ export class MemoryBroker implements Broker {
 
   private async deliver(q: Queue, c: Consumer, m: Stored): Promise<void> {
     const started = Date.now();
+    if (m.deliveries > 1) this.observer?.redelivered(q.name);
     let disposition: Disposition | undefined;
     for (let attempt = 1; disposition === undefined; attempt++) {
       try {
@@ -264,8 +271,14 @@ export class MemoryBroker implements Broker {
       }
     }
     if (disposition === "ack") return;
-    if (disposition === "dead-letter") return this.deadLetter(q, m, "rejected");
-    if (m.deliveries > q.deliveryLimit) return this.deadLetter(q, m, "delivery_limit");
+    if (disposition === "dead-letter") {
+      this.observer?.deadLettered(q.name, "poison");
+      return this.deadLetter(q, m, "rejected");
+    }
+    if (m.deliveries > q.deliveryLimit) {
+      this.observer?.deadLettered(q.name, "retries_exhausted");
+      return this.deadLetter(q, m, "delivery_limit");
+    }
     await delay(this.retryDelayMs(m.deliveries));
     this.enqueue(q, m, true);
   }

@@ -4,12 +4,18 @@ import { derivedHmacKey, HmacKey } from "../shared/crypto.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import type { Logger } from "../shared/log.ts";
+import type { Metrics } from "../shared/metrics.ts";
 import type { Sql } from "../shared/postgres.ts";
+import { prometheusTelemetry } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
+import { tracedHandler } from "../shared/tracing.ts";
 import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { OTP_QUEUE } from "../shared/topology.ts";
 import type { OtpConfig } from "./config.ts";
-import { NO_PAIR_LOCKS, OtpIssuer } from "./issuer.ts";
+import { NO_PAIR_LOCKS } from "./issuer.ts";
+import { budgetGauges, ObservedIssuer } from "./observed.ts";
+import { instrumentedSms } from "./sms/instrumented.ts";
 import type { PairLocks } from "./issuer.ts";
 import { PgOtpStore } from "./pg_store.ts";
 import { internalTokenCheck, otpRoutes } from "./routes.ts";
@@ -28,6 +34,9 @@ export interface OtpDeps {
   pairLocks?: PairLocks;
   /** Backoff between provider calls; shorter only in tests. */
   retryBaseDelayMs?: number;
+  /** Served at GET /metrics; telemetry records into it (built here when not given). */
+  metrics?: Metrics;
+  telemetry?: Telemetry;
 }
 
 export type RunningOtp = RunningService;
@@ -41,14 +50,18 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     schema: "otp",
     migrationsDir: new URL("./migrations/", import.meta.url),
     includes: limitsIncludes("otp"),
+    metrics: d.metrics,
   });
+  const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
+  budgetGauges(runtime.metrics, sql, { perHour: config.smsHourlyBudget });
   const store = new PgOtpStore(sql, () => runtime.relay.poke());
   const limits = new LimitsEngine(sql, "otp");
   const s = config.sending;
-  const issuer = new OtpIssuer(
+  const issuer = ObservedIssuer.create(
+    telemetry,
     store,
     limits,
-    d.sms,
+    instrumentedSms(d.sms, telemetry),
     {
       mac: await HmacKey.import(config.otpHmacKey),
       code: await derivedHmacKey(config.otpHmacKey, "otp.v1 challenge codes"),
@@ -78,12 +91,17 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     logger,
     d.pairLocks ?? NO_PAIR_LOCKS,
   );
-  broker.consume(OTP_QUEUE, (m) => issuer.handleRequested(m), { prefetch: 16 });
+  broker.consume(
+    OTP_QUEUE,
+    tracedHandler("otp.request.receive", OTP_QUEUE, (m) => issuer.handleRequested(m)),
+    { prefetch: 16 },
+  );
   const authorize = await internalTokenCheck(config.internalApiToken);
   return runtime.serve({
     hostname: d.hostname ?? config.bindAddress,
     port: config.port,
     routes: otpRoutes(issuer, authorize),
+    services: [OtpService],
     // A caller without the token is refused before its body is read or decoded.
     authorize: { [OtpService.typeName]: authorize },
     sweep: async () => {

@@ -6,7 +6,9 @@ import { processEnv, runMain } from "../shared/config.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
+import { Metrics } from "../shared/metrics.ts";
 import { createPool } from "../shared/postgres.ts";
+import { prometheusTelemetry } from "../shared/telemetry.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startOtpService } from "./app.ts";
 import type { RunningOtp } from "./app.ts";
@@ -42,7 +44,10 @@ await runMain(async () => {
   let app: RunningOtp | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
   const sql = createPool({ url: config.databaseUrl, applicationName: "otp-service", max: 20 });
+  const metrics = new Metrics();
+  const telemetry = prometheusTelemetry(metrics);
   const broker = await connectAmqp({
+    observer: telemetry,
     url: config.amqpUrl,
     logger,
     deliveryLimit: config.deliveryLimit,
@@ -54,5 +59,7 @@ await runMain(async () => {
     broker,
     sms: await buildSms(config, logger),
     logger,
+    metrics,
+    telemetry,
   });
 });

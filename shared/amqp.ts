@@ -21,6 +21,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqp
 import { Buffer } from "node:buffer";
 import type {
   Broker,
+  DeliveryObserver,
   Disposition,
   IncomingMessage,
   MessageHandler,
@@ -49,6 +50,8 @@ export interface AmqpOptions {
    * and its delivery count does not grow): the database is unreachable, typically.
    */
   isTransient: (err: unknown) => boolean;
+  /** Told of redeliveries and dead letters. */
+  observer?: DeliveryObserver;
 }
 
 /** How long a publish may wait for its confirm before it counts as failed. */
@@ -223,6 +226,7 @@ export class AmqpBroker implements Broker {
           contentType: msg.contentType,
           timestamp: Math.floor(msg.timestamp.getTime() / 1000),
           correlationId: msg.correlationId,
+          headers: msg.headers,
         }, (err: unknown) => {
           clearTimeout(timer);
           const wasReturned = this.returned.delete(msg.messageId);
@@ -338,6 +342,8 @@ export class AmqpBroker implements Broker {
     c: Consumer,
   ): Promise<void> {
     const incoming = toIncoming(m);
+    const observer = this.options.observer;
+    if (incoming.deliveryCount > 1) observer?.redelivered(c.queue);
     const budget = TRANSIENT_RETRY_MS;
     const started = Date.now();
     let disposition: Disposition | undefined;
@@ -380,7 +386,12 @@ export class AmqpBroker implements Broker {
       else if (disposition === "dead-letter") {
         ch.nack(m, false, false);
         acks.settled(m);
+        observer?.deadLettered(c.queue, "poison");
       } else {
+        // The queue's delivery limit dead-letters a message returned once too often.
+        if (incoming.deliveryCount > this.options.deliveryLimit) {
+          observer?.deadLettered(c.queue, "retries_exhausted");
+        }
         // A short pause keeps a failing message from spinning; the queue's delivery
         // limit bounds how often it comes back.
         if (this.consuming) {
@@ -469,5 +480,6 @@ function toIncoming(m: ConsumeMessage): IncomingMessage {
     timestamp: typeof p.timestamp === "number" ? new Date(p.timestamp * 1000) : undefined,
     body: new Uint8Array(m.content.buffer, m.content.byteOffset, m.content.byteLength),
     deliveryCount: prior + 1,
+    headers: p.headers ?? undefined,
   };
 }

@@ -14,6 +14,8 @@ export interface OutgoingMessage {
   timestamp: Date;
   /** Correlates logs across services; never a secret. */
   correlationId?: string;
+  /** AMQP headers: the trace context (`traceparent`), never a secret. */
+  headers?: Record<string, string>;
 }
 
 export interface IncomingMessage {
@@ -25,6 +27,8 @@ export interface IncomingMessage {
   body: Uint8Array;
   /** 1 on first delivery; grows with each redelivery. */
   deliveryCount: number;
+  /** AMQP headers as delivered (the trace context among them). */
+  headers?: Record<string, unknown>;
 }
 
 /**
@@ -43,6 +47,14 @@ export class PublishError extends Error {
     super(message);
     this.name = "PublishError";
   }
+}
+
+/** What a transport reports about deliveries, for metrics. */
+export interface DeliveryObserver {
+  /** A message arrived again after an earlier delivery of it failed. */
+  redelivered(queue: string): void;
+  /** A message left `queue` for its dead-letter queue. */
+  deadLettered(queue: string, reason: "poison" | "retries_exhausted"): void;
 }
 
 export interface Broker {

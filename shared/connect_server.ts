@@ -6,7 +6,12 @@
 // trailers that Deno.serve cannot send, so a gRPC client gets an immediate,
 // well-formed "trailers-only" UNIMPLEMENTED instead of a hung stream.
 import { createConnectRouter, createContextKey, createContextValues } from "@connectrpc/connect";
-import type { ConnectRouter, ConnectRouterOptions, ContextValues } from "@connectrpc/connect";
+import type {
+  ConnectRouter,
+  ConnectRouterOptions,
+  ContextValues,
+  Interceptor,
+} from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { errorInterceptor, toConnectError } from "./connect_errors.ts";
 import type { ErrorMapOptions } from "./connect_errors.ts";
@@ -57,6 +62,8 @@ export interface ServeOptions {
   onListen?: (addr: Deno.NetAddr) => void;
   /** How the error mapper tells a database outage (unavailable) from a bug (internal). */
   errors?: ErrorMapOptions;
+  /** Run around every RPC, outside the error mapper (metrics go first). */
+  interceptors?: Interceptor[];
 }
 
 export interface RunningServer {
@@ -93,7 +100,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
     connect: true,
     readMaxBytes,
     jsonOptions: { useProtoFieldName: true, alwaysEmitImplicit: true },
-    interceptors: [errorInterceptor(o.logger, errors)],
+    interceptors: [...(o.interceptors ?? []), errorInterceptor(o.logger, errors)],
   };
   const router = createConnectRouter(options);
   const fast = new Map<string, FastMethod>();

@@ -10,10 +10,12 @@ export type Reason =
   | "UNAUTHENTICATED"
   | "CODE_INVALID"
   | "SESSION_INVALID"
+  | "ADMIN_TOKEN_INVALID"
   | "PERMISSION_DENIED"
   | "COUNTRY_NOT_ALLOWED"
   | "NOT_OWN_PROFILE"
   | "ALREADY_REGISTERED"
+  | "USER_NOT_FOUND"
   | "RATE_LIMITED"
   | "CODE_EXHAUSTED"
   | "NUMBER_LOCKED"
@@ -37,6 +39,7 @@ export const unauthenticated = (m: string, reason: Reason = "UNAUTHENTICATED") =
   new DomainError(reason, m);
 export const permissionDenied = (m: string, reason: Reason = "PERMISSION_DENIED") =>
   new DomainError(reason, m);
+export const notFound = (m: string, reason: Reason) => new DomainError(reason, m);
 export const unavailable = (m: string) => new DomainError("UNAVAILABLE", m);
 export const resourceExhausted = (
   m: string,

@@ -6,6 +6,7 @@ import { OtpIssuedSchema, OtpPurpose, OtpRequestedSchema } from "./gen/bus/v1/bu
 import type { OtpIssued, OtpRequested } from "./gen/bus/v1/bus_pb.ts";
 import type { IncomingMessage, OutgoingMessage } from "./bus.ts";
 import { AUTH_ROUTING_KEY, EXCHANGE, OTP_ROUTING_KEY } from "./topology.ts";
+import { traceHeaders } from "./tracing.ts";
 
 export { OtpIssuedSchema, OtpPurpose, OtpRequestedSchema };
 export type { OtpIssued, OtpRequested };
@@ -36,6 +37,8 @@ function encode<D extends DescMessage>(
     body: toBinary(schema, msg),
     timestamp: new Date(),
     correlationId,
+    // The trace of whatever is encoding it; the outbox keeps it for the relay.
+    headers: traceHeaders(),
   };
 }
 

@@ -6,6 +6,13 @@ import { delay } from "./async.ts";
 import type { Broker, OutgoingMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import type { Sql, TxSql } from "./postgres.ts";
+import {
+  extractTraceContext,
+  messagingAttributes,
+  SpanKind,
+  traceHeaders,
+  withSpan,
+} from "./tracing.ts";
 
 /**
  * The statements name the service's schema, so they go through unsafe(), which does
@@ -17,8 +24,9 @@ const PREPARED = { prepare: true } as const;
 export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Promise<void> {
   await tx.unsafe(
     `insert into ${schema}.outbox
-       (message_id, exchange, routing_key, type, content_type, payload, correlation_id, created_at)
-     values ($1, $2, $3, $4, $5, $6, $7, $8)`,
+       (message_id, exchange, routing_key, type, content_type, payload, correlation_id, created_at,
+        headers)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
     [
       m.messageId,
       m.exchange,
@@ -28,6 +36,9 @@ export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Pr
       m.body,
       m.correlationId ?? null,
       m.timestamp,
+      // An object: the driver serialises it for the jsonb parameter (a string would be
+      // stored as a JSON string).
+      (m.headers ?? traceHeaders()) as never,
     ],
     PREPARED,
   );
@@ -59,6 +70,8 @@ interface Row {
   payload: Uint8Array;
   correlation_id: string | null;
   created_at: Date;
+  /** JSON text of the AMQP headers. */
+  headers: string | null;
 }
 
 /** The notification channel on which relays of one schema wake each other. */
@@ -159,7 +172,7 @@ export class OutboxRelay {
     return await this.o.sql.begin(async (tx) => {
       const rows = await tx.unsafe<Row[]>(
         `select id, message_id, exchange, routing_key, type, content_type, payload,
-                correlation_id, created_at
+                correlation_id, created_at, headers::text as headers
            from ${s}.outbox where available_at <= now()
           order by id limit $1 for update skip locked`,
         [BATCH],
@@ -167,16 +180,28 @@ export class OutboxRelay {
       );
       if (rows.length === 0) return 0;
       const results = await Promise.allSettled(rows.map((r) =>
-        this.o.broker.publish({
-          exchange: r.exchange,
-          routingKey: r.routing_key,
-          messageId: r.message_id,
-          type: r.type,
-          contentType: r.content_type,
-          body: r.payload,
-          timestamp: r.created_at,
-          correlationId: r.correlation_id ?? undefined,
-        })
+        // Published in the trace of whoever enqueued it, as a child of this span.
+        withSpan(
+          "outbox.relay publish",
+          messagingAttributes("publish", {
+            exchange: r.exchange,
+            routingKey: r.routing_key,
+            messageId: r.message_id,
+          }),
+          () =>
+            this.o.broker.publish({
+              exchange: r.exchange,
+              routingKey: r.routing_key,
+              messageId: r.message_id,
+              type: r.type,
+              contentType: r.content_type,
+              body: r.payload,
+              timestamp: r.created_at,
+              correlationId: r.correlation_id ?? undefined,
+              headers: traceHeaders(),
+            }),
+          { kind: SpanKind.PRODUCER, parent: extractTraceContext(storedHeaders(r.headers)) },
+        )
       ));
       const sent: string[] = [];
       const failed: string[] = [];
@@ -207,5 +232,14 @@ export class OutboxRelay {
       }
       return rows.length;
     });
+  }
+}
+
+function storedHeaders(text: string | null): Record<string, unknown> | undefined {
+  try {
+    const h = JSON.parse(text ?? "null");
+    return h !== null && typeof h === "object" && !Array.isArray(h) ? h : undefined;
+  } catch {
+    return undefined;
   }
 }

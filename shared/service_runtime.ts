@@ -1,6 +1,7 @@
 // What both services do around their domain: migrate their schema, relay their outbox,
 // sweep old rows, serve Connect with health checks, and stop in the right order.
 import type { ConnectRouter } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
 import type { Broker } from "./bus.ts";
 import { serveConnect } from "./connect_server.ts";
 import type { Authorize, PlainRoute } from "./connect_server.ts";
@@ -10,6 +11,8 @@ import { OutboxRelay } from "./outbox.ts";
 import { migrate, migrationsApplied, readMigrations } from "./migrations.ts";
 import type { Sql } from "./postgres.ts";
 import { isDatabaseUnavailable } from "./postgres_errors.ts";
+import { Metrics, rpcMetricsInterceptor } from "./metrics.ts";
+import { METRICS } from "./metric_names.ts";
 
 export interface RuntimeOptions {
   sql: Sql;
@@ -20,10 +23,13 @@ export interface RuntimeOptions {
   migrationsDir: URL;
   /** SQL a migration pulls in with a line `-- include: NAME` (code both services install). */
   includes?: Record<string, string>;
+  /** Where the service's metrics go; served at GET /metrics. */
+  metrics?: Metrics;
 }
 
 export interface Runtime {
   relay: OutboxRelay;
+  metrics: Metrics;
   /** Starts the relay, the periodic sweep and the server; resolves once listening. */
   serve(o: ServeParts): RunningService;
 }
@@ -39,6 +45,8 @@ export interface ServeParts {
   plainRoutes?: Record<string, PlainRoute>;
   /** Header checks run before a call's body is read, by service type name. */
   authorize?: Record<string, Authorize>;
+  /** The services `routes` serves, for the RPC metrics' label sets. */
+  services: readonly DescService[];
   /** Deletes rows no limit or lookup needs any more; run every few minutes. */
   sweep: () => Promise<void>;
   listenFields?: Record<string, unknown>;
@@ -69,8 +77,11 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   }));
   await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
   const relay = new OutboxRelay({ sql, schema, broker, logger });
+  const metrics = o.metrics ?? new Metrics();
+  outboxGauges(metrics, sql, schema);
   return {
     relay,
+    metrics,
     serve(p: ServeParts): RunningService {
       relay.start();
       // Any replica may sweep: the deletes are idempotent.
@@ -85,8 +96,9 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         trustedProxyHops: p.trustedProxyHops,
         errors: { isDatabaseUnavailable },
         corsAllowedOrigins: p.corsAllowedOrigins,
-        plainRoutes: p.plainRoutes,
+        plainRoutes: { ...p.plainRoutes, "/metrics": () => metrics.response() },
         authorize: p.authorize,
+        interceptors: [rpcMetricsInterceptor(metrics, p.services)],
         health: {
           ready: async () => {
             const db = await withTimeout(() => migrationsApplied(sql, schema, migrations), 1_000)
@@ -115,4 +127,17 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
       };
     },
   };
+}
+
+/** Outbox depth and oldest age, read in one query per scrape. */
+function outboxGauges(metrics: Metrics, sql: Sql, schema: string): void {
+  let pending: Promise<{ depth: number; age: number }> | undefined;
+  const read = () =>
+    pending ??= sql.unsafe<{ depth: number; age: number }[]>(
+      `select count(*)::float8 as depth,
+              coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as age
+         from ${schema}.outbox`,
+    ).then((rows) => rows[0]!).finally(() => (pending = undefined));
+  metrics.gauge(METRICS.outboxDepth, async () => (await read()).depth);
+  metrics.gauge(METRICS.outboxOldestAge, async () => Math.max(0, (await read()).age));
 }

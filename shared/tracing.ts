@@ -21,6 +21,8 @@ import type {
   TextMapSetter,
 } from "@opentelemetry/api";
 
+import type { MessageHandler } from "./bus.ts";
+
 export { SpanKind };
 export type { Context };
 
@@ -224,4 +226,24 @@ export function messagingAttributes(
     "messaging.rabbitmq.destination.routing_key": m.routingKey,
     ...(m.messageId ? { "messaging.message.id": m.messageId } : {}),
   };
+}
+
+/**
+ * `handler` run inside a consumer span named `name`, continuing the trace the message
+ * carries in its headers.
+ */
+export function tracedHandler(
+  name: string,
+  queue: string,
+  handler: MessageHandler,
+): MessageHandler {
+  return (m) =>
+    withSpan(name, {
+      "messaging.system": "rabbitmq",
+      "messaging.operation.type": "process",
+      "messaging.destination.name": queue,
+      ...(m.messageId ? { "messaging.message.id": m.messageId } : {}),
+      "messaging.rabbitmq.delivery_count": m.deliveryCount,
+    }, () =>
+      handler(m), { kind: SpanKind.CONSUMER, parent: extractTraceContext(m.headers) });
 }

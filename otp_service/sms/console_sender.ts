@@ -22,10 +22,21 @@ export function parseConsoleSmsLine(line: string): SmsMessage | null {
   }
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * Straight to standard output, not through the console API: with OpenTelemetry on,
+ * console output can be exported as log records, and a code must never leave that way.
+ */
+function writeStdout(line: string): void {
+  const bytes = encoder.encode(`${line}\n`);
+  for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
 export class ConsoleSmsSender implements SmsSender {
   readonly name = "console";
 
-  constructor(private readonly write: (line: string) => void = (line) => console.log(line)) {}
+  constructor(private readonly write: (line: string) => void = writeStdout) {}
 
   send(message: SmsMessage): Promise<SmsReceipt> {
     this.write(formatConsoleSmsLine(message));

@@ -1,0 +1,139 @@
+// PostgreSQL adapter of AdminStore: one transaction per call, the action and its audit
+// row together.
+import type { Sql, TxSql } from "../shared/postgres.ts";
+import { audit } from "./pg_limits.ts";
+import type { AdminStore, AdminUser, AuditContext, AuditEntry, SessionSummary } from "./ports.ts";
+
+const ACTOR = "admin";
+
+export class PgAdminStore implements AdminStore {
+  constructor(private readonly sql: Sql) {}
+
+  private act<T>(
+    action: string,
+    who: AuditContext,
+    fn: (tx: TxSql) => Promise<T>,
+    outcome: (t: T) => string,
+  ): Promise<T> {
+    return this.sql.begin(async (tx) => {
+      const result = await fn(tx);
+      await audit(tx, `${ACTOR}.${action}`, outcome(result), who);
+      return result;
+    }) as Promise<T>;
+  }
+
+  user(phone: string, who: AuditContext): Promise<AdminUser | null> {
+    return this.act("get_user", who, async (tx) => {
+      const [r] = await tx<
+        {
+          id: string;
+          phone_number: string;
+          created_at: Date;
+          verified_at: Date | null;
+          locked_until: Date | null;
+        }[]
+      >`
+        select u.id, u.phone_number, u.created_at, u.verified_at,
+               (select max(l.locked_until) from auth.number_locks l
+                 where l.phone_number = u.phone_number and l.locked_until > now())
+                 as locked_until
+          from auth.users u where u.phone_number = ${phone}`;
+      return r
+        ? {
+          id: r.id,
+          phoneNumber: r.phone_number,
+          createdAt: r.created_at,
+          verifiedAt: r.verified_at,
+          lockedUntil: r.locked_until,
+        }
+        : null;
+    }, found);
+  }
+
+  sessions(phone: string, who: AuditContext): Promise<SessionSummary[] | null> {
+    return this.act("list_user_sessions", who, async (tx) => {
+      const [u] = await tx<{ id: string }[]>`
+        select id from auth.users where phone_number = ${phone}`;
+      if (!u) return null;
+      const rows = await tx<
+        { id: string; created_at: Date; last_seen_at: Date; expires_at: Date }[]
+      >`
+        select id, created_at, last_seen_at, expires_at from auth.sessions
+         where user_id = ${u.id} and revoked_at is null and expires_at > now()
+         order by created_at desc, id limit 1000`;
+      return rows.map((r) => ({
+        id: r.id,
+        createdAt: r.created_at,
+        lastSeenAt: r.last_seen_at,
+        expiresAt: r.expires_at,
+      }));
+    }, (s) => s === null ? "not_found" : `ok:${s.length}`);
+  }
+
+  revokeSessions(phone: string, who: AuditContext): Promise<number> {
+    return this.act("revoke_user_sessions", who, async (tx) => {
+      const rows = await tx`
+        update auth.sessions set revoked_at = now()
+         where revoked_at is null and expires_at > now()
+           and user_id = (select id from auth.users where phone_number = ${phone})
+        returning id`;
+      return rows.length;
+    }, (n) => `ok:${n}`);
+  }
+
+  unlock(phone: string, who: AuditContext): Promise<number> {
+    return this.act("unlock_phone_number", who, async (tx) => {
+      // Every row of the number, whatever else a lock is keyed by.
+      const rows = await tx`
+        delete from auth.number_locks where phone_number = ${phone} returning 1 as x`;
+      return rows.length;
+    }, (n) => `ok:${n}`);
+  }
+
+  deleteUser(phone: string, who: AuditContext): Promise<boolean> {
+    return this.act("delete_user", who, async (tx) => {
+      await tx`delete from auth.challenges where phone_number = ${phone}`;
+      await tx`delete from auth.number_locks where phone_number = ${phone}`;
+      // Sessions go with the user (on delete cascade).
+      const rows = await tx`delete from auth.users where phone_number = ${phone} returning id`;
+      return rows.length > 0;
+    }, (d) => d ? "ok" : "not_found");
+  }
+
+  auditEvents(
+    phone: string,
+    beforeId: string | null,
+    limit: number,
+    who: AuditContext,
+  ): Promise<AuditEntry[]> {
+    return this.act("list_audit_events", who, async (tx) => {
+      const rows = await tx<
+        {
+          id: string;
+          at: Date;
+          event: string;
+          outcome: string;
+          phone_number: string | null;
+          client_address: string | null;
+          request_id: string | null;
+        }[]
+      >`
+        select id::text, at, event, outcome, phone_number, client_address, request_id
+          from auth.audit_events
+         where phone_number = ${phone}
+           and (${beforeId}::bigint is null or id < ${beforeId}::bigint)
+         order by id desc limit ${limit}`;
+      return rows.map((r) => ({
+        id: r.id,
+        at: r.at,
+        event: r.event,
+        outcome: r.outcome,
+        phoneNumber: r.phone_number,
+        clientAddress: r.client_address,
+        requestId: r.request_id,
+      }));
+    }, (e) => `ok:${e.length}`);
+  }
+}
+
+const found = (u: unknown) => u === null ? "not_found" : "ok";
