@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { parse } from "yaml";
 
 interface Service {
+  profiles?: string[];
   image?: string;
+  volumes?: string[];
   build?: { context?: string; target?: string };
   environment?: Record<string, string | number | null> | string[];
   ports?: (string | { published?: string | number; target?: number })[];
@@ -13,6 +15,8 @@ interface Service {
 
 const compose = parse(
   await Deno.readTextFile(new URL("./compose.yaml", import.meta.url)),
+  // Compose applies YAML merge keys (`<<: *otel`).
+  { merge: true },
 ) as { services: Record<string, Service> };
 const dockerfile = await Deno.readTextFile(new URL("./Dockerfile", import.meta.url));
 const denoJson = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url))) as {
@@ -55,6 +59,12 @@ function healthScript(s: Service): string {
   return test[3]!;
 }
 
+const OTEL_ENV = [
+  "OTEL_DENO",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_PROTOCOL",
+  "OTEL_SERVICE_NAME",
+];
 const AUTH_ENV = [
   "AUTH_PORT",
   "DATABASE_URL",
@@ -62,6 +72,8 @@ const AUTH_ENV = [
   "OTP_HMAC_KEY",
   "INTERNAL_API_TOKEN",
   "OTP_SERVICE_URL",
+  "ADMIN_API_TOKEN",
+  ...OTEL_ENV,
 ];
 const OTP_ENV = [
   "OTP_PORT",
@@ -75,14 +87,80 @@ const OTP_ENV = [
   "TWILIO_AUTH_TOKEN",
   "TWILIO_FROM_NUMBER",
   "TWILIO_MESSAGING_SERVICE_SID",
+  ...OTEL_ENV,
 ];
 const APPS = { "auth-service": 8080, "otp-service": 8081 } as const;
 
+const OBSERVABILITY = ["grafana", "jaeger", "prometheus"];
+
 Deno.test("compose runs postgres, rabbitmq, auth-service and otp-service", () => {
+  const always = Object.entries(compose.services).filter(([, s]) => !s.profiles);
   assert.deepEqual(
-    Object.keys(compose.services).sort(),
+    always.map(([name]) => name).sort(),
     ["auth-service", "otp-service", "postgres", "rabbitmq"],
   );
+});
+
+Deno.test("the observability profile adds Jaeger, Prometheus and Grafana, on loopback only", () => {
+  const optional = Object.entries(compose.services).filter(([, s]) => s.profiles);
+  assert.deepEqual(optional.map(([name]) => name).sort(), OBSERVABILITY);
+  for (const [name, s] of optional) {
+    assert.deepEqual(s.profiles, ["observability"], name);
+    for (const p of s.ports ?? []) assert.match(String(p), /^127\.0\.0\.1:/, name);
+  }
+  assert.equal(env(service("jaeger")).COLLECTOR_OTLP_ENABLED, "true");
+});
+
+Deno.test("Prometheus scrapes both services' /metrics and loads the example alerts", async () => {
+  const mounts = service("prometheus").volumes ?? [];
+  const file = (name: string) => {
+    const m = mounts.find((v) => v.endsWith(`:/etc/prometheus/${name}:ro`));
+    assert.ok(m, `${name} is mounted`);
+    return new URL(m.split(":")[0]!, new URL("./", import.meta.url));
+  };
+  const config = parse(await Deno.readTextFile(file("prometheus.yml"))) as {
+    rule_files: string[];
+    scrape_configs: {
+      job_name: string;
+      metrics_path: string;
+      static_configs: { targets: string[] }[];
+    }[];
+  };
+  assert.deepEqual(config.rule_files, ["/etc/prometheus/alerts.yml"]);
+  const jobs = Object.fromEntries(
+    config.scrape_configs.map((c) => [c.job_name, [c.metrics_path, c.static_configs[0]!.targets]]),
+  );
+  assert.deepEqual(jobs, {
+    "auth-service": ["/metrics", ["auth-service:8080"]],
+    "otp-service": ["/metrics", ["otp-service:8081"]],
+  });
+  const alerts = parse(await Deno.readTextFile(file("alerts.yml"))) as {
+    groups: { rules: { alert: string; expr: string }[] }[];
+  };
+  const rules = alerts.groups.flatMap((g) => g.rules);
+  for (
+    const metric of [
+      "otp_codes_sent_total",
+      "otp_codes_verified_total",
+      "sms_provider_results_total",
+      "outbox_oldest_age_seconds",
+      "bus_dead_letters_total",
+    ]
+  ) {
+    assert.ok(rules.some((r) => r.expr.includes(metric)), `an alert uses ${metric}`);
+  }
+});
+
+Deno.test("both services export traces to Jaeger only when OTEL_DENO is set to true", () => {
+  for (const name of Object.keys(APPS)) {
+    const e = env(service(name));
+    assert.equal(e.OTEL_DENO, "${OTEL_DENO:-false}");
+    assert.equal(
+      e.OTEL_EXPORTER_OTLP_ENDPOINT,
+      "${OTEL_EXPORTER_OTLP_ENDPOINT:-http://jaeger:4318}",
+    );
+    assert.equal(e.OTEL_SERVICE_NAME, name);
+  }
 });
 
 Deno.test("auth-service publishes 8080; otp-service, internal, publishes nothing", () => {
