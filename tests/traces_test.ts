@@ -85,7 +85,9 @@ Deno.test("one signup is one trace through auth-service, the bus, otp-service an
     return found.every(Boolean) ? { signup, id, all, found: found as OtlpSpan[] } : false;
   }, { timeoutMs: 20_000, what: "the spans of one signup in both services" }).catch((err) => {
     const seen = spans().map((s) => `${s.service} ${s.name} ${s.traceId} ${s.parentSpanId}`);
-    throw new Error(`${err.message}; exported: ${exported.map((e) => e.path)}; spans:\n${seen.join("\n")}`);
+    throw new Error(
+      `${err.message}; exported: ${exported.map((e) => e.path)}; spans:\n${seen.join("\n")}`,
+    );
   });
 
   const [authRelay, otpConsume, issue, send, otpRelay, store] = trace.found;
