@@ -118,11 +118,12 @@ export class PgAdminStore implements AdminStore {
           request_id: string | null;
         }[]
       >`
-        select id::text, at, event, outcome, phone_number, client_address, request_id
-          from auth.audit_events
-         where phone_number = ${phone}
-           and (${beforeId}::bigint is null or id < ${beforeId}::bigint)
-         order by id desc limit ${limit}`;
+        select e.id::text as id, e.at, e.event, e.outcome, e.phone_number, e.client_address,
+               e.request_id
+          from auth.audit_events e
+         where e.phone_number = ${phone}
+           and (${beforeId}::bigint is null or e.id < ${beforeId}::bigint)
+         order by e.id desc limit ${limit}`;
       return rows.map((r) => ({
         id: r.id,
         at: r.at,
