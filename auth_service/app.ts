@@ -14,7 +14,7 @@ import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { AUTH_QUEUE } from "../shared/topology.ts";
 import type { AuthConfig } from "./config.ts";
-import { adminRoutes } from "./admin.ts";
+import { adminGate, adminRoutes } from "./admin.ts";
 import { PgAdminStore } from "./pg_admin_store.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
@@ -53,6 +53,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     authSettings(config),
   );
   const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
+  const adminAuthorized = await adminGate(config.adminApiToken);
   if (!config.adminApiToken) logger.info("ADMIN_API_TOKEN unset: the admin API refuses every call");
 
   broker.consume(
@@ -72,6 +73,8 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     services: [AuthService, AdminService],
     trustedProxyHops: config.trustedProxyHops,
     corsAllowedOrigins: config.corsAllowedOrigins,
+    // Checked before the body is read too: an unauthenticated caller gets nothing parsed.
+    authorize: { [AdminService.typeName]: (h) => adminAuthorized(h.get("authorization")) },
     sweep: () => store.sweep(keep),
   });
 }
