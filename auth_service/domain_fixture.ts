@@ -15,6 +15,7 @@ import type { Reason } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import { encodeOtpIssued, OtpIssuedSchema, purposeFromName } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import { RecordingTelemetry } from "../shared/telemetry.ts";
 import { MemoryAuthStore } from "./memory_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
@@ -66,7 +67,8 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
     },
   };
   const settings = { ...SETTINGS, ...o.settings };
-  const useCases = createUseCases({ store, otp, hmac, log }, settings);
+  const telemetry = new RecordingTelemetry();
+  const useCases = createUseCases({ store, otp, hmac, log, telemetry }, settings);
   const transport = createRouterTransport(authRoutes(useCases), {
     router: { interceptors: [errorInterceptor(log), clientAddress] },
   });
@@ -106,7 +108,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   const elapse = (seconds: number) => {
     now += seconds * 1000;
   };
-  return { store, client, asked, issue, verifiedUser, elapse, useCases };
+  return { store, client, asked, issue, verifiedUser, elapse, useCases, telemetry };
 }
 
 export function incoming(m: OutgoingMessage): IncomingMessage {
