@@ -6,7 +6,9 @@
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { AuditEvent } from "../shared/audit.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import { memoryAdminStore } from "./memory_admin_store.ts";
 import type {
+  AdminStore,
   AuditContext,
   AuthStore,
   Challenge,
@@ -21,12 +23,14 @@ import type {
   User,
 } from "./ports.ts";
 
-interface StoredChallenge extends Challenge {
+export interface StoredChallenge extends Challenge {
   failedAttempts: number;
   consumedAt: number | null;
 }
 
-interface Session {
+export interface Session {
+  id: string;
+  createdAt: number;
   userId: string;
   tokenHash: string;
   expiresAt: number;
@@ -34,7 +38,7 @@ interface Session {
   revokedAt: number | null;
 }
 
-interface NumberLock {
+export interface NumberLock {
   consecutiveFailures: number;
   lockedUntil: number | null;
 }
@@ -161,6 +165,8 @@ export class MemoryAuthStore implements AuthStore {
       this.locks.delete(phone);
       if (purpose === "signup") user.verifiedAt ??= new Date(now);
       this.sessions.set(hex(session.tokenHash), {
+        id: crypto.randomUUID(),
+        createdAt: now,
         userId: user.id,
         tokenHash: hex(session.tokenHash),
         expiresAt: now + session.ttlSeconds * 1000,
@@ -229,6 +235,18 @@ export class MemoryAuthStore implements AuthStore {
           this.locks.delete(k);
         }
       }
+    });
+  }
+
+  /** The admin API's view of this same state. */
+  admin(): AdminStore {
+    return memoryAdminStore({
+      users: this.users,
+      sessions: this.sessions,
+      challenges: this.challenges,
+      locks: this.locks,
+      audit: this.audit,
+      serially: (fn) => this.serially(fn),
     });
   }
 

@@ -8,6 +8,8 @@ import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import { migrateAuth, openPgStore } from "./pg_store_fixture.ts";
 import { storeConformance } from "./store_conformance.ts";
+import { adminStoreConformance } from "./admin_store_conformance.ts";
+import { PgAdminStore } from "./pg_admin_store.ts";
 
 Deno.test("the PostgreSQL store passes the store conformance suite", async (t) => {
   const db = await createDatabase();
@@ -15,6 +17,21 @@ Deno.test("the PostgreSQL store passes the store conformance suite", async (t) =
   try {
     await migrateAuth(sql);
     await storeConformance(t, () => openPgStore(sql));
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+});
+
+Deno.test("the PostgreSQL admin store passes the admin store conformance suite", async (t) => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 4 });
+  try {
+    await migrateAuth(sql);
+    await adminStoreConformance(t, async () => ({
+      ...(await openPgStore(sql)),
+      admin: new PgAdminStore(sql),
+    }));
   } finally {
     await sql.end();
     await db.drop();

@@ -1,0 +1,103 @@
+// AdminStore over the in-memory store's state, with the PostgreSQL adapter's semantics:
+// each call is one serialised step that does the action and appends its audit event.
+import type { AuditEvent } from "../shared/audit.ts";
+import type { NumberLock, Session, StoredChallenge } from "./memory_store.ts";
+import type { AdminStore, AuditContext, AuditEntry, SessionSummary, User } from "./ports.ts";
+
+export interface MemoryState {
+  users: Map<string, User>;
+  sessions: Map<string, Session>;
+  challenges: Map<string, StoredChallenge>;
+  locks: Map<string, NumberLock>;
+  audit: (AuditEvent & { at: Date })[];
+  serially<T>(fn: (now: number) => T | Promise<T>): Promise<T>;
+}
+
+export function memoryAdminStore(m: MemoryState): AdminStore {
+  const act = <T>(
+    action: string,
+    who: AuditContext,
+    fn: (now: number) => T,
+    outcome: (t: T) => string,
+  ) =>
+    m.serially((now) => {
+      const result = fn(now);
+      m.audit.push({
+        at: new Date(now),
+        event: `admin.${action}`,
+        outcome: outcome(result),
+        ...who,
+      });
+      return result;
+    });
+  const liveSessions = (userId: string, now: number) =>
+    [...m.sessions.values()].filter((s) =>
+      s.userId === userId && s.revokedAt === null && s.expiresAt > now
+    );
+  return {
+    user: (phone, who) =>
+      act("get_user", who, (now) => {
+        const u = m.users.get(phone);
+        if (!u) return null;
+        const until = m.locks.get(phone)?.lockedUntil ?? null;
+        return { ...u, lockedUntil: until !== null && until > now ? new Date(until) : null };
+      }, (u) => u === null ? "not_found" : "ok"),
+
+    sessions: (phone, who) =>
+      act("list_user_sessions", who, (now): SessionSummary[] | null => {
+        const u = m.users.get(phone);
+        if (!u) return null;
+        return liveSessions(u.id, now)
+          .sort((a, b) => b.createdAt - a.createdAt || a.id.localeCompare(b.id))
+          .map((s) => ({
+            id: s.id,
+            createdAt: new Date(s.createdAt),
+            lastSeenAt: new Date(s.lastSeenAt),
+            expiresAt: new Date(s.expiresAt),
+          }));
+      }, (s) => s === null ? "not_found" : `ok:${s.length}`),
+
+    revokeSessions: (phone, who) =>
+      act("revoke_user_sessions", who, (now) => {
+        const u = m.users.get(phone);
+        const live = u ? liveSessions(u.id, now) : [];
+        for (const s of live) s.revokedAt = now;
+        return live.length;
+      }, (n) => `ok:${n}`),
+
+    unlock: (phone, who) =>
+      act("unlock_phone_number", who, () => (m.locks.delete(phone) ? 1 : 0), (n) => `ok:${n}`),
+
+    deleteUser: (phone, who) =>
+      act("delete_user", who, () => {
+        const u = m.users.get(phone);
+        for (const [k, c] of m.challenges) if (c.phoneNumber === phone) m.challenges.delete(k);
+        m.locks.delete(phone);
+        if (!u) return false;
+        for (const [k, s] of m.sessions) if (s.userId === u.id) m.sessions.delete(k);
+        m.users.delete(phone);
+        return true;
+      }, (d) => d ? "ok" : "not_found"),
+
+    auditEvents: (phone, beforeId, limit, who) =>
+      act("list_audit_events", who, (): AuditEntry[] => {
+        const before = beforeId === null ? Infinity : Number(beforeId);
+        const out: AuditEntry[] = [];
+        // An event's id is its position in the trail, from 1, as a bigserial would be.
+        for (let i = m.audit.length - 1; i >= 0 && out.length < limit; i--) {
+          const e = m.audit[i]!;
+          if (i + 1 >= before || e.phone !== phone) continue;
+          out.push({
+            id: String(i + 1),
+            at: e.at,
+            event: e.event,
+            outcome: e.outcome,
+            phoneNumber: e.phone,
+            clientAddress: e.clientAddress || null,
+            requestId: e.requestId || null,
+          });
+        }
+        return out;
+      }, (e) => `ok:${e.length}`),
+  };
+}
