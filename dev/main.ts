@@ -16,7 +16,11 @@ import { loadAuthConfig } from "../auth_service/config.ts";
 import { createOtpGateway } from "../auth_service/otp_client.ts";
 import { startOtpService } from "../otp_service/app.ts";
 import { loadOtpConfig } from "../otp_service/config.ts";
-import { ConsoleSmsSender } from "../otp_service/sms/console_sender.ts";
+import { ConsoleSmsSender, writeStdout } from "../otp_service/sms/console_sender.ts";
+import type { DeliveryObserver } from "../shared/bus.ts";
+import { Metrics } from "../shared/metrics.ts";
+import { prometheusTelemetry } from "../shared/telemetry.ts";
+import { OTP_QUEUE } from "../shared/topology.ts";
 import { MemoryBroker } from "./memory_broker.ts";
 import { PGLITE_POOL_MAX, startPglite } from "./pglite_server.ts";
 
@@ -60,11 +64,23 @@ await runMain(async () => {
         logger: log,
         deliveryLimit: otpConfig.deliveryLimit,
         isTransient: isDatabaseUnavailable,
+        observer,
       })
       : shared;
+  const otpMetrics = new Metrics();
+  const authMetrics = new Metrics();
+  const otpTelemetry = prometheusTelemetry(otpMetrics);
+  const authTelemetry = prometheusTelemetry(authMetrics);
+  // One broker serves both: a queue's deliveries count for the service consuming it.
+  const of = (queue: string) => queue === OTP_QUEUE ? otpTelemetry : authTelemetry;
+  const observer: DeliveryObserver = {
+    redelivered: (queue) => of(queue).redelivered(queue),
+    deadLettered: (queue, reason) => of(queue).deadLettered(queue, reason),
+  };
   const shared: Broker = new MemoryBroker(log, {
     deliveryLimit: otpConfig.deliveryLimit,
     isTransient: isDatabaseUnavailable,
+    observer,
   });
 
   const otp = await startOtpService({
@@ -73,8 +89,11 @@ await runMain(async () => {
     broker: await makeBroker(),
     // The code is the point of dev mode: make it impossible to miss.
     // The line itself stays as the console sender wrote it, so tools can parse it.
-    sms: new ConsoleSmsSender((line) => console.log(`\n${bold("📱 SMS")} ${line}\n`)),
+    // Straight to standard output like the console sender: never an OpenTelemetry log.
+    sms: new ConsoleSmsSender((line) => writeStdout(`\n${bold("📱 SMS")} ${line}\n`)),
     logger: createLogger("otp-service", otpConfig.logLevel),
+    metrics: otpMetrics,
+    telemetry: otpTelemetry,
     hostname: "127.0.0.1",
   });
   services.push(otp);
@@ -89,6 +108,8 @@ await runMain(async () => {
       authLog,
     ),
     logger: authLog,
+    metrics: authMetrics,
+    telemetry: authTelemetry,
     hostname: "127.0.0.1",
   });
   services.push(auth);

@@ -28,7 +28,7 @@ const encoder = new TextEncoder();
  * Straight to standard output, not through the console API: with OpenTelemetry on,
  * console output can be exported as log records, and a code must never leave that way.
  */
-function writeStdout(line: string): void {
+export function writeStdout(line: string): void {
   const bytes = encoder.encode(`${line}\n`);
   for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
 }
