@@ -1,6 +1,10 @@
 // Docker does not run in CI, so compose.yaml and the Dockerfile are checked for shape.
 import assert from "node:assert/strict";
 import { parse } from "yaml";
+import { METRICS, RPC_METRICS } from "./shared/metric_names.ts";
+
+/** A word that names one of our series: our prefixes, then snake_case. */
+const METRIC_LIKE = /\b(?:rpc_server|otp|sms|auth_sessions|outbox|bus)_[a-z_]+\b/g;
 
 interface Service {
   profiles?: string[];
@@ -267,4 +271,20 @@ Deno.test("app images build from the pinned denoland/deno image and run their ta
     assert.match(dockerfile, new RegExp(`^FROM base AS ${name}$`, "m"));
     assert.match(dockerfile, new RegExp(`CMD \\["deno", "task", "${task}"\\]`));
   }
+});
+
+Deno.test("the alerts and the dashboard use only metrics the services expose", async () => {
+  const names = new Set(
+    [...Object.values(METRICS), ...Object.values(RPC_METRICS)].flatMap((m) =>
+      m.kind === "histogram" ? ["_bucket", "_count", "_sum"].map((s) => m.name + s) : [m.name]
+    ),
+  );
+  const dir = new URL("./observability/", import.meta.url);
+  const texts = [
+    await Deno.readTextFile(new URL("alerts.yml", dir)),
+    await Deno.readTextFile(new URL("grafana/dashboards/phone-auth.json", dir)),
+  ];
+  const used = new Set(texts.flatMap((t) => [...t.matchAll(METRIC_LIKE)].map((m) => m[0])));
+  assert.ok(used.size >= 10);
+  for (const name of used) assert.ok(names.has(name), `${name} is not a metric of ours`);
 });
