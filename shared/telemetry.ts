@@ -3,7 +3,7 @@
 // adapter turns each call into a bounded metric; domain tests pass NO_TELEMETRY or a
 // RecordingTelemetry. Callers hand over a country (ISO 3166 alpha-2), never a number.
 import type { DeliveryObserver } from "./bus.ts";
-import { Metrics } from "./metrics.ts";
+import type { Metrics } from "./metrics.ts";
 import { METRICS, SEND_REFUSAL_REASONS } from "./metric_names.ts";
 import type {
   CODE_CHECK_OUTCOMES,
@@ -124,5 +124,3 @@ export function prometheusTelemetry(metrics: Metrics): Telemetry {
     deadLettered: (queue, reason) => deadLetters.inc({ queue, reason }),
   };
 }
-
-export { Metrics };
