@@ -46,6 +46,11 @@ const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
     INTERNAL_API_TOKEN: KEY,
     DATABASE_URL: "not a url",
   }, "DATABASE_URL"],
+  ["auth with a short ADMIN_API_TOKEN", "auth", {
+    OTP_HMAC_KEY: KEY,
+    INTERNAL_API_TOKEN: KEY,
+    ADMIN_API_TOKEN: "short-secret",
+  }, "ADMIN_API_TOKEN"],
   ["otp with a short OTP_HMAC_KEY", "otp", {
     OTP_HMAC_KEY: "short-secret",
     INTERNAL_API_TOKEN: KEY,
