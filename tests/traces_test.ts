@@ -101,11 +101,16 @@ Deno.test("one signup is one trace through auth-service, the bus, otp-service an
   const services = new Set(trace.all.filter((s) => s.traceId === trace.id).map((s) => s.service));
   assert.deepEqual([...services].sort(), ["auth-service", "otp-service"]);
 
-  // Nothing exported (spans, logs, metrics) holds the code or the full number.
-  await pollUntil(() => exported.some((e) => e.path === "/v1/logs"), {
-    timeoutMs: 20_000,
-    what: "logs exported",
-  }).catch(() => {});
+  // Nothing exported (spans, logs, metrics) holds the code or the full number. The log
+  // lines are exported too: wait for otp-service's own line about this send, written
+  // after the SMS, so the SMS line would be in by then if it went through the console.
+  await pollUntil(
+    () =>
+      exported.some((e) =>
+        e.path === "/v1/logs" && e.body.includes("code sent") && e.body.includes("otp-service")
+      ),
+    { timeoutMs: 20_000, what: "otp-service's log lines exported" },
+  );
   const everything = exported.map((e) => e.body).join("\n");
   assert.equal(everything.includes(phone.slice(1)), false, "the number was exported");
   const codeRun = new RegExp(`(?<!\\d)${code}(?!\\d)`);
