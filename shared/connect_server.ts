@@ -7,6 +7,7 @@
 // well-formed "trailers-only" UNIMPLEMENTED instead of a hung stream.
 import { createConnectRouter, createContextKey, createContextValues } from "@connectrpc/connect";
 import type {
+  ConnectError,
   ConnectRouter,
   ConnectRouterOptions,
   ContextValues,
@@ -64,6 +65,8 @@ export interface ServeOptions {
   errors?: ErrorMapOptions;
   /** Run around every RPC, outside the error mapper (metrics go first). */
   interceptors?: Interceptor[];
+  /** Told of each call an `authorize` check refused (those never reach the interceptors). */
+  onRefusedByAuthorize?: (service: string, method: string, err: ConnectError) => void;
 }
 
 export interface RunningServer {
@@ -104,7 +107,8 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
   };
   const router = createConnectRouter(options);
   const fast = new Map<string, FastMethod>();
-  o.routes(recordingRouter(router, options, fast, gates(o.authorize ?? {}, o.logger, errors)));
+  const gated = gates(o.authorize ?? {}, o.logger, errors, o.onRefusedByAuthorize);
+  o.routes(recordingRouter(router, options, fast, gated));
   if (o.fastPath === false) fast.clear();
   const table = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
   const hops = o.trustedProxyHops ?? 0;
@@ -236,13 +240,16 @@ function gates(
   authorize: Record<string, Authorize>,
   log: Logger,
   errors: ErrorMapOptions,
+  refused?: (service: string, method: string, err: ConnectError) => void,
 ): Record<string, RequestGate> {
   return Object.fromEntries(
     Object.entries(authorize).map(([service, check]) => [service, async (ctx) => {
       try {
         await check(ctx.requestHeader);
       } catch (err) {
-        throw toConnectError(err, log, ctx.method.name, errors);
+        const refusal = toConnectError(err, log, ctx.method.name, errors);
+        refused?.(service, ctx.method.name, refusal);
+        throw refusal;
       }
     }]),
   );

@@ -132,6 +132,16 @@ export function rpcMetricsInterceptor(
   metrics: Metrics,
   services: readonly DescService[],
 ): Interceptor {
+  return rpcMetrics(metrics, services).interceptor;
+}
+
+export interface RpcMetrics {
+  interceptor: Interceptor;
+  /** Counts a call refused before it reached the interceptors (a header check). */
+  refused(service: string, method: string, code: Code): void;
+}
+
+export function rpcMetrics(metrics: Metrics, services: readonly DescService[]): RpcMetrics {
   const labels = {
     rpc_service: services.map((s) => s.typeName),
     rpc_method: [...new Set(services.flatMap((s) => s.methods.map((m) => m.name)))],
@@ -139,18 +149,23 @@ export function rpcMetricsInterceptor(
   };
   const requests = metrics.counter({ ...RPC_METRICS.requests, labels });
   const duration = metrics.histogram({ ...RPC_METRICS.duration, labels });
-  return (next) => async (req) => {
-    const started = performance.now();
-    let code = "ok";
-    try {
-      return await next(req);
-    } catch (err) {
-      code = codeToString(ConnectError.from(err).code);
-      throw err;
-    } finally {
-      const l = { rpc_service: req.service.typeName, rpc_method: req.method.name, code };
-      requests.inc(l);
-      duration.observe(l, (performance.now() - started) / 1000);
-    }
+  return {
+    interceptor: (next) => async (req) => {
+      const started = performance.now();
+      let code = "ok";
+      try {
+        return await next(req);
+      } catch (err) {
+        code = codeToString(ConnectError.from(err).code);
+        throw err;
+      } finally {
+        const l = { rpc_service: req.service.typeName, rpc_method: req.method.name, code };
+        requests.inc(l);
+        duration.observe(l, (performance.now() - started) / 1000);
+      }
+    },
+    refused(service, method, code) {
+      requests.inc({ rpc_service: service, rpc_method: method, code: codeToString(code) });
+    },
   };
 }

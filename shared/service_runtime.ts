@@ -11,7 +11,7 @@ import { OutboxRelay } from "./outbox.ts";
 import { migrate, migrationsApplied, readMigrations } from "./migrations.ts";
 import type { Sql } from "./postgres.ts";
 import { isDatabaseUnavailable } from "./postgres_errors.ts";
-import { Metrics, rpcMetricsInterceptor } from "./metrics.ts";
+import { Metrics, rpcMetrics } from "./metrics.ts";
 import { METRICS } from "./metric_names.ts";
 
 export interface RuntimeOptions {
@@ -88,6 +88,7 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
       const sweeper = setInterval(() => {
         p.sweep().catch((err) => logger.warn("sweep failed", { error: err.message }));
       }, SWEEP_EVERY_MS);
+      const rpc = rpcMetrics(metrics, p.services);
       const server = serveConnect({
         hostname: p.hostname,
         port: p.port,
@@ -98,7 +99,8 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         corsAllowedOrigins: p.corsAllowedOrigins,
         plainRoutes: { ...p.plainRoutes, "/metrics": () => metrics.response() },
         authorize: p.authorize,
-        interceptors: [rpcMetricsInterceptor(metrics, p.services)],
+        interceptors: [rpc.interceptor],
+        onRefusedByAuthorize: (service, method, err) => rpc.refused(service, method, err.code),
         health: {
           ready: async () => {
             const db = await withTimeout(() => migrationsApplied(sql, schema, migrations), 1_000)

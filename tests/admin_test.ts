@@ -2,6 +2,7 @@
 // answers unauthenticated without it (and whatever is presented while the variable is
 // unset), and every action leaves an audit row.
 import assert from "node:assert/strict";
+import { parsePrometheusText, sampleValue } from "../shared/prometheus_text.ts";
 import { GET_PROFILE, rpc, SIGNUP, VALIDATE_LOGIN, VERIFY } from "../testing/rpc.ts";
 import type { RpcResult } from "../testing/rpc.ts";
 import { codeFor } from "../testing/sms_codes.ts";
@@ -56,6 +57,12 @@ Deno.test("without the admin token, or with a wrong one, every admin RPC is unau
       const r = await admin(method, { phone_number: phone }, token);
       assert.equal(r.code, "unauthenticated", `${method} with ${token}`);
     }
+  }
+  // Counted like any refused RPC, so guessing at the token shows in the metrics.
+  const exposition = parsePrometheusText(await (await fetch(`${stack.authUrl}/metrics`)).text());
+  for (const method of METHODS) {
+    const labels = { rpc_service: ADMIN, rpc_method: method, code: "unauthenticated" };
+    assert.ok(sampleValue(exposition, "rpc_server_requests_total", labels) >= 3, method);
   }
   // Nothing was done: the user is still there and nothing was audited as admin.
   assert.deepEqual(await adminAudit(phone), []);

@@ -131,3 +131,18 @@ Deno.test("a poison message on otp_queue counts as a dead letter on otp-service"
     { timeoutMs: 10_000, what: "dead letter counted" },
   );
 });
+
+Deno.test("a call refused by a header check before its body is read is counted too", async () => {
+  const labels = {
+    rpc_service: "otp.v1.OtpService",
+    rpc_method: "GenerateOtp",
+    code: "unauthenticated",
+  };
+  const before = sampleValue(await scrape(stack.otpUrl), "rpc_server_requests_total", labels);
+  const r = await rpc(stack.otpUrl, "otp.v1.OtpService/GenerateOtp", {
+    phone_number: randomPhone(),
+  });
+  assert.equal(r.code, "unauthenticated");
+  const after = sampleValue(await scrape(stack.otpUrl), "rpc_server_requests_total", labels);
+  assert.equal(after - before, 1);
+});
