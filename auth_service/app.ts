@@ -13,6 +13,7 @@ import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { AUTH_QUEUE } from "../shared/topology.ts";
+import { AccessTokens } from "./access_tokens.ts";
 import type { AuthConfig } from "./config.ts";
 import { adminGate, adminRoutes } from "./admin.ts";
 import { PgAdminStore } from "./pg_admin_store.ts";
@@ -48,8 +49,9 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
   const hmac = await HmacKey.import(config.otpHmacKey);
+  const tokens = await AccessTokens.create(config.jwt);
   const useCases = createUseCases(
-    { store, otp: d.otp, hmac, log: logger, telemetry },
+    { store, otp: d.otp, hmac, tokens, log: logger, telemetry },
     authSettings(config),
   );
   const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
@@ -71,11 +73,25 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
       admin(router);
     },
     services: [AuthService, AdminService],
+    plainRoutes: { [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
     trustedProxyHops: config.trustedProxyHops,
     corsAllowedOrigins: config.corsAllowedOrigins,
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.
     authorize: { [AdminService.typeName]: (h) => adminAuthorized(h.get("authorization")) },
     sweep: () => store.sweep(keep),
+  });
+}
+
+export const JWKS_PATH = "/.well-known/jwks.json";
+
+/** Public keys only. Verifiers cache it themselves (jose does), so no-store as everywhere. */
+function jwksResponse(body: string): Response {
+  return new Response(body, {
+    headers: {
+      "content-type": "application/jwk-set+json",
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+    },
   });
 }
 
@@ -86,6 +102,7 @@ export function authSettings(config: AuthConfig): AuthSettings {
     maxTtlSeconds: config.codes.maxTtlSeconds,
     sessionTtlSeconds: config.sessions.ttlSeconds,
     sessionIdleSeconds: config.sessions.idleSeconds,
+    sessionRotationGraceSeconds: config.sessions.rotationGraceSeconds,
     sending: config.sending,
     lockAfterFailures: config.checking.lockAfterFailures,
     lockSeconds: config.checking.lockSeconds,

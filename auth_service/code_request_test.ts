@@ -12,8 +12,8 @@ Deno.test("signup creates an unverified user and queues one signup code request"
   const { client, store } = await setup();
   const res = await client.signupWithPhoneNumber({ phoneNumber: "+1 (415) 555-0123" });
   assert.equal(res.message, "Signup successful, OTP will be sent soon");
-  assert.equal(store.outbox.length, 1);
-  const req = decodeOtpRequested(incoming(store.outbox[0]!));
+  assert.equal(store.otpRequests.length, 1);
+  const req = decodeOtpRequested(incoming(store.otpRequests[0]!));
   assert.equal(req.phoneNumber, PHONE);
   assert.equal(req.purpose, OtpPurpose.SIGNUP);
   const check = await client.validatePhoneNumberLogin({ phoneNumber: PHONE });
@@ -53,7 +53,7 @@ Deno.test("a second code within the cooldown is refused with when to retry", asy
   assert.match(err.rawMessage, /a code was sent to this number moments ago/);
   elapse(40);
   await client.signupWithPhoneNumber({ phoneNumber: PHONE });
-  assert.equal(store.outbox.length, 2);
+  assert.equal(store.otpRequests.length, 2);
 });
 
 Deno.test("per-address send caps hold across numbers", async () => {

@@ -2,6 +2,8 @@ import { COMMON_ENV, ConfigReader, readCommon } from "../shared/config.ts";
 import type { CommonConfig, Env } from "../shared/config.ts";
 import { readSendLimits, SEND_LIMIT_ENV } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
+import { JWT_ENV, readJwtConfig } from "./access_tokens.ts";
+import type { JwtConfig } from "./access_tokens.ts";
 
 export interface AuthConfig extends CommonConfig {
   port: number;
@@ -18,7 +20,9 @@ export interface AuthConfig extends CommonConfig {
   sessions: {
     ttlSeconds: number;
     idleSeconds: number;
+    rotationGraceSeconds: number;
   };
+  jwt: JwtConfig;
   sending: SendLimits;
   checking: {
     lockAfterFailures: number;
@@ -45,6 +49,8 @@ export const AUTH_ENV = [
   "OTP_TTL_SECONDS",
   "SESSION_TTL_SECONDS",
   "SESSION_IDLE_SECONDS",
+  "SESSION_ROTATION_GRACE_SECONDS",
+  ...JWT_ENV,
   ...SEND_LIMIT_ENV,
   "LOCK_AFTER_FAILURES",
   "LOCK_SECONDS",
@@ -70,7 +76,9 @@ export function loadAuthConfig(env: Env): AuthConfig {
     sessions: {
       ttlSeconds: c.int("SESSION_TTL_SECONDS", 7 * 24 * 3600, 1, 90 * 24 * 3600),
       idleSeconds: c.int("SESSION_IDLE_SECONDS", 24 * 3600, 1, 90 * 24 * 3600),
+      rotationGraceSeconds: c.int("SESSION_ROTATION_GRACE_SECONDS", 10, 0, 300),
     },
+    jwt: readJwtConfig(c),
     sending: readSendLimits(c),
     checking: {
       lockAfterFailures: c.int("LOCK_AFTER_FAILURES", 20, 1, 1_000),

@@ -9,13 +9,14 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import type { IncomingMessage, OutgoingMessage } from "../shared/bus.ts";
 import { errorInterceptor, reasonOf } from "../shared/connect_errors.ts";
-import { kClientAddress } from "../shared/connect_server.ts";
+import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
 import { HmacKey, otpMac } from "../shared/crypto.ts";
 import type { Reason } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import { encodeOtpIssued, OtpIssuedSchema, purposeFromName } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { RecordingTelemetry } from "../shared/telemetry.ts";
+import { AccessTokens, generateDevSigningKey } from "./access_tokens.ts";
 import { MemoryAuthStore } from "./memory_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
@@ -31,6 +32,7 @@ export const SETTINGS: AuthSettings = {
   maxTtlSeconds: 300,
   sessionTtlSeconds: 3600,
   sessionIdleSeconds: 600,
+  sessionRotationGraceSeconds: 10,
   sending: {
     cooldownSeconds: 60,
     perHour: 5,
@@ -52,6 +54,7 @@ export const SETTINGS: AuthSettings = {
 // The transport sees no client address; tests that need one name it in a header.
 const clientAddress: Interceptor = (next) => (req) => {
   req.contextValues.set(kClientAddress, req.header.get("x-test-address") ?? "");
+  req.contextValues.set(kRequestId, req.header.get("x-request-id") ?? crypto.randomUUID());
   return next(req);
 };
 
@@ -68,7 +71,14 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   };
   const settings = { ...SETTINGS, ...o.settings };
   const telemetry = new RecordingTelemetry();
-  const useCases = createUseCases({ store, otp, hmac, log, telemetry }, settings);
+  const tokens = await AccessTokens.create({
+    signingKey: JSON.parse(await generateDevSigningKey()),
+    verifyKeys: [],
+    issuer: "phone-auth",
+    audience: undefined,
+    ttlSeconds: 600,
+  });
+  const useCases = createUseCases({ store, otp, hmac, tokens, log, telemetry }, settings);
   const transport = createRouterTransport(authRoutes(useCases), {
     router: { interceptors: [errorInterceptor(log), clientAddress] },
   });
@@ -108,7 +118,24 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   const elapse = (seconds: number) => {
     now += seconds * 1000;
   };
-  return { store, client, asked, issue, verifiedUser, elapse, useCases, telemetry };
+  /** Logs the verified number in again with a login code: returns the session token. */
+  const loginSession = async (phone = PHONE, code = "654321") => {
+    await issue(phone, "login", code, { ageSeconds: -1 });
+    return (await client.loginWithPhoneNumber({ phoneNumber: phone, otp: code })).sessionToken;
+  };
+
+  return {
+    store,
+    client,
+    asked,
+    issue,
+    verifiedUser,
+    loginSession,
+    elapse,
+    useCases,
+    tokens,
+    telemetry,
+  };
 }
 
 export function incoming(m: OutgoingMessage): IncomingMessage {

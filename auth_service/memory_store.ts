@@ -4,21 +4,36 @@
 // at a time, as if every method were a serialisable transaction. Not for production:
 // nothing is shared between replicas and nothing survives a restart.
 import type { OutgoingMessage } from "../shared/bus.ts";
+import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import type { AuditEvent } from "../shared/audit.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
+import {
+  phoneChanged,
+  sessionCreated,
+  sessionRevoked,
+  userDeleted,
+  userSignedUp,
+  userVerified,
+} from "./event_messages.ts";
 import type {
   AdminStore,
   AuditContext,
   AuthStore,
+  Caller,
   Challenge,
   ChallengeOutcome,
+  DeletionOriginName,
   Limited,
   LoginCodeOutcome,
-  NewSession,
   RateRule,
+  RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
+  RefreshOutcome,
+  RevocationReasonName,
+  SessionInfo,
+  SessionPolicy,
   SignupOutcome,
   User,
 } from "./ports.ts";
@@ -30,12 +45,18 @@ export interface StoredChallenge extends Challenge {
 
 export interface Session {
   id: string;
-  createdAt: number;
   userId: string;
-  tokenHash: string;
+  createdAt: number;
   expiresAt: number;
   lastSeenAt: number;
   revokedAt: number | null;
+  clientAddress: string;
+  userAgent: string;
+}
+
+interface Token {
+  sessionId: string;
+  replacedAt: number | null;
 }
 
 export interface NumberLock {
@@ -50,14 +71,27 @@ export interface MemoryStoreOptions {
 }
 
 export class MemoryAuthStore implements AuthStore {
-  /** What was enqueued for the bus, in order. */
+  /** What was enqueued for the bus, in order: code requests and events. */
   readonly outbox: OutgoingMessage[] = [];
+
+  /** The code requests enqueued for otp-service, in order. */
+  get otpRequests(): OutgoingMessage[] {
+    return this.outbox.filter((m) => m.exchange !== EVENTS_EXCHANGE);
+  }
+
+  /** The events enqueued for auth.events, in order. */
+  get events(): OutgoingMessage[] {
+    return this.outbox.filter((m) => m.exchange === EVENTS_EXCHANGE);
+  }
   /** The audit trail, in order. */
   readonly audit: (AuditEvent & { at: Date })[] = [];
 
   private readonly users = new Map<string, User>();
   private readonly challenges = new Map<string, StoredChallenge>();
+  /** By session id. */
   private readonly sessions = new Map<string, Session>();
+  /** By hex SHA-256 of the token. */
+  private readonly tokens = new Map<string, Token>();
   private readonly inbox = new Map<string, number>();
   private readonly rateEvents: { key: string; at: number }[] = [];
   private readonly locks = new Map<string, NumberLock>();
@@ -88,15 +122,17 @@ export class MemoryAuthStore implements AuthStore {
         this.record(now, "code_requested", "limited", who);
         return limited;
       }
+      this.outbox.push(request);
       if (!existing) {
+        const id = crypto.randomUUID();
         this.users.set(phone, {
-          id: crypto.randomUUID(),
+          id,
           phoneNumber: phone,
           createdAt: new Date(now),
           verifiedAt: null,
         });
+        this.outbox.push(userSignedUp(id, phone, who, new Date(now)));
       }
-      this.outbox.push(request);
       this.record(now, "code_requested", "signup", who);
       this.onEnqueued();
       return { kind: "queued" };
@@ -112,12 +148,24 @@ export class MemoryAuthStore implements AuthStore {
     });
   }
 
+  admitPhoneChangeCode(
+    _phone: string,
+    rules: RateRule[],
+    who: AuditContext,
+  ): Promise<{ kind: "ok" } | Limited> {
+    return this.serially((now) => {
+      const limited = this.admit(now, rules);
+      this.record(now, "code_requested", limited ? "limited" : "phone_change", who);
+      return limited ?? { kind: "ok" };
+    });
+  }
+
   redeem(
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
     matches: (c: Challenge) => Promise<boolean>,
-    session: NewSession,
+    effect: RedeemEffect,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     return this.serially(async (now): Promise<RedeemOutcome> => {
@@ -134,7 +182,9 @@ export class MemoryAuthStore implements AuthStore {
       }
       const c = this.challenges.get(key(phone, purpose));
       const user = this.users.get(phone);
-      if (!c || !user || c.consumedAt !== null || c.expiresAt.getTime() <= now) {
+      const usable = effect.kind === "phone_change" ||
+        (user !== undefined && (effect.kind === "session" || user.id === effect.userId));
+      if (!c || !usable || c.consumedAt !== null || c.expiresAt.getTime() <= now) {
         this.record(now, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
       }
@@ -161,22 +211,70 @@ export class MemoryAuthStore implements AuthStore {
           locked,
         };
       }
+      if (effect.kind === "phone_change" && user?.verifiedAt && user.id !== effect.userId) {
+        this.record(now, "code_checked", "taken", who);
+        return { kind: "taken" };
+      }
       c.consumedAt = now;
       this.locks.delete(phone);
-      if (purpose === "signup") user.verifiedAt ??= new Date(now);
-      this.sessions.set(hex(session.tokenHash), {
-        id: crypto.randomUUID(),
+      this.record(now, "code_checked", "ok", who);
+      if (effect.kind === "phone_change") return this.changePhone(now, effect.userId, phone, who);
+      if (effect.kind === "delete_account") {
+        this.removeUser(now, effect.userId, "user", who);
+        this.onEnqueued();
+        return { kind: "ok", userId: effect.userId };
+      }
+      const u = user!;
+      if (purpose === "signup" && !u.verifiedAt) {
+        u.verifiedAt = new Date(now);
+        this.outbox.push(userVerified(u.id, phone, who, new Date(now)));
+      }
+      const s = effect.session;
+      const expiresAt = now + s.ttlSeconds * 1000;
+      this.sessions.set(s.id, {
+        id: s.id,
+        userId: u.id,
         createdAt: now,
-        userId: user.id,
-        tokenHash: hex(session.tokenHash),
-        expiresAt: now + session.ttlSeconds * 1000,
+        expiresAt,
         lastSeenAt: now,
         revokedAt: null,
+        clientAddress: s.clientAddress,
+        userAgent: s.userAgent,
       });
-      this.record(now, "code_checked", "ok", who);
+      this.tokens.set(hex(s.tokenHash), { sessionId: s.id, replacedAt: null });
       this.record(now, "session_created", purpose, who);
-      return { kind: "ok", userId: user.id };
+      const origin = purpose === "signup" ? "verify" : "login";
+      this.outbox.push(sessionCreated(
+        { sessionId: s.id, userId: u.id, expiresAt: new Date(expiresAt), origin },
+        who,
+        new Date(now),
+      ));
+      this.onEnqueued();
+      return { kind: "ok", userId: u.id, sessionExpiresAt: new Date(expiresAt) };
     });
+  }
+
+  private changePhone(now: number, userId: string, phone: string, who: AuditContext) {
+    const holder = this.users.get(phone);
+    if (holder && holder.id !== userId && !holder.verifiedAt) this.users.delete(phone);
+    const user = this.userById(userId);
+    if (!user) return { kind: "no_challenge" } as const;
+    const old = user.phoneNumber;
+    this.users.delete(old);
+    user.phoneNumber = phone;
+    this.users.set(phone, user);
+    for (const [k, c] of this.challenges) {
+      if (c.phoneNumber === old || c.phoneNumber === phone) this.challenges.delete(k);
+    }
+    this.record(now, "phone_changed", "ok", { ...who, phone: old });
+    this.record(now, "phone_changed", "ok", who);
+    this.outbox.push(phoneChanged(userId, old, phone, who, new Date(now)));
+    this.onEnqueued();
+    return { kind: "ok", userId, previousPhone: old } as const;
+  }
+
+  private userById(id: string): User | undefined {
+    return [...this.users.values()].find((u) => u.id === id);
   }
 
   saveChallenge(messageId: string, c: Challenge): Promise<ChallengeOutcome> {
@@ -195,29 +293,115 @@ export class MemoryAuthStore implements AuthStore {
     });
   }
 
-  sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null> {
+  authenticate(tokenHash: Uint8Array, policy: SessionPolicy): Promise<Caller | null> {
     return this.serially((now) => {
-      const s = this.live(now, hex(tokenHash));
-      if (!s || s.lastSeenAt <= now - idleSeconds * 1000) return null;
+      const t = this.tokens.get(hex(tokenHash));
+      if (!t || !usableToken(now, t, policy)) return null;
+      const s = this.live(now, t.sessionId, policy.idleSeconds);
+      if (!s) return null;
       // Like the PostgreSQL store, refresh only a somewhat stale timer.
-      if (s.lastSeenAt < now - Math.min(60, idleSeconds / 4) * 1000) s.lastSeenAt = now;
-      const user = [...this.users.values()].find((u) => u.id === s.userId);
-      return user ? { ...user } : null;
+      if (s.lastSeenAt < now - Math.min(60, policy.idleSeconds / 4) * 1000) s.lastSeenAt = now;
+      return this.caller(s);
     });
   }
 
-  revoke(tokenHash: Uint8Array, all: boolean, who: AuditContext): Promise<number> {
-    return this.serially((now) => {
-      const s = this.live(now, hex(tokenHash));
-      if (!s) return 0;
-      // "All" includes the user's expired but unrevoked sessions, as in PostgreSQL.
-      const targets = all
-        ? [...this.sessions.values()].filter((o) => o.userId === s.userId && o.revokedAt === null)
-        : [s];
-      for (const t of targets) t.revokedAt = now;
-      this.record(now, "session_revoked", all ? `all:${targets.length}` : "one", who);
-      return targets.length;
+  refresh(
+    tokenHash: Uint8Array,
+    next: Uint8Array,
+    policy: SessionPolicy,
+    who: AuditContext,
+  ): Promise<RefreshOutcome> {
+    return this.serially((now): RefreshOutcome => {
+      const t = this.tokens.get(hex(tokenHash));
+      const s = t && this.live(now, t.sessionId, policy.idleSeconds);
+      if (!t || !s) return { kind: "invalid" };
+      if (!usableToken(now, t, policy)) {
+        this.revokeNow(now, s.userId, [s.id], "token_reuse", who);
+        return { kind: "reused" };
+      }
+      const state = t.replacedAt === null ? "rotated" : "grace";
+      t.replacedAt ??= now;
+      this.tokens.set(hex(next), { sessionId: s.id, replacedAt: null });
+      s.lastSeenAt = now;
+      this.record(now, "session_refreshed", state, who);
+      return { kind: "rotated", caller: this.caller(s)! };
     });
+  }
+
+  listSessions(userId: string, idleSeconds: number): Promise<SessionInfo[]> {
+    return this.serially((now) =>
+      [...this.sessions.values()]
+        .filter((s) => s.userId === userId && this.live(now, s.id, idleSeconds))
+        .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1))
+        .map(info)
+    );
+  }
+
+  revokeSessions(
+    userId: string,
+    sessionIds: readonly string[] | "all",
+    reason: RevocationReasonName,
+    who: AuditContext,
+  ): Promise<string[]> {
+    return this.serially((now) => this.revokeNow(now, userId, sessionIds, reason, who));
+  }
+
+  deleteUser(userId: string, origin: DeletionOriginName, who: AuditContext): Promise<boolean> {
+    return this.serially((now) => {
+      const deleted = this.removeUser(now, userId, origin, who);
+      if (deleted) this.onEnqueued();
+      return deleted;
+    });
+  }
+
+  private revokeNow(
+    now: number,
+    userId: string,
+    sessionIds: readonly string[] | "all",
+    reason: RevocationReasonName,
+    who: AuditContext,
+  ): string[] {
+    const ids = [...this.sessions.values()]
+      .filter((s) =>
+        s.userId === userId && s.revokedAt === null && s.expiresAt > now &&
+        (sessionIds === "all" || sessionIds.includes(s.id))
+      )
+      .map((s) => {
+        s.revokedAt = now;
+        return s.id;
+      });
+    if (ids.length > 0) {
+      const outcome = sessionIds === "all" ? `${reason}:all:${ids.length}` : reason;
+      this.record(now, "session_revoked", outcome, who);
+      this.outbox.push(sessionRevoked(ids, userId, reason, who, new Date(now)));
+      this.onEnqueued();
+    }
+    return ids;
+  }
+
+  private removeUser(
+    now: number,
+    userId: string,
+    origin: DeletionOriginName,
+    who: AuditContext,
+  ): boolean {
+    const user = this.userById(userId);
+    if (!user) return false;
+    this.users.delete(user.phoneNumber);
+    for (const [id, s] of this.sessions) if (s.userId === userId) this.sessions.delete(id);
+    for (const [k, t] of this.tokens) if (!this.sessions.has(t.sessionId)) this.tokens.delete(k);
+    for (const [k, c] of this.challenges) {
+      if (c.phoneNumber === user.phoneNumber) this.challenges.delete(k);
+    }
+    this.locks.delete(user.phoneNumber);
+    this.record(now, "user_deleted", origin, { ...who, phone: user.phoneNumber });
+    this.outbox.push(userDeleted(userId, origin, who, new Date(now)));
+    return true;
+  }
+
+  private caller(s: Session): Caller | null {
+    const user = this.userById(s.userId);
+    return user ? { session: info(s), user: { ...user } } : null;
   }
 
   sweep(keepSeconds: number): Promise<void> {
@@ -229,6 +413,7 @@ export class MemoryAuthStore implements AuthStore {
         if (c.expiresAt.getTime() < before) this.challenges.delete(k);
       }
       for (const [k, s] of this.sessions) if (s.expiresAt < before) this.sessions.delete(k);
+      for (const [k, t] of this.tokens) if (!this.sessions.has(t.sessionId)) this.tokens.delete(k);
       for (const [k, at] of this.inbox) if (at < before) this.inbox.delete(k);
       for (const [k, l] of this.locks) {
         if (l.lockedUntil !== null && l.lockedUntil < now && l.consecutiveFailures === 0) {
@@ -257,9 +442,12 @@ export class MemoryAuthStore implements AuthStore {
     return run;
   }
 
-  private live(now: number, tokenHash: string): Session | undefined {
-    const s = this.sessions.get(tokenHash);
-    return s && s.revokedAt === null && s.expiresAt > now ? s : undefined;
+  private live(now: number, sessionId: string, idleSeconds: number): Session | undefined {
+    const s = this.sessions.get(sessionId);
+    return s && s.revokedAt === null && s.expiresAt > now &&
+        s.lastSeenAt > now - idleSeconds * 1000
+      ? s
+      : undefined;
   }
 
   /** The worst tripping rule, or records one event per distinct key. */
@@ -286,6 +474,22 @@ export class MemoryAuthStore implements AuthStore {
   private record(now: number, event: string, outcome: string, who: AuditContext): void {
     this.audit.push({ at: new Date(now), event, outcome, ...who });
   }
+}
+
+function usableToken(now: number, t: Token, policy: SessionPolicy): boolean {
+  return t.replacedAt === null || t.replacedAt > now - policy.graceSeconds * 1000;
+}
+
+function info(s: Session): SessionInfo {
+  return {
+    id: s.id,
+    userId: s.userId,
+    createdAt: new Date(s.createdAt),
+    expiresAt: new Date(s.expiresAt),
+    lastSeenAt: new Date(s.lastSeenAt),
+    clientAddress: s.clientAddress,
+    userAgent: s.userAgent,
+  };
 }
 
 const key = (phone: string, purpose: PurposeName) => `${phone}\n${purpose}`;

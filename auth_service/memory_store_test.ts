@@ -15,7 +15,8 @@ Deno.test("the in-memory store behaves like the PostgreSQL store", async (t) => 
         return Promise.resolve();
       },
       auditTrail: () => Promise.resolve(store.audit.map((e) => `${e.event}:${e.outcome}`)),
-      enqueued: () => Promise.resolve(store.outbox.map((m) => m.messageId)),
+      enqueued: () => Promise.resolve(store.otpRequests.map((m) => m.messageId)),
+      events: () => Promise.resolve(store.events.map((m) => m.routingKey)),
     });
   });
 });
@@ -33,7 +34,8 @@ Deno.test("the in-memory admin store behaves like the PostgreSQL one", async (t)
         return Promise.resolve();
       },
       auditTrail: () => Promise.resolve(store.audit.map((e) => `${e.event}:${e.outcome}`)),
-      enqueued: () => Promise.resolve(store.outbox.map((m) => m.messageId)),
+      enqueued: () => Promise.resolve(store.otpRequests.map((m) => m.messageId)),
+      events: () => Promise.resolve(store.events.map((m) => m.routingKey)),
     });
   });
 });

@@ -3,37 +3,37 @@ import { enqueue } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
+import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { admit, audit } from "./pg_limits.ts";
+import {
+  authenticate,
+  deleteUserIn,
+  insertSession,
+  listSessions,
+  refresh,
+  revokeIn,
+} from "./pg_session_store.ts";
 import type {
   AuditContext,
   AuthStore,
+  Caller,
   Challenge,
   ChallengeOutcome,
+  DeletionOriginName,
   Limited,
   LoginCodeOutcome,
-  NewSession,
   RateRule,
+  RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
+  RefreshOutcome,
+  RevocationReasonName,
+  SessionInfo,
+  SessionPolicy,
   SignupOutcome,
-  User,
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-
-interface UserRow {
-  id: string;
-  phone_number: string;
-  created_at: Date;
-  verified_at: Date | null;
-}
-
-const toUser = (r: UserRow): User => ({
-  id: r.id,
-  phoneNumber: r.phone_number,
-  createdAt: r.created_at,
-  verifiedAt: r.verified_at,
-});
 
 export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
@@ -46,17 +46,18 @@ export class PgAuthStore implements AuthStore {
   ): Promise<SignupOutcome> {
     const outcome = await this.sql.begin(async (tx): Promise<SignupOutcome> => {
       // The no-op update takes the row lock, so concurrent signups of one number serialise.
-      const [user] = await tx<UserRow[]>`
+      const [user] = await tx<{ id: string; verified_at: Date | null; inserted: boolean }[]>`
         insert into auth.users (phone_number) values (${phone})
         on conflict (phone_number) do update set phone_number = excluded.phone_number
-        returning id, phone_number, created_at, verified_at`;
+        returning id, verified_at, (xmax = 0) as inserted`;
       if (user!.verified_at !== null) return { kind: "already_verified" };
       const limited = await admit(tx, rules);
       // Throwing rolls back the user row too: a refused signup changes nothing.
       if (limited) throw new Refused(limited);
-      // Pipelined: both statements go out together and cost one round trip.
+      // Pipelined: the statements go out together and cost one round trip.
       await Promise.all([
         enqueue(tx, SCHEMA, request),
+        user!.inserted ? enqueue(tx, SCHEMA, userSignedUp(user!.id, phone, who)) : undefined,
         audit(tx, "code_requested", "signup", who),
       ]);
       return { kind: "queued" };
@@ -88,6 +89,21 @@ export class PgAuthStore implements AuthStore {
     return outcome;
   }
 
+  async admitPhoneChangeCode(
+    _phone: string,
+    rules: RateRule[],
+    who: AuditContext,
+  ): Promise<{ kind: "ok" } | Limited> {
+    const outcome = await this.sql.begin(async (tx): Promise<{ kind: "ok" } | Limited> => {
+      const limited = await admit(tx, rules);
+      if (limited) return limited;
+      await audit(tx, "code_requested", "phone_change", who);
+      return { kind: "ok" };
+    });
+    if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
+    return outcome;
+  }
+
   /** For refusals whose transaction rolled back or changed nothing. */
   private async auditAlone(event: string, outcome: string, who: AuditContext): Promise<void> {
     await this.sql.begin((tx) => audit(tx, event, outcome, who));
@@ -98,10 +114,10 @@ export class PgAuthStore implements AuthStore {
     purpose: PurposeName,
     policy: RedeemPolicy,
     matches: (c: Challenge) => Promise<boolean>,
-    session: NewSession,
+    effect: RedeemEffect,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
-    return await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
+    const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
       const limited = await admit(tx, policy.rules);
       if (limited) {
         await audit(tx, "code_checked", "limited", who);
@@ -121,16 +137,22 @@ export class PgAuthStore implements AuthStore {
           issued_at: Date;
           expires_at: Date;
           failed_attempts: number;
-          user_id: string;
+          user_id: string | null;
+          verified_at: Date | null;
         }[]
       >`
         select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
-               u.id as user_id
-          from auth.challenges c join auth.users u on u.phone_number = c.phone_number
+               u.id as user_id, u.verified_at
+          from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
          where c.phone_number = ${phone} and c.purpose = ${purpose}
            and c.consumed_at is null and c.expires_at > now()
          for update of c`;
-      if (!c) {
+      // A code for a number with no user (or not the caller's) is no code at all, except
+      // a phone-change code, whose number is by design not the caller's yet.
+      const owner = c?.user_id ?? null;
+      const usable = c && (effect.kind === "phone_change" ||
+        (owner !== null && (effect.kind === "session" || owner === effect.userId)));
+      if (!c || !usable) {
         await audit(tx, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
       }
@@ -147,23 +169,79 @@ export class PgAuthStore implements AuthStore {
         expiresAt: c.expires_at,
       });
       if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
+      if (effect.kind === "phone_change" && c.verified_at !== null && owner !== effect.userId) {
+        await audit(tx, "code_checked", "taken", who);
+        return { kind: "taken" };
+      }
       await tx`
         update auth.challenges set consumed_at = now()
          where phone_number = ${phone} and purpose = ${purpose}`;
       await tx`delete from auth.number_locks where phone_number = ${phone}`;
-      if (purpose === "signup") {
-        await tx`
-          update auth.users set verified_at = coalesce(verified_at, now())
-           where id = ${c.user_id}`;
-      }
-      await tx`
-        insert into auth.sessions (user_id, token_hash, expires_at)
-        values (${c.user_id}, ${session.tokenHash},
-                now() + make_interval(secs => ${session.ttlSeconds}))`;
       await audit(tx, "code_checked", "ok", who);
-      await audit(tx, "session_created", purpose, who);
-      return { kind: "ok", userId: c.user_id };
+      switch (effect.kind) {
+        case "session":
+          return await this.openSession(tx, owner!, c.verified_at, purpose, effect, phone, who);
+        case "phone_change":
+          return await this.changePhone(tx, effect.userId, owner, phone, who);
+        case "delete_account":
+          await deleteUserIn(tx, effect.userId, "user", who);
+          return { kind: "ok", userId: effect.userId };
+      }
     });
+    if (outcome.kind === "ok") this.onEnqueued();
+    return outcome;
+  }
+
+  private async openSession(
+    tx: TxSql,
+    userId: string,
+    verifiedAt: Date | null,
+    purpose: PurposeName,
+    effect: Extract<RedeemEffect, { kind: "session" }>,
+    phone: string,
+    who: AuditContext,
+  ): Promise<RedeemOutcome> {
+    if (purpose === "signup" && verifiedAt === null) {
+      await tx`update auth.users set verified_at = now() where id = ${userId}`;
+      await enqueue(tx, SCHEMA, userVerified(userId, phone, who));
+    }
+    const expiresAt = await insertSession(tx, userId, effect.session);
+    await audit(tx, "session_created", purpose, who);
+    const origin = purpose === "signup" ? "verify" : "login";
+    await enqueue(
+      tx,
+      SCHEMA,
+      sessionCreated({ sessionId: effect.session.id, userId, expiresAt, origin }, who),
+    );
+    return { kind: "ok", userId, sessionExpiresAt: expiresAt };
+  }
+
+  /**
+   * Moves the user to `phone`. An unverified user holding that number never proved it,
+   * while the caller just did: that row gives way.
+   */
+  private async changePhone(
+    tx: TxSql,
+    userId: string,
+    holder: string | null,
+    phone: string,
+    who: AuditContext,
+  ): Promise<RedeemOutcome> {
+    if (holder !== null && holder !== userId) {
+      await tx`delete from auth.users where id = ${holder} and verified_at is null`;
+    }
+    const [u] = await tx<{ old: string }[]>`
+      update auth.users n set phone_number = ${phone}
+        from (select id, phone_number from auth.users where id = ${userId} for update) o
+       where n.id = o.id
+      returning o.phone_number as old`;
+    if (!u) return { kind: "no_challenge" };
+    // Codes of either number were issued for the old owner of the number.
+    await tx`delete from auth.challenges where phone_number in (${u.old}, ${phone})`;
+    await audit(tx, "phone_changed", "ok", { ...who, phone: u.old });
+    await audit(tx, "phone_changed", "ok", who);
+    await enqueue(tx, SCHEMA, phoneChanged(userId, u.old, phone, who));
+    return { kind: "ok", userId, previousPhone: u.old };
   }
 
   private async wrongCode(
@@ -223,42 +301,44 @@ export class PgAuthStore implements AuthStore {
     return r!.stored ? "stored" : "superseded";
   }
 
-  async sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null> {
-    // The idle timer is refreshed only when it is somewhat stale, so most profile reads
-    // stay read-only (no WAL flush at commit).
-    const refresh = Math.min(60, idleSeconds / 4);
-    const [row] = await this.sql<UserRow[]>`
-      with s as (
-        select id, user_id, last_seen_at from auth.sessions
-         where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
-           and last_seen_at > now() - make_interval(secs => ${idleSeconds})),
-      touch as (
-        update auth.sessions set last_seen_at = now()
-         where id in (select id from s
-                       where last_seen_at < now() - make_interval(secs => ${refresh})))
-      select u.id, u.phone_number, u.created_at, u.verified_at
-        from s join auth.users u on u.id = s.user_id`;
-    return row ? toUser(row) : null;
+  authenticate(tokenHash: Uint8Array, policy: SessionPolicy): Promise<Caller | null> {
+    return authenticate(this.sql, tokenHash, policy);
   }
 
-  async revoke(tokenHash: Uint8Array, all: boolean, who: AuditContext): Promise<number> {
-    return await this.sql.begin(async (tx) => {
-      const rows = all
-        ? await tx`
-          update auth.sessions set revoked_at = now()
-           where revoked_at is null and user_id = (
-             select user_id from auth.sessions where token_hash = ${tokenHash}
-                and revoked_at is null and expires_at > now())
-          returning id`
-        : await tx`
-          update auth.sessions set revoked_at = now()
-           where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
-          returning id`;
-      if (rows.length > 0) {
-        await audit(tx, "session_revoked", all ? `all:${rows.length}` : "one", who);
-      }
-      return rows.length;
-    });
+  async refresh(
+    tokenHash: Uint8Array,
+    next: Uint8Array,
+    policy: SessionPolicy,
+    who: AuditContext,
+  ): Promise<RefreshOutcome> {
+    const outcome = await refresh(this.sql, tokenHash, next, policy, who);
+    if (outcome.kind === "reused") this.onEnqueued();
+    return outcome;
+  }
+
+  listSessions(userId: string, idleSeconds: number): Promise<SessionInfo[]> {
+    return listSessions(this.sql, userId, idleSeconds);
+  }
+
+  async revokeSessions(
+    userId: string,
+    sessionIds: readonly string[] | "all",
+    reason: RevocationReasonName,
+    who: AuditContext,
+  ): Promise<string[]> {
+    const ids = await this.sql.begin((tx) => revokeIn(tx, userId, sessionIds, reason, who));
+    if (ids.length > 0) this.onEnqueued();
+    return ids;
+  }
+
+  async deleteUser(
+    userId: string,
+    origin: DeletionOriginName,
+    who: AuditContext,
+  ): Promise<boolean> {
+    const deleted = await this.sql.begin((tx) => deleteUserIn(tx, userId, origin, who));
+    if (deleted) this.onEnqueued();
+    return deleted;
   }
 
   async sweep(keepSeconds: number): Promise<void> {
@@ -266,6 +346,7 @@ export class PgAuthStore implements AuthStore {
       where at < now() - make_interval(secs => ${keepSeconds})`;
     await this.sql`delete from auth.challenges
       where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+    // Replaced tokens go with their session: reuse is detected for the session's life.
     await this.sql`delete from auth.sessions
       where expires_at < now() - make_interval(secs => ${keepSeconds})`;
     await this.sql`delete from auth.inbox

@@ -25,14 +25,15 @@ const store = new PgAuthStore(sql);
 const [user] = await sql`insert into auth.users (phone_number, verified_at)
   values ('+14155550123', now()) returning id`;
 const tokenHash = await sha256("bench-token");
-await sql`insert into auth.sessions (user_id, token_hash, expires_at)
-  values (${user!.id}, ${tokenHash}, now() + interval '1 day')`;
+await sql`with s as (insert into auth.sessions (user_id, expires_at)
+  values (${user!.id}, now() + interval '1 day') returning id)
+  insert into auth.session_tokens (token_hash, session_id) select ${tokenHash}, id from s`;
 
 Deno.bench("select 1 (PostgreSQL round-trip floor)", { group: "db", baseline: true }, async () => {
   await sql`select 1`;
 });
 Deno.bench("GetProfile: session lookup with idle refresh", { group: "db" }, async () => {
-  await store.sessionUser(tokenHash, 86_400);
+  await store.authenticate(tokenHash, { idleSeconds: 86_400, graceSeconds: 10 });
 });
 Deno.bench("ValidatePhoneNumberLogin: unknown number", { group: "db" }, async () => {
   await store.admitLoginCode("+14155550199", [], { phone: null, clientAddress: "", requestId: "" });

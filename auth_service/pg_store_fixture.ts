@@ -1,11 +1,13 @@
 // PgAuthStore as a StoreUnderTest, for the conformance suite on PostgreSQL and PGlite.
+import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import { createLogger } from "../shared/log.ts";
 import { migrate, readMigrations } from "../shared/migrations.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import type { StoreUnderTest } from "./store_conformance.ts";
 
-const TABLES = "users, challenges, sessions, inbox, outbox, rate_events, number_locks, " +
+const TABLES =
+  "users, challenges, sessions, session_tokens, inbox, outbox, rate_events, number_locks, " +
   "audit_events";
 
 export async function migrateAuth(sql: Sql): Promise<void> {
@@ -28,6 +30,7 @@ export async function openPgStore(sql: Sql): Promise<StoreUnderTest> {
         await shift("users", ["created_at", "verified_at"]);
         await shift("challenges", ["issued_at", "expires_at", "consumed_at"]);
         await shift("sessions", ["created_at", "expires_at", "last_seen_at", "revoked_at"]);
+        await shift("session_tokens", ["issued_at", "replaced_at"]);
         await shift("inbox", ["handled_at"]);
         await shift("outbox", ["created_at", "available_at"]);
         await shift("rate_events", ["at"]);
@@ -40,6 +43,11 @@ export async function openPgStore(sql: Sql): Promise<StoreUnderTest> {
         select event || ':' || outcome as e from auth.audit_events order by id`).map((r) => r.e),
     enqueued: async () =>
       (await sql<{ message_id: string }[]>`
-        select message_id from auth.outbox order by id`).map((r) => r.message_id),
+        select message_id from auth.outbox where exchange <> ${EVENTS_EXCHANGE}
+         order by id`).map((r) => r.message_id),
+    events: async () =>
+      (await sql<{ routing_key: string }[]>`
+        select routing_key from auth.outbox where exchange = ${EVENTS_EXCHANGE}
+         order by id`).map((r) => r.routing_key),
   };
 }

@@ -9,6 +9,15 @@ import type { SendLimits } from "../shared/limits_config.ts";
 export interface CallContext {
   requestId: string;
   clientAddress: string;
+  /** The User-Agent header, cleaned; recorded with a new session. */
+  userAgent?: string;
+}
+
+/** Signs access tokens (auth_service/access_tokens.ts). */
+export interface TokenIssuer {
+  issue(subject: { userId: string; sessionId: string; phoneNumber: string }): Promise<
+    { token: string; expiresIn: number }
+  >;
 }
 
 /** Asks otp-service for a login code (GenerateOtp). Throws DomainError on refusal. */
@@ -22,6 +31,8 @@ export interface AuthSettings {
   maxTtlSeconds: number;
   sessionTtlSeconds: number;
   sessionIdleSeconds: number;
+  /** How long a token replaced by RefreshSession still works. */
+  sessionRotationGraceSeconds: number;
   sending: SendLimits;
   lockAfterFailures: number;
   lockSeconds: number;
@@ -45,9 +56,47 @@ export interface Challenge {
 }
 
 export interface NewSession {
+  /** A UUID chosen by the caller: the access token's `sid`. */
+  id: string;
   tokenHash: Uint8Array;
   ttlSeconds: number;
+  /** As the transport saw them when the session was created; "" when unknown. */
+  clientAddress: string;
+  userAgent: string;
 }
+
+export interface SessionInfo {
+  id: string;
+  userId: string;
+  createdAt: Date;
+  expiresAt: Date;
+  lastSeenAt: Date;
+  clientAddress: string;
+  userAgent: string;
+}
+
+/** A live session and its user, as a token authenticated them. */
+export interface Caller {
+  session: SessionInfo;
+  user: User;
+}
+
+export interface SessionPolicy {
+  /** A session unused for this long is dead. */
+  idleSeconds: number;
+  /** How long a token replaced by a refresh still works (concurrent tabs). */
+  graceSeconds: number;
+}
+
+export type RevocationReasonName = "logout" | "revoked_by_user" | "token_reuse" | "admin";
+export type DeletionOriginName = "user" | "admin";
+
+export type RefreshOutcome =
+  /** `caller.session` now also answers to the new token. */
+  | { kind: "rotated"; caller: Caller }
+  /** A replaced token came back after the grace: the whole session was revoked. */
+  | { kind: "reused" }
+  | { kind: "invalid" };
 
 /** At most `limit` events with this key in any `windowSeconds`-long window. */
 export interface RateRule {
@@ -82,8 +131,26 @@ export interface RedeemPolicy {
   rules: RateRule[];
 }
 
+/** What a matching code does, in the transaction that consumes it. */
+export type RedeemEffect =
+  /** Signup or login: open this session (a signup code also verifies the user). */
+  | { kind: "session"; session: NewSession }
+  /** The code went to a new number: move this user to it. */
+  | { kind: "phone_change"; userId: string }
+  /** A fresh login code of this user's number: delete the account. */
+  | { kind: "delete_account"; userId: string };
+
 export type RedeemOutcome =
-  | { kind: "ok"; userId: string }
+  | {
+    kind: "ok";
+    userId: string;
+    /** For "session": when it expires. */
+    sessionExpiresAt?: Date;
+    /** For "phone_change": the number the user had before. */
+    previousPhone?: string;
+  }
+  /** For "phone_change": the new number belongs to another verified user. */
+  | { kind: "taken" }
   | { kind: "no_challenge" }
   | { kind: "wrong"; remaining: number; locked: boolean }
   | { kind: "exhausted" }
@@ -103,24 +170,62 @@ export interface AuthStore {
   /** Admits a login-code request for a verified user under the sending limits. */
   admitLoginCode(phone: string, rules: RateRule[], audit: AuditContext): Promise<LoginCodeOutcome>;
   /**
+   * Admits a phone-change code to `phone` under the sending limits. It answers the same
+   * whether or not the number is taken; that is checked once the code proves possession.
+   */
+  admitPhoneChangeCode(
+    phone: string,
+    rules: RateRule[],
+    audit: AuditContext,
+  ): Promise<{ kind: "ok" } | Limited>;
+  /**
    * Checks a code against the number's live challenge under a row lock: at most one
-   * concurrent caller can consume it. On success marks the user verified (for signup)
-   * and creates the session.
+   * concurrent caller can consume it. On success applies `effect` in the same
+   * transaction, with its events.
    */
   redeem(
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
     matches: (challenge: Challenge) => Promise<boolean>,
-    session: NewSession,
+    effect: RedeemEffect,
     audit: AuditContext,
   ): Promise<RedeemOutcome>;
   /** Stores an issued challenge unless this message was handled or a newer one exists. */
   saveChallenge(messageId: string, challenge: Challenge): Promise<ChallengeOutcome>;
-  /** The user of a live session, refreshing its idle timer; null if none. */
-  sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null>;
-  /** Revokes one session (or all of its user's); returns how many were revoked. */
-  revoke(tokenHash: Uint8Array, all: boolean, audit: AuditContext): Promise<number>;
+  /**
+   * The live session a token names (a current token, or one replaced within the grace)
+   * and its user, refreshing the idle timer; null if none.
+   */
+  authenticate(tokenHash: Uint8Array, policy: SessionPolicy): Promise<Caller | null>;
+  /**
+   * Gives the session of `tokenHash` the token `next`. A current token is marked
+   * replaced; a token replaced within the grace keeps its state and `next` becomes a
+   * further current token (another tab); one replaced longer ago revokes the session.
+   */
+  refresh(
+    tokenHash: Uint8Array,
+    next: Uint8Array,
+    policy: SessionPolicy,
+    audit: AuditContext,
+  ): Promise<RefreshOutcome>;
+  /** The user's sessions that are neither revoked nor expired nor idle, oldest first. */
+  listSessions(userId: string, idleSeconds: number): Promise<SessionInfo[]>;
+  /**
+   * Revokes the user's unrevoked, unexpired sessions among `sessionIds` (or all of
+   * them); ids of other users' sessions are ignored. Returns the ids revoked.
+   */
+  revokeSessions(
+    userId: string,
+    sessionIds: readonly string[] | "all",
+    reason: RevocationReasonName,
+    audit: AuditContext,
+  ): Promise<string[]>;
+  /**
+   * Deletes the user, their sessions and the challenges and locks of their number; the
+   * audit trail stays. Returns false when there was no such user.
+   */
+  deleteUser(userId: string, origin: DeletionOriginName, audit: AuditContext): Promise<boolean>;
   /** Deletes expired counters, challenges, sessions and old inbox rows. */
   sweep(keepSeconds: number): Promise<void>;
 }

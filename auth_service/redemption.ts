@@ -1,8 +1,14 @@
 // Redeeming a code: VerifyPhoneNumber (a signup code) and LoginWithPhoneNumber (a login
 // code). A matching code is consumed and a session created in the same transaction.
+// Phone change and account deletion redeem their codes through the same rules.
 import { constantTimeEqual, otpMac, randomToken, sha256 } from "../shared/crypto.ts";
 import type { HmacKey } from "../shared/crypto.ts";
-import { invalidArgument, resourceExhausted, unauthenticated } from "../shared/errors.ts";
+import {
+  DomainError,
+  invalidArgument,
+  resourceExhausted,
+  unauthenticated,
+} from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -10,7 +16,14 @@ import { parsePhone } from "../shared/phone.ts";
 import { countryOf, NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { CodeCheckOutcome, Telemetry } from "../shared/telemetry.ts";
 import { withSpan } from "../shared/tracing.ts";
-import type { AuthSettings, AuthStore, CallContext, RedeemOutcome } from "./ports.ts";
+import type {
+  AuthSettings,
+  AuthStore,
+  CallContext,
+  RedeemEffect,
+  RedeemOutcome,
+  TokenIssuer,
+} from "./ports.ts";
 import { auditContext, checkRules, limitedError } from "./rules.ts";
 
 // The same text for a wrong and an expired code, so neither can be told from the other.
@@ -24,41 +37,68 @@ export class Redemption {
     private readonly store: AuthStore,
     private readonly hmac: HmacKey,
     private readonly settings: AuthSettings,
+    private readonly tokens: TokenIssuer,
     private readonly log: Logger,
     private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.codeFormat = new RegExp(`^\\d{${settings.codeLength}}$`);
   }
 
-  /** Redeems a signup code: the user becomes verified. Returns the session token. */
-  verify(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
+  /** Redeems a signup code: the user becomes verified and a session opens. */
+  verify(phoneInput: string, code: string, ctx: CallContext): Promise<OpenedSession> {
     return withSpan(
       "auth.verify",
       { "otp.purpose": "signup" },
-      () => this.redeem(phoneInput, code, "signup", ctx),
+      () => this.openSession(phoneInput, code, "signup", ctx),
     );
   }
 
-  /** Redeems a login code. Returns the session token. */
-  login(phoneInput: string, code: string, ctx: CallContext): Promise<string> {
+  /** Redeems a login code: a session opens. */
+  login(phoneInput: string, code: string, ctx: CallContext): Promise<OpenedSession> {
     return withSpan(
       "auth.login",
       { "otp.purpose": "login" },
-      () => this.redeem(phoneInput, code, "login", ctx),
+      () => this.openSession(phoneInput, code, "login", ctx),
     );
   }
 
-  private async redeem(
+  private async openSession(
     phoneInput: string,
     code: string,
-    purpose: PurposeName,
+    purpose: "signup" | "login",
     ctx: CallContext,
-  ): Promise<string> {
+  ): Promise<OpenedSession> {
     const phone = parsePhone(phoneInput).e164;
+    const sessionToken = randomToken();
+    const sessionId = crypto.randomUUID();
+    const { userId } = await this.redeem(phone, code, purpose, {
+      kind: "session",
+      session: {
+        id: sessionId,
+        tokenHash: await sha256(sessionToken),
+        ttlSeconds: this.settings.sessionTtlSeconds,
+        clientAddress: ctx.clientAddress,
+        userAgent: ctx.userAgent ?? "",
+      },
+    }, ctx);
+    const access = await this.tokens.issue({ userId, sessionId, phoneNumber: phone });
+    return { sessionToken, accessToken: access.token, expiresIn: access.expiresIn };
+  }
+
+  /**
+   * Checks `code` against the live challenge of `phone` and `purpose` and, if it
+   * matches, applies `effect` with it. Throws the domain error of any refusal.
+   */
+  async redeem(
+    phone: string,
+    code: string,
+    purpose: PurposeName,
+    effect: RedeemEffect,
+    ctx: CallContext,
+  ): Promise<Extract<RedeemOutcome, { kind: "ok" }>> {
     if (!this.codeFormat.test(code)) {
       throw invalidArgument(`otp must be ${this.settings.codeLength} digits`, "CODE_MALFORMED");
     }
-    const token = randomToken();
     const outcome = await this.store.redeem(
       phone,
       purpose,
@@ -78,15 +118,21 @@ export class Redemption {
         });
         return constantTimeEqual(mac, c.codeMac);
       },
-      { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },
+      effect,
       auditContext(phone, ctx),
     );
-    this.count(phone, purpose, outcome);
+    this.count(phone, purpose, effect, outcome);
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
     switch (outcome.kind) {
       case "ok":
-        this.log.info("code accepted; session created", fields);
-        return token;
+        this.log.info("code accepted", { ...fields, effect: effect.kind });
+        return outcome;
+      case "taken":
+        this.log.info("phone change refused: number taken", fields);
+        throw new DomainError(
+          "PHONE_TAKEN",
+          "this phone number belongs to another account",
+        );
       case "no_challenge":
         this.log.info("code rejected: no live challenge", fields);
         throw unauthenticated(WRONG_CODE, "CODE_INVALID");
@@ -120,19 +166,35 @@ export class Redemption {
     }
   }
 
-  private count(phone: string, purpose: PurposeName, outcome: RedeemOutcome): void {
+  private count(
+    phone: string,
+    purpose: PurposeName,
+    effect: RedeemEffect,
+    outcome: RedeemOutcome,
+  ): void {
     this.telemetry.codeChecked(purpose, CHECK_OUTCOME[outcome.kind]);
     if (outcome.kind !== "ok") return;
     this.telemetry.codeVerified(purpose, countryOf(phone));
-    this.telemetry.sessionCreated(purpose === "signup" ? "verify" : "login");
+    if (effect.kind === "session") {
+      this.telemetry.sessionCreated(purpose === "signup" ? "verify" : "login");
+    }
   }
 }
 
 const CHECK_OUTCOME: Record<RedeemOutcome["kind"], CodeCheckOutcome> = {
   ok: "ok",
+  // The code was right; the number it would move to is someone else's.
+  taken: "ok",
   no_challenge: "no_challenge",
   wrong: "wrong",
   exhausted: "exhausted",
   locked: "locked",
   limited: "address_limited",
 };
+
+/** What VerifyPhoneNumber and LoginWithPhoneNumber return. */
+export interface OpenedSession {
+  sessionToken: string;
+  accessToken: string;
+  expiresIn: number;
+}

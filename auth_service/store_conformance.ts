@@ -5,7 +5,15 @@ import assert from "node:assert/strict";
 import { constantTimeEqual } from "../shared/crypto.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import type { AuditContext, AuthStore, Challenge, RateRule, RedeemPolicy } from "./ports.ts";
+import type {
+  AuditContext,
+  AuthStore,
+  Challenge,
+  RateRule,
+  RedeemEffect,
+  RedeemPolicy,
+  SessionPolicy,
+} from "./ports.ts";
 
 export interface StoreUnderTest {
   store: AuthStore;
@@ -15,8 +23,10 @@ export interface StoreUnderTest {
   elapse(seconds: number): Promise<void>;
   /** The audit trail so far, oldest first, as "event:outcome". */
   auditTrail(): Promise<string[]>;
-  /** Message ids enqueued so far, oldest first. */
+  /** Message ids enqueued so far for otp-service (not events), oldest first. */
   enqueued(): Promise<string[]>;
+  /** Routing keys of the events enqueued so far, oldest first. */
+  events(): Promise<string[]>;
 }
 
 /** Registers one step per behaviour; `open` gives an empty store each time. */
@@ -34,7 +44,21 @@ const OTHER = "+14155550124";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.1", requestId: "r1" };
 const POLICY: RedeemPolicy = { maxAttempts: 3, lockAfterFailures: 5, lockSeconds: 600, rules: [] };
 const MAC = new Uint8Array(32).fill(7);
-const session = (n: number) => ({ tokenHash: new Uint8Array(32).fill(n), ttlSeconds: 3600 });
+const hash = (n: number) => new Uint8Array(32).fill(n);
+const sid = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
+const session = (n: number): RedeemEffect => ({
+  kind: "session",
+  session: {
+    id: sid(n),
+    tokenHash: hash(n),
+    ttlSeconds: 3600,
+    clientAddress: "192.0.2.1",
+    userAgent: `agent ${n}`,
+  },
+});
+const ACTIVE: SessionPolicy = { idleSeconds: 600, graceSeconds: 10 };
+const userOf = async (s: StoreUnderTest, n: number, policy = ACTIVE) =>
+  (await s.store.authenticate(hash(n), policy))?.user ?? null;
 const rule = (key: string, limit: number, windowSeconds: number, reason = key): RateRule => ({
   key,
   limit,
@@ -77,6 +101,13 @@ const wrong = () => Promise.resolve(false);
 async function withChallenge(s: StoreUnderTest, purpose: PurposeName = "signup", phone = PHONE) {
   await s.store.signup(phone, request(), [], who);
   await s.store.saveChallenge(crypto.randomUUID(), challenge(s, { phone, purpose }));
+}
+
+/** Opens session `n` of PHONE with a login code. */
+async function loginSession(s: StoreUnderTest, n: number) {
+  await s.store.saveChallenge(`l${n}`, challenge(s, { purpose: "login", ageSeconds: -n }));
+  const r = await s.store.redeem(PHONE, "login", POLICY, right, session(n), who);
+  assert.equal(r.kind, "ok");
 }
 
 async function verifiedUser(s: StoreUnderTest, phone = PHONE, token = 1) {
@@ -167,7 +198,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     await withChallenge(s);
     const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
     assert.equal(r.kind, "ok");
-    const user = await s.store.sessionUser(session(1).tokenHash, 600);
+    const user = await userOf(s, 1);
     assert.equal(user?.phoneNumber, PHONE);
     assert.ok(user?.verifiedAt instanceof Date);
     if (r.kind === "ok") assert.equal(user?.id, r.userId);
@@ -181,11 +212,11 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
 
   async "a login code opens a session without touching verification"(s) {
     await verifiedUser(s);
-    const first = await s.store.sessionUser(session(1).tokenHash, 600);
+    const first = await userOf(s, 1);
     await s.store.saveChallenge("login-1", challenge(s, { purpose: "login" }));
     const r = await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
     assert.equal(r.kind, "ok");
-    const user = await s.store.sessionUser(session(2).tokenHash, 600);
+    const user = await userOf(s, 2);
     assert.equal(user?.verifiedAt?.getTime(), first?.verifiedAt?.getTime());
   },
 
@@ -300,36 +331,193 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   async "a session ends when it expires or sits idle, and use keeps it alive"(s) {
     await verifiedUser(s, PHONE, 1);
     await s.elapse(75);
-    assert.ok(await s.store.sessionUser(session(1).tokenHash, 100));
+    assert.ok(await userOf(s, 1, { idleSeconds: 100, graceSeconds: 10 }));
     await s.elapse(75);
-    assert.ok(await s.store.sessionUser(session(1).tokenHash, 100), "refreshed by use");
+    assert.ok(await userOf(s, 1, { idleSeconds: 100, graceSeconds: 10 }), "refreshed by use");
     await s.elapse(101);
-    assert.equal(await s.store.sessionUser(session(1).tokenHash, 100), null, "idle");
+    assert.equal(await userOf(s, 1, { idleSeconds: 100, graceSeconds: 10 }), null, "idle");
     await s.store.saveChallenge("l", challenge(s, { purpose: "login" }));
     await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
     await s.elapse(3601);
-    assert.equal(await s.store.sessionUser(session(2).tokenHash, 86_400), null, "expired");
-    assert.equal(await s.store.sessionUser(session(3).tokenHash, 86_400), null, "unknown");
+    assert.equal(await userOf(s, 2, { idleSeconds: 86_400, graceSeconds: 10 }), null, "expired");
+    assert.equal(await userOf(s, 3, { idleSeconds: 86_400, graceSeconds: 10 }), null, "unknown");
   },
 
-  async "logout revokes one session, or every session of its user"(s) {
+  async "sessions are revoked by id or all at once, only the user's own"(s) {
     await verifiedUser(s, PHONE, 1);
     await verifiedUser(s, OTHER, 9);
-    for (const n of [2, 3]) {
-      await s.store.saveChallenge(`l${n}`, challenge(s, { purpose: "login", ageSeconds: -n }));
-      await s.store.redeem(PHONE, "login", POLICY, right, session(n), who);
-    }
-    assert.equal(await s.store.revoke(session(1).tokenHash, false, who), 1);
-    assert.equal(await s.store.sessionUser(session(1).tokenHash, 600), null);
-    assert.equal(await s.store.revoke(session(1).tokenHash, false, who), 0);
-    assert.equal(await s.store.revoke(session(2).tokenHash, true, who), 2);
-    assert.equal(await s.store.sessionUser(session(3).tokenHash, 600), null);
-    assert.ok(await s.store.sessionUser(session(9).tokenHash, 600), "another user's stays");
-    assert.equal(await s.store.revoke(session(5).tokenHash, true, who), 0);
-    assert.deepEqual((await s.auditTrail()).filter((e) => e.startsWith("session_revoked")), [
-      "session_revoked:one",
-      "session_revoked:all:2",
+    for (const n of [2, 3]) await loginSession(s, n);
+    const me = (await userOf(s, 1))!.id;
+    assert.deepEqual(await s.store.revokeSessions(me, [sid(1), sid(9)], "logout", who), [sid(1)]);
+    assert.equal(await userOf(s, 1), null);
+    assert.deepEqual(await s.store.revokeSessions(me, [sid(1)], "logout", who), []);
+    assert.deepEqual((await s.store.revokeSessions(me, "all", "logout", who)).sort(), [
+      sid(2),
+      sid(3),
     ]);
+    assert.equal(await userOf(s, 3), null);
+    assert.ok(await userOf(s, 9), "another user's stays");
+    assert.deepEqual((await s.auditTrail()).filter((e) => e.startsWith("session_revoked")), [
+      "session_revoked:logout",
+      "session_revoked:logout:all:2",
+    ]);
+    assert.deepEqual((await s.events()).filter((e) => e === "session.revoked").length, 2);
+  },
+
+  async "the live sessions of a user are listed with where they were opened"(s) {
+    await verifiedUser(s, PHONE, 1);
+    await verifiedUser(s, OTHER, 9);
+    await loginSession(s, 2);
+    await loginSession(s, 3);
+    const me = (await userOf(s, 1))!.id;
+    await s.store.revokeSessions(me, [sid(3)], "revoked_by_user", who);
+    const list = await s.store.listSessions(me, 600);
+    assert.deepEqual(list.map((x) => x.id).sort(), [sid(1), sid(2)]);
+    assert.deepEqual(list.map((x) => [x.clientAddress, x.userAgent]).sort(), [
+      ["192.0.2.1", "agent 1"],
+      ["192.0.2.1", "agent 2"],
+    ]);
+    assert.ok(list.every((x) => x.userId === me && x.expiresAt > x.createdAt));
+    await s.elapse(601);
+    assert.deepEqual(await s.store.listSessions(me, 600), [], "idle sessions are not live");
+  },
+
+  async "a refresh rotates the token; the replaced one works only within the grace"(s) {
+    await verifiedUser(s, PHONE, 1);
+    const r = await s.store.refresh(hash(1), hash(2), ACTIVE, who);
+    assert.equal(r.kind, "rotated");
+    if (r.kind === "rotated") assert.equal(r.caller.session.id, sid(1));
+    assert.ok(await userOf(s, 2), "the new token works");
+    assert.ok(await userOf(s, 1), "the replaced one still works within the grace");
+    // A second tab refreshing with the replaced token gets a token of the same session.
+    const tab = await s.store.refresh(hash(1), hash(3), ACTIVE, who);
+    assert.equal(tab.kind, "rotated");
+    if (tab.kind === "rotated") assert.equal(tab.caller.session.id, sid(1));
+    assert.ok(await userOf(s, 2), "the first tab's token was not replaced by it");
+    await s.elapse(11);
+    assert.equal(await userOf(s, 1), null, "replaced and past the grace");
+    assert.ok(await userOf(s, 3));
+    assert.deepEqual(await s.store.refresh(hash(1), hash(4), ACTIVE, who), { kind: "reused" });
+    assert.equal(await userOf(s, 2), null, "reuse revoked the whole session");
+    assert.equal(await userOf(s, 3), null);
+    assert.equal((await s.auditTrail()).at(-1), "session_revoked:token_reuse");
+    assert.equal((await s.events()).at(-1), "session.revoked");
+    assert.deepEqual(await s.store.refresh(hash(4), hash(5), ACTIVE, who), { kind: "invalid" });
+    assert.deepEqual(await s.store.refresh(hash(2), hash(5), ACTIVE, who), { kind: "invalid" });
+  },
+
+  async "each action enqueues its event once"(s) {
+    await s.store.signup(PHONE, request(), [], who);
+    await s.store.signup(PHONE, request(), [], who);
+    assert.deepEqual(await s.events(), ["user.signed_up"]);
+    await s.store.saveChallenge("c", challenge(s));
+    await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
+    await loginSession(s, 2);
+    assert.deepEqual(await s.events(), [
+      "user.signed_up",
+      "user.verified",
+      "session.created",
+      "session.created",
+    ]);
+  },
+
+  async "a phone-change code moves the user to the new number, keeping sessions"(s) {
+    await verifiedUser(s, PHONE, 1);
+    const me = (await userOf(s, 1))!.id;
+    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, [], who), { kind: "ok" });
+    await s.store.saveChallenge("p", challenge(s, { phone: OTHER, purpose: "phone_change" }));
+    // Not a login code, and not a code anyone else can log in with.
+    const login = await s.store.redeem(OTHER, "login", POLICY, right, session(5), who);
+    assert.equal(login.kind, "no_challenge");
+    const r = await s.store.redeem(
+      OTHER,
+      "phone_change",
+      POLICY,
+      right,
+      { kind: "phone_change", userId: me },
+      who,
+    );
+    assert.deepEqual(r, { kind: "ok", userId: me, previousPhone: PHONE });
+    assert.equal((await userOf(s, 1))?.phoneNumber, OTHER, "the session stays, on the new number");
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.admitLoginCode(OTHER, [], who), { kind: "ok" });
+    assert.ok((await s.auditTrail()).includes("phone_changed:ok"));
+    assert.equal((await s.events()).at(-1), "phone.changed");
+  },
+
+  async "a number held by another verified user cannot be taken; an unverified one gives way"(s) {
+    await verifiedUser(s, PHONE, 1);
+    await verifiedUser(s, OTHER, 9);
+    const me = (await userOf(s, 1))!.id;
+    const change = { kind: "phone_change", userId: me } as const;
+    await s.store.saveChallenge("p", challenge(s, { phone: OTHER, purpose: "phone_change" }));
+    assert.deepEqual(
+      await s.store.redeem(OTHER, "phone_change", POLICY, right, change, who),
+      { kind: "taken" },
+    );
+    assert.equal((await userOf(s, 9))?.phoneNumber, OTHER);
+    const THIRD = "+14155550125";
+    await s.store.signup(THIRD, request(), [], who);
+    await s.store.saveChallenge("q", challenge(s, { phone: THIRD, purpose: "phone_change" }));
+    const r = await s.store.redeem(THIRD, "phone_change", POLICY, right, change, who);
+    assert.equal(r.kind, "ok");
+    assert.equal((await userOf(s, 1))?.phoneNumber, THIRD);
+  },
+
+  async "phone-change codes follow the redemption rules"(s) {
+    await verifiedUser(s, PHONE, 1);
+    const me = (await userOf(s, 1))!.id;
+    const change = { kind: "phone_change", userId: me } as const;
+    await s.store.saveChallenge("p", challenge(s, { phone: OTHER, purpose: "phone_change" }));
+    for (let i = 0; i < 3; i++) {
+      assert.equal(
+        (await s.store.redeem(OTHER, "phone_change", POLICY, wrong, change, who)).kind,
+        "wrong",
+      );
+    }
+    assert.deepEqual(
+      await s.store.redeem(OTHER, "phone_change", POLICY, right, change, who),
+      { kind: "exhausted" },
+    );
+  },
+
+  async "a login code of the account's number deletes it; the number can sign up anew"(s) {
+    await verifiedUser(s, PHONE, 1);
+    await verifiedUser(s, OTHER, 9);
+    const me = (await userOf(s, 1))!.id;
+    const other = (await userOf(s, 9))!.id;
+    await loginSession(s, 2);
+    await s.store.saveChallenge("d", challenge(s, { purpose: "login", ageSeconds: -5 }));
+    // Another user's login code deletes nothing.
+    const theirs = await s.store.redeem(
+      PHONE,
+      "login",
+      POLICY,
+      right,
+      { kind: "delete_account", userId: other },
+      who,
+    );
+    assert.equal(theirs.kind, "no_challenge");
+    const r = await s.store.redeem(
+      PHONE,
+      "login",
+      POLICY,
+      right,
+      { kind: "delete_account", userId: me },
+      who,
+    );
+    assert.deepEqual(r, { kind: "ok", userId: me });
+    assert.equal(await userOf(s, 1), null);
+    assert.equal(await userOf(s, 2), null);
+    assert.ok(await userOf(s, 9));
+    assert.deepEqual(await s.store.listSessions(me, 600), []);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+    assert.equal(await s.store.deleteUser(me, "user", who), false);
+    const trail = await s.auditTrail();
+    assert.ok(trail.includes("user_deleted:user") && trail.includes("code_requested:signup"));
+    assert.equal((await s.events()).at(-1), "user.deleted");
+    assert.deepEqual(await s.store.signup(PHONE, request(), [], who), { kind: "queued" });
+    assert.equal((await s.events()).at(-1), "user.signed_up");
   },
 
   async "the sweep forgets handled messages past their keep time only"(s) {

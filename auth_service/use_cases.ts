@@ -4,9 +4,10 @@ import type { HmacKey } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
 import { NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
+import { Account } from "./account.ts";
 import { ChallengeConsumer } from "./challenge_consumer.ts";
 import { CodeRequests } from "./code_request.ts";
-import type { AuthSettings, AuthStore, OtpGateway } from "./ports.ts";
+import type { AuthSettings, AuthStore, OtpGateway, TokenIssuer } from "./ports.ts";
 import { Redemption } from "./redemption.ts";
 import { Sessions } from "./sessions.ts";
 
@@ -14,6 +15,7 @@ export interface AuthUseCases {
   codes: CodeRequests;
   redemption: Redemption;
   sessions: Sessions;
+  account: Account;
   challenges: ChallengeConsumer;
 }
 
@@ -21,6 +23,7 @@ export interface AuthPorts {
   store: AuthStore;
   otp: OtpGateway;
   hmac: HmacKey;
+  tokens: TokenIssuer;
   log: Logger;
   /** Metrics of what happened; none by default. */
   telemetry?: Telemetry;
@@ -28,10 +31,13 @@ export interface AuthPorts {
 
 export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCases {
   const t = p.telemetry ?? NO_TELEMETRY;
+  const redemption = new Redemption(p.store, p.hmac, settings, p.tokens, p.log, t);
+  const sessions = new Sessions(p.store, settings, p.tokens, t);
   return {
     codes: new CodeRequests(p.store, p.otp, settings, p.log, t),
-    redemption: new Redemption(p.store, p.hmac, settings, p.log, t),
-    sessions: new Sessions(p.store, settings, t),
+    redemption,
+    sessions,
+    account: new Account(p.store, p.otp, sessions, redemption, settings, p.log),
     challenges: new ChallengeConsumer(p.store, settings.maxTtlSeconds, p.log),
   };
 }

@@ -12,6 +12,7 @@ import { createLogger } from "../shared/log.ts";
 import { createPool } from "../shared/postgres.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "../auth_service/app.ts";
+import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 import { loadAuthConfig } from "../auth_service/config.ts";
 import { createOtpGateway } from "../auth_service/otp_client.ts";
 import { startOtpService } from "../otp_service/app.ts";
@@ -41,10 +42,16 @@ await runMain(async () => {
     INTERNAL_API_TOKEN: randomToken(),
     // Dev mode is the one place that picks the console sender by itself.
     SMS_PROVIDER: "console",
+    JWT_SIGNING_KEY: await generateDevSigningKey(),
   };
   // Dev defaults: real values win, secrets are generated for this run only.
   const env: Env = (name) => processEnv(name) ?? generated[name];
   const reader = new ConfigReader(processEnv);
+
+  if (!processEnv("JWT_SIGNING_KEY")) {
+    // Tokens signed with it stop verifying when dev restarts: a new key each run.
+    log.warn("JWT_SIGNING_KEY not set: generated an Ed25519 key for this run only");
+  }
 
   const realDb = reader.optional("DATABASE_URL");
   const dataDir = reader.optional("DEV_DATA_DIR") ?? ".dev/pgdata";
@@ -122,6 +129,7 @@ await runMain(async () => {
     `  otp-service   http://127.0.0.1:${otp.port}`,
     `  database      ${pg ? `embedded PGlite in ${dataDir}` : "DATABASE_URL"}`,
     `  broker        ${realAmqp ? "AMQP_URL" : "in-process (not durable; dev only)"}`,
+    `  key set       ${a}/.well-known/jwks.json`,
     "",
     "Try it:",
     `  curl -s ${a}/auth.v1.AuthService/SignupWithPhoneNumber \\`,

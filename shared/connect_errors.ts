@@ -25,6 +25,7 @@ export const REASON_CODES: Readonly<Record<Reason, Code>> = {
   NOT_OWN_PROFILE: Code.PermissionDenied,
   ALREADY_REGISTERED: Code.AlreadyExists,
   USER_NOT_FOUND: Code.NotFound,
+  PHONE_TAKEN: Code.AlreadyExists,
   RATE_LIMITED: Code.ResourceExhausted,
   CODE_EXHAUSTED: Code.ResourceExhausted,
   NUMBER_LOCKED: Code.ResourceExhausted,

@@ -16,6 +16,7 @@ export type Reason =
   | "NOT_OWN_PROFILE"
   | "ALREADY_REGISTERED"
   | "USER_NOT_FOUND"
+  | "PHONE_TAKEN"
   | "RATE_LIMITED"
   | "CODE_EXHAUSTED"
   | "NUMBER_LOCKED"

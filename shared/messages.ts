@@ -72,16 +72,20 @@ export function decodeOtpIssued(m: IncomingMessage): OtpIssued {
   return decode(OtpIssuedSchema, m);
 }
 
-export type PurposeName = "signup" | "login";
+export type PurposeName = "signup" | "login" | "phone_change";
+
+const PURPOSES: Record<PurposeName, OtpPurpose> = {
+  signup: OtpPurpose.SIGNUP,
+  login: OtpPurpose.LOGIN,
+  phone_change: OtpPurpose.PHONE_CHANGE,
+};
 
 export function purposeName(p: OtpPurpose): PurposeName | undefined {
-  if (p === OtpPurpose.SIGNUP) return "signup";
-  if (p === OtpPurpose.LOGIN) return "login";
-  return undefined;
+  return (Object.keys(PURPOSES) as PurposeName[]).find((n) => PURPOSES[n] === p);
 }
 
 export function purposeFromName(name: PurposeName): OtpPurpose {
-  return name === "signup" ? OtpPurpose.SIGNUP : OtpPurpose.LOGIN;
+  return PURPOSES[name];
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -2,6 +2,7 @@
 // the permission flags of their deno.json tasks, against the real PostgreSQL and
 // RabbitMQ. Each stack gets its own database and RabbitMQ vhost, so test files can run
 // in parallel without stealing each other's messages.
+import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 import { createPool } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { createVhost } from "./broker.ts";
@@ -59,6 +60,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   const authEnv: Record<string, string> = {
     ...base,
     AUTH_PORT: "0",
+    JWT_SIGNING_KEY: await generateDevSigningKey(),
     ADDRESS_SEND_LIMIT: "1000000",
     ADDRESS_CHECK_LIMIT: "1000000",
     ...o.authEnv,

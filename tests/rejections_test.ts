@@ -39,7 +39,7 @@ async function counts(s: Stack) {
     select (select count(*) from auth.users)::int as users,
            (select count(*) from auth.users where verified_at is not null)::int as verified,
            (select count(*) from auth.sessions)::int as sessions,
-           (select count(*) from auth.outbox)::int +
+           (select count(*) from auth.outbox where exchange <> 'auth.events')::int +
              (select count(*) from otp.requests)::int as requests,
            (select coalesce(sum(failed_attempts), 0) from auth.challenges)::int as failures,
            (select count(*) from auth.challenges where consumed_at is not null)::int as consumed`;

@@ -44,6 +44,7 @@ async function databaseText(): Promise<string> {
       select row_to_json(x)::text as t from auth.users x union all
       select row_to_json(x)::text from auth.challenges x union all
       select row_to_json(x)::text from auth.sessions x union all
+      select row_to_json(x)::text from auth.session_tokens x union all
       select row_to_json(x)::text from auth.outbox x union all
       select row_to_json(x)::text from auth.inbox x union all
       select row_to_json(x)::text from otp.requests x union all
@@ -65,7 +66,10 @@ Deno.test("no code or session token is stored, published or logged in plaintext"
   await client.getProfile({ phoneNumber: phone }, {
     headers: { authorization: `Bearer ${login.sessionToken}` },
   });
-  const secrets = [code, code2, sessionToken, login.sessionToken];
+  const refreshed = await client.refreshSession({}, {
+    headers: { authorization: `Bearer ${login.sessionToken}` },
+  });
+  const secrets = [code, code2, sessionToken, login.sessionToken, refreshed.sessionToken];
 
   const messages = await pollUntil(async () => {
     const m = await drainTap();
@@ -86,7 +90,7 @@ Deno.test("no code or session token is stored, published or logged in plaintext"
   const digest = new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(sessionToken)),
   );
-  const [row] = await stack.sql`select count(*)::int as n from auth.sessions
+  const [row] = await stack.sql`select count(*)::int as n from auth.session_tokens
     where token_hash = ${digest}`;
   assert.equal(row!.n, 1);
 

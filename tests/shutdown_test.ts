@@ -13,10 +13,12 @@ import { createVhost, RawAmqp } from "../testing/broker.ts";
 import { createDatabase } from "../testing/database.ts";
 import { randomPhone } from "../testing/stack.ts";
 import { createPool } from "../shared/postgres.ts";
+import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const KEY = "k".repeat(64);
 const TOKEN = "t".repeat(64);
+const JWT_SIGNING_KEY = await generateDevSigningKey();
 
 /** `deno task <task>` in a process group of its own, so a signal can go to the group. */
 class Task {
@@ -148,7 +150,7 @@ async function withInfrastructure(
 }
 
 const SERVICES = [
-  ["auth", { AUTH_PORT: "0", OTP_SERVICE_URL: "http://127.0.0.1:9" }],
+  ["auth", { AUTH_PORT: "0", OTP_SERVICE_URL: "http://127.0.0.1:9", JWT_SIGNING_KEY }],
   ["otp", { OTP_PORT: "0", SMS_PROVIDER: "console" }],
 ] as const;
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bus/v1/bus.proto.
  */
 export const file_bus_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChBidXMvdjEvYnVzLnByb3RvEgZidXMudjEi1QEKDE90cFJlcXVlc3RlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USMAoMcmVxdWVzdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgGIAEoCRIaChJzcGVudF9jaGFsbGVuZ2VfaWQYByABKAki3QEKCU90cElzc3VlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USEAoIY29kZV9tYWMYBCABKAwSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgHIAEoCSpYCgpPdHBQdXJwb3NlEhsKF09UUF9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASFgoST1RQX1BVUlBPU0VfU0lHTlVQEAESFQoRT1RQX1BVUlBPU0VfTE9HSU4QAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChBidXMvdjEvYnVzLnByb3RvEgZidXMudjEi1QEKDE90cFJlcXVlc3RlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USMAoMcmVxdWVzdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgGIAEoCRIaChJzcGVudF9jaGFsbGVuZ2VfaWQYByABKAki3QEKCU90cElzc3VlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRIjCgdwdXJwb3NlGAMgASgOMhIuYnVzLnYxLk90cFB1cnBvc2USEAoIY29kZV9tYWMYBCABKAwSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgHIAEoCSp2CgpPdHBQdXJwb3NlEhsKF09UUF9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASFgoST1RQX1BVUlBPU0VfU0lHTlVQEAESFQoRT1RQX1BVUlBPU0VfTE9HSU4QAhIcChhPVFBfUFVSUE9TRV9QSE9ORV9DSEFOR0UQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * auth-service -> otp-service, exchange "verification", routing key "otp_routing_key".
@@ -154,6 +154,13 @@ export enum OtpPurpose {
    * @generated from enum value: OTP_PURPOSE_LOGIN = 2;
    */
   LOGIN = 2,
+
+  /**
+   * Sent to the number a signed-in user wants to move to; it never logs anyone in.
+   *
+   * @generated from enum value: OTP_PURPOSE_PHONE_CHANGE = 3;
+   */
+  PHONE_CHANGE = 3,
 }
 
 /**

@@ -1,0 +1,191 @@
+// The PostgreSQL side of sessions and account removal, used by PgAuthStore. A session is
+// a row; its tokens (current and replaced, by SHA-256) are rows of session_tokens.
+import { enqueue } from "../shared/outbox.ts";
+import type { Sql, TxSql } from "../shared/postgres.ts";
+import { sessionRevoked, userDeleted } from "./event_messages.ts";
+import { audit } from "./pg_limits.ts";
+import type {
+  AuditContext,
+  Caller,
+  DeletionOriginName,
+  NewSession,
+  RefreshOutcome,
+  RevocationReasonName,
+  SessionInfo,
+  SessionPolicy,
+} from "./ports.ts";
+
+const SCHEMA = "auth";
+
+interface SessionRow {
+  id: string;
+  user_id: string;
+  created_at: Date;
+  expires_at: Date;
+  last_seen_at: Date;
+  client_address: string | null;
+  user_agent: string | null;
+}
+
+interface CallerRow extends SessionRow {
+  phone_number: string;
+  user_created_at: Date;
+  verified_at: Date | null;
+}
+
+const toSession = (r: SessionRow): SessionInfo => ({
+  id: r.id,
+  userId: r.user_id,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  lastSeenAt: r.last_seen_at,
+  clientAddress: r.client_address ?? "",
+  userAgent: r.user_agent ?? "",
+});
+
+const toCaller = (r: CallerRow): Caller => ({
+  session: toSession(r),
+  user: {
+    id: r.user_id,
+    phoneNumber: r.phone_number,
+    createdAt: r.user_created_at,
+    verifiedAt: r.verified_at,
+  },
+});
+
+/** Opens a session with its first token, in one statement; returns when it expires. */
+export async function insertSession(tx: TxSql, userId: string, s: NewSession): Promise<Date> {
+  const [row] = await tx<{ expires_at: Date }[]>`
+    with s as (
+      insert into auth.sessions (id, user_id, expires_at, client_address, user_agent)
+      values (${s.id}, ${userId}, now() + make_interval(secs => ${s.ttlSeconds}),
+              ${s.clientAddress || null}, ${s.userAgent || null})
+      returning id, expires_at),
+    t as (insert into auth.session_tokens (token_hash, session_id)
+          select ${s.tokenHash}, id from s)
+    select expires_at from s`;
+  return row!.expires_at;
+}
+
+export async function authenticate(
+  sql: Sql,
+  tokenHash: Uint8Array,
+  p: SessionPolicy,
+): Promise<Caller | null> {
+  // The idle timer is refreshed only when it is somewhat stale, so most reads stay
+  // read-only (no WAL flush at commit).
+  const refresh = Math.min(60, p.idleSeconds / 4);
+  const [row] = await sql<CallerRow[]>`
+    with s as (
+      select s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at, s.client_address,
+             s.user_agent
+        from auth.session_tokens t join auth.sessions s on s.id = t.session_id
+       where t.token_hash = ${tokenHash}
+         and (t.replaced_at is null
+              or t.replaced_at > now() - make_interval(secs => ${p.graceSeconds}))
+         and s.revoked_at is null and s.expires_at > now()
+         and s.last_seen_at > now() - make_interval(secs => ${p.idleSeconds})),
+    touch as (
+      update auth.sessions set last_seen_at = now()
+       where id in (select id from s
+                     where last_seen_at < now() - make_interval(secs => ${refresh})))
+    select s.*, u.phone_number, u.created_at as user_created_at, u.verified_at
+      from s join auth.users u on u.id = s.user_id`;
+  return row ? toCaller(row) : null;
+}
+
+export async function refresh(
+  sql: Sql,
+  tokenHash: Uint8Array,
+  next: Uint8Array,
+  p: SessionPolicy,
+  who: AuditContext,
+): Promise<RefreshOutcome> {
+  return await sql.begin(async (tx): Promise<RefreshOutcome> => {
+    // The session row lock orders concurrent refreshes of one session.
+    const [t] = await tx<{ session_id: string; user_id: string; state: string }[]>`
+      select s.id as session_id, s.user_id,
+             case when t.replaced_at is null then 'current'
+                  when t.replaced_at > now() - make_interval(secs => ${p.graceSeconds})
+                    then 'grace'
+                  else 'reused' end as state
+        from auth.session_tokens t join auth.sessions s on s.id = t.session_id
+       where t.token_hash = ${tokenHash}
+         and s.revoked_at is null and s.expires_at > now()
+         and s.last_seen_at > now() - make_interval(secs => ${p.idleSeconds})
+         for update of s`;
+    if (!t) return { kind: "invalid" };
+    if (t.state === "reused") {
+      await revokeIn(tx, t.user_id, [t.session_id], "token_reuse", who);
+      return { kind: "reused" };
+    }
+    if (t.state === "current") {
+      await tx`update auth.session_tokens set replaced_at = now()
+                where token_hash = ${tokenHash}`;
+    }
+    const [row] = await tx<CallerRow[]>`
+      with t as (insert into auth.session_tokens (token_hash, session_id)
+                 values (${next}, ${t.session_id})),
+      s as (update auth.sessions set last_seen_at = now() where id = ${t.session_id}
+            returning *)
+      select s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at, s.client_address,
+             s.user_agent, u.phone_number, u.created_at as user_created_at, u.verified_at
+        from s join auth.users u on u.id = s.user_id`;
+    await audit(tx, "session_refreshed", t.state === "current" ? "rotated" : "grace", who);
+    return { kind: "rotated", caller: toCaller(row!) };
+  });
+}
+
+export async function listSessions(
+  sql: Sql,
+  userId: string,
+  idleSeconds: number,
+): Promise<SessionInfo[]> {
+  const rows = await sql<SessionRow[]>`
+    select id, user_id, created_at, expires_at, last_seen_at, client_address, user_agent
+      from auth.sessions
+     where user_id = ${userId} and revoked_at is null and expires_at > now()
+       and last_seen_at > now() - make_interval(secs => ${idleSeconds})
+     order by created_at, id`;
+  return rows.map(toSession);
+}
+
+/** Revokes within a transaction, with its audit row and event; returns the ids. */
+export async function revokeIn(
+  tx: TxSql,
+  userId: string,
+  sessionIds: readonly string[] | "all",
+  reason: RevocationReasonName,
+  who: AuditContext,
+): Promise<string[]> {
+  const all = sessionIds === "all";
+  const rows = await tx<{ id: string }[]>`
+    update auth.sessions set revoked_at = now()
+     where user_id = ${userId} and revoked_at is null and expires_at > now()
+       and (${all} or id = any(${all ? [] : [...sessionIds]}::uuid[]))
+    returning id`;
+  const ids = rows.map((r) => r.id);
+  if (ids.length > 0) {
+    await audit(tx, "session_revoked", all ? `${reason}:all:${ids.length}` : reason, who);
+    await enqueue(tx, SCHEMA, sessionRevoked(ids, userId, reason, who));
+  }
+  return ids;
+}
+
+/** Deletes the user within a transaction; false when there was none. */
+export async function deleteUserIn(
+  tx: TxSql,
+  userId: string,
+  origin: DeletionOriginName,
+  who: AuditContext,
+): Promise<boolean> {
+  // Sessions and their tokens go with the user (on delete cascade).
+  const [u] = await tx<{ phone_number: string }[]>`
+    delete from auth.users where id = ${userId} returning phone_number`;
+  if (!u) return false;
+  await tx`delete from auth.challenges where phone_number = ${u.phone_number}`;
+  await tx`delete from auth.number_locks where phone_number = ${u.phone_number}`;
+  await audit(tx, "user_deleted", origin, { ...who, phone: u.phone_number });
+  await enqueue(tx, SCHEMA, userDeleted(userId, origin, who));
+  return true;
+}
