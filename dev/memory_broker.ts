@@ -5,6 +5,9 @@
  * works here meets no surprise there:
  * - direct exchange `verification`, exact routing key to bound queues; an unroutable
  *   publish is rejected (amqp.ts publishes with `mandatory` and fails on basic.return);
+ * - topic exchange `auth.events`: binding patterns of dot-separated words where `*` is
+ *   one word and `#` zero or more; a publish nobody is bound to is confirmed and dropped,
+ *   as RabbitMQ does without `mandatory` (publishesMandatory);
  * - a quorum queue's delivery limit: a message returned ("retry") more than
  *   `deliveryLimit` times, i.e. on delivery `deliveryLimit + 1`, is dead-lettered;
  * - "dead-letter" and the limit route through `verification.dlx` to `<queue>.dlq`;
@@ -29,8 +32,11 @@ import {
   DEAD_LETTER_EXCHANGE,
   DEFAULT_DELIVERY_LIMIT,
   EXCHANGE,
+  EXCHANGES,
+  publishesMandatory,
   QUEUES,
 } from "../shared/topology.ts";
+import type { ExchangeSpec } from "../shared/topology.ts";
 
 export interface MemoryBrokerOptions {
   /** Returns after which a retried message is dead-lettered (x-delivery-limit). */
@@ -76,7 +82,8 @@ interface Consumer {
 export class MemoryBroker implements Broker {
   private readonly log: Logger;
   private readonly queues = new Map<string, Queue>();
-  /** exchange -> routing key -> queue names */
+  private readonly exchanges = new Map<string, ExchangeSpec["type"]>();
+  /** exchange -> routing key (a pattern on a topic exchange) -> queue names */
   private readonly bindings = new Map<string, Map<string, string[]>>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retryDelayMs: (deliveryCount: number) => number;
@@ -92,6 +99,10 @@ export class MemoryBroker implements Broker {
     this.isTransient = options.isTransient ?? (() => false);
     this.observer = options.observer;
     const limit = options.deliveryLimit ?? DEFAULT_DELIVERY_LIMIT;
+    for (const x of EXCHANGES) {
+      this.exchanges.set(x.name, x.type);
+      this.bindings.set(x.name, new Map());
+    }
     for (const spec of QUEUES) {
       this.declare(spec.deadLetterQueue, Infinity);
       this.bind(DEAD_LETTER_EXCHANGE, spec.name, spec.deadLetterQueue);
@@ -110,7 +121,10 @@ export class MemoryBroker implements Broker {
       this.log.error("publish to an undeclared exchange", { exchange: msg.exchange });
       return Promise.reject(new PublishError(`no exchange ${msg.exchange}`, "nacked"));
     }
-    const targets = exchange.get(msg.routingKey) ?? [];
+    const targets = this.exchanges.get(msg.exchange) === "topic"
+      ? [...new Set([...exchange].flatMap(([p, qs]) => topicMatches(p, msg.routingKey) ? qs : []))]
+      : exchange.get(msg.routingKey) ?? [];
+    if (targets.length === 0 && !publishesMandatory(msg.exchange)) return Promise.resolve();
     if (targets.length === 0) {
       this.log.warn("unroutable message returned", {
         exchange: msg.exchange,
@@ -160,6 +174,16 @@ export class MemoryBroker implements Broker {
   async close(): Promise<void> {
     this.closing = true;
     await this.stopConsuming();
+  }
+
+  /**
+   * Declares a queue of a consumer outside the services (another team's, a test's) and
+   * binds it, e.g. to auth.events with "user.*". Such a queue has no delivery limit.
+   */
+  bindQueue(queue: string, exchange: string, routingKey: string): void {
+    if (!this.exchanges.has(exchange)) throw new Error(`no exchange ${exchange} in the topology`);
+    if (!this.queues.has(queue)) this.declare(queue, Infinity);
+    this.bind(exchange, routingKey, queue);
   }
 
   /** Ready messages in a queue (not those a consumer holds). */
@@ -293,6 +317,19 @@ export class MemoryBroker implements Broker {
     q.history.push(toIncoming(m));
     this.enqueue(this.queue(q.deadLetterQueue), { ...m, body: m.body.slice(), deliveries: 0 });
   }
+}
+
+/** AMQP topic matching: `*` is exactly one word, `#` zero or more. */
+export function topicMatches(pattern: string, key: string): boolean {
+  const p = pattern.split(".");
+  const k = key.split(".");
+  const match = (i: number, j: number): boolean => {
+    if (i === p.length) return j === k.length;
+    if (p[i] === "#") return match(i + 1, j) || (j < k.length && match(i, j + 1));
+    if (j === k.length) return false;
+    return (p[i] === "*" || p[i] === k[j]) && match(i + 1, j + 1);
+  };
+  return match(0, 0);
 }
 
 /** Each delivery gets its own copy: a handler that mutates the body spoils no redelivery. */

@@ -6,11 +6,12 @@ import { createLogger } from "../shared/log.ts";
 import {
   AUTH_QUEUE,
   AUTH_ROUTING_KEY,
+  EVENTS_EXCHANGE,
   EXCHANGE,
   OTP_QUEUE,
   OTP_ROUTING_KEY,
 } from "../shared/topology.ts";
-import { MemoryBroker } from "./memory_broker.ts";
+import { MemoryBroker, topicMatches } from "./memory_broker.ts";
 
 function setup(deliveryLimit = 3) {
   const lines: Record<string, unknown>[] = [];
@@ -190,4 +191,44 @@ Deno.test("close waits for handlers in flight and then refuses publishes", async
     broker.publish(message(OTP_ROUTING_KEY)),
     (e) => e instanceof PublishError && e.reason === "unavailable",
   );
+});
+
+Deno.test("topic patterns match as RabbitMQ's: * is one word, # zero or more", () => {
+  const cases: [string, string, boolean][] = [
+    ["user.*", "user.deleted", true],
+    ["user.*", "user.signed_up", true],
+    ["user.*", "session.created", false],
+    ["user.*", "user", false],
+    ["user.*", "user.a.b", false],
+    ["#", "phone.changed", true],
+    ["#.created", "session.created", true],
+    ["session.#", "session", true],
+    ["*.revoked", "session.revoked", true],
+    ["session.created", "session.created", true],
+    ["session.created", "session.revoked", false],
+  ];
+  for (const [pattern, key, expected] of cases) {
+    assert.equal(topicMatches(pattern, key), expected, `${pattern} ~ ${key}`);
+  }
+});
+
+Deno.test("auth.events routes each event to every matching queue once and confirms unbound ones", async () => {
+  const { broker } = setup();
+  broker.bindQueue("users", EVENTS_EXCHANGE, "user.*");
+  broker.bindQueue("everything", EVENTS_EXCHANGE, "#");
+  broker.bindQueue("everything", EVENTS_EXCHANGE, "user.deleted");
+  const users = recorder(), everything = recorder();
+  broker.consume("users", users.handler);
+  broker.consume("everything", everything.handler);
+  const event = (key: string) => ({ ...message(key), exchange: EVENTS_EXCHANGE });
+  await broker.publish(event("user.deleted"));
+  await broker.publish(event("session.created"));
+  await until(() => users.got.length === 1 && everything.got.length === 2, "deliveries");
+  await delay(20);
+  assert.deepEqual(users.got.map((m) => m.type), ["bus.v1.Test"]);
+  assert.equal(everything.got.length, 2, "a queue bound twice still gets one copy");
+  const lonely = new MemoryBroker(createLogger("test", "error", {}, () => {}));
+  await lonely.publish(event("phone.changed"));
+  await lonely.close();
+  await broker.close();
 });
