@@ -3,6 +3,7 @@
 import { pollUntil } from "../shared/async.ts";
 import { constantTimeEqual, HmacKey, otpMac } from "../shared/crypto.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
+import type { PurposeName } from "../shared/messages.ts";
 import type { Stack } from "./stack.ts";
 
 /** The services' default OTP_LENGTH. */
@@ -42,7 +43,7 @@ export function codeInConsoleLine(line: string, o: { length?: number } = {}): st
 export async function codeFor(
   stack: Stack,
   phone: string,
-  purpose: "signup" | "login",
+  purpose: PurposeName,
   from = 0,
   timeoutMs = 15_000,
 ): Promise<string> {

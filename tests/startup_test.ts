@@ -35,6 +35,15 @@ async function start(task: "auth" | "otp", env: Record<string, string>) {
 const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
   ["auth without OTP_HMAC_KEY", "auth", { INTERNAL_API_TOKEN: KEY }, "OTP_HMAC_KEY"],
   ["auth without INTERNAL_API_TOKEN", "auth", { OTP_HMAC_KEY: KEY }, "INTERNAL_API_TOKEN"],
+  ["auth without JWT_SIGNING_KEY", "auth", {
+    OTP_HMAC_KEY: KEY,
+    INTERNAL_API_TOKEN: KEY,
+  }, "JWT_SIGNING_KEY"],
+  ["auth with a symmetric JWT_SIGNING_KEY", "auth", {
+    OTP_HMAC_KEY: KEY,
+    INTERNAL_API_TOKEN: KEY,
+    JWT_SIGNING_KEY: JSON.stringify({ kty: "oct", k: "short-secret" }),
+  }, "JWT_SIGNING_KEY"],
   ["otp without OTP_HMAC_KEY", "otp", { INTERNAL_API_TOKEN: KEY }, "OTP_HMAC_KEY"],
   ["auth with a port that is not a number", "auth", {
     OTP_HMAC_KEY: KEY,
