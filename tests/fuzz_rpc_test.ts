@@ -27,10 +27,17 @@ import {
 } from "../testing/fuzz/services.ts";
 import {
   ALL_TARGETS,
+  CONFIRM_PHONE_CHANGE,
+  DELETE_ACCOUNT,
   GENERATE,
+  GET_SESSION,
+  LIST_SESSIONS,
   LOGIN,
   LOGOUT,
   PROFILE,
+  REFRESH,
+  REQUEST_PHONE_CHANGE,
+  REVOKE_SESSION,
   SIGNUP,
   targetNamed,
   VALIDATE,
@@ -97,6 +104,24 @@ Deno.test("fuzz LoginWithPhoneNumber: only success or a proper Connect error", a
 Deno.test("fuzz GetProfile: only success or a proper Connect error", async () => {
   await fuzzRpc(PROFILE, "GetProfile", 0x5160_0005, RUNS);
 });
+
+// The session RPCs take the fixture's token among random ones; those that may end or
+// rotate its session (DeleteAccount, RefreshSession, Logout) come last.
+for (
+  const [t, seed] of [
+    [GET_SESSION, 0x5160_0009],
+    [LIST_SESSIONS, 0x5160_000a],
+    [REVOKE_SESSION, 0x5160_000b],
+    [REQUEST_PHONE_CHANGE, 0x5160_000c],
+    [CONFIRM_PHONE_CHANGE, 0x5160_000d],
+    [DELETE_ACCOUNT, 0x5160_000e],
+    [REFRESH, 0x5160_000f],
+  ] as const
+) {
+  Deno.test(`fuzz ${t.name}: only success or a proper Connect error`, async () => {
+    await fuzzRpc(t, t.name, seed, 100);
+  });
+}
 
 // After GetProfile: a fuzzed Logout may revoke the fixture's session.
 Deno.test("fuzz Logout: only success or a proper Connect error", async () => {
@@ -201,8 +226,11 @@ Deno.test({
   async fn() {
     const fx = await fixture();
     const oversized = fc.record({
-      // Every request but Logout's has a string field to inflate.
-      target: targetArb.filter((name) => name !== LOGOUT.name),
+      // The requests with a phone_number field to inflate.
+      target: fc.constantFrom(
+        ...ALL_TARGETS.filter((t) => t.req.fields.some((f) => f.name === "phone_number"))
+          .map((t) => t.name),
+      ),
       size: fc.integer({ min: READ_MAX_BYTES + 1, max: 4 * READ_MAX_BYTES }),
       chunked: fc.boolean(),
       encoding: fc.constantFrom<Encoding>("json", "proto", "grpc-web+proto", "grpc-web+json"),

@@ -93,11 +93,20 @@ const purposeNumberArb: fc.Arbitrary<number> = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) },
 );
 
+const sessionIdArb: fc.Arbitrary<string> = fc.oneof(
+  { weight: 3, arbitrary: fc.uuid() },
+  { weight: 1, arbitrary: fc.uuid().map((u) => u.toUpperCase()) },
+  { weight: 1, arbitrary: fc.string({ maxLength: 40 }) },
+);
+
 /** A value of the right type for a request field, as a protobuf-es init value. */
 export function typedValue(f: DescField, fx: Fixture): fc.Arbitrary<unknown> {
   switch (f.name) {
     case "phone_number":
+    case "new_phone_number":
       return phoneArb(fx);
+    case "session_id":
+      return sessionIdArb;
     case "otp":
       return codeArb;
     case "request_id":
@@ -176,8 +185,9 @@ export const junkJson: fc.Arbitrary<JsonValue> = fc.oneof(
 /** A right, near-right or wrong key for a request object. */
 function keyArb(t: Target): fc.Arbitrary<string> {
   const names = t.req.fields.flatMap((f) => [f.name, f.jsonName]);
+  // A request with no fields (RefreshSession) has no right key, only wrong ones.
   return fc.oneof(
-    { weight: 6, arbitrary: fc.constantFrom(...names) },
+    { weight: 6, arbitrary: names.length > 0 ? fc.constantFrom(...names) : fc.constant("x") },
     {
       weight: 2,
       arbitrary: fc.constantFrom(
@@ -226,7 +236,11 @@ export function jsonBodyArb(t: Target, fx: Fixture): fc.Arbitrary<string> {
     junkJson,
   );
   const junkObject = fc.array(fc.tuple(keyArb(t), anyValue), { maxLength: 6 }).map(objectText);
-  const nested = fc.tuple(fc.constantFrom(...t.req.fields.map((f) => f.name)), junkJson)
+  const fieldNames = t.req.fields.map((f) => f.name);
+  const nested = fc.tuple(
+    fc.constantFrom(...(fieldNames.length > 0 ? fieldNames : ["x"])),
+    junkJson,
+  )
     .map(([k, v]) => objectText([[k, { [k]: v, nested: [v, { v }] }]]));
   return fc.oneof(
     { weight: 6, arbitrary: wellFormed },

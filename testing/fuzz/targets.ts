@@ -4,12 +4,26 @@
 // to check that a success body decodes).
 import type { DescMessage } from "@bufbuild/protobuf";
 import {
+  ConfirmPhoneChangeRequestSchema,
+  ConfirmPhoneChangeResponseSchema,
+  DeleteAccountRequestSchema,
+  DeleteAccountResponseSchema,
   GetProfileRequestSchema,
   GetProfileResponseSchema,
+  GetSessionRequestSchema,
+  GetSessionResponseSchema,
+  ListSessionsRequestSchema,
+  ListSessionsResponseSchema,
   LoginWithPhoneNumberRequestSchema,
   LoginWithPhoneNumberResponseSchema,
   LogoutRequestSchema,
   LogoutResponseSchema,
+  RefreshSessionRequestSchema,
+  RefreshSessionResponseSchema,
+  RequestPhoneChangeRequestSchema,
+  RequestPhoneChangeResponseSchema,
+  RevokeSessionRequestSchema,
+  RevokeSessionResponseSchema,
   SignupWithPhoneNumberRequestSchema,
   SignupWithPhoneNumberResponseSchema,
   ValidatePhoneNumberLoginRequestSchema,
@@ -65,6 +79,37 @@ export const VALIDATE = auth(
 );
 export const PROFILE = auth("GetProfile", GetProfileRequestSchema, GetProfileResponseSchema);
 export const LOGOUT = auth("Logout", LogoutRequestSchema, LogoutResponseSchema);
+export const REFRESH = auth(
+  "RefreshSession",
+  RefreshSessionRequestSchema,
+  RefreshSessionResponseSchema,
+);
+export const GET_SESSION = auth("GetSession", GetSessionRequestSchema, GetSessionResponseSchema);
+export const LIST_SESSIONS = auth(
+  "ListSessions",
+  ListSessionsRequestSchema,
+  ListSessionsResponseSchema,
+);
+export const REVOKE_SESSION = auth(
+  "RevokeSession",
+  RevokeSessionRequestSchema,
+  RevokeSessionResponseSchema,
+);
+export const REQUEST_PHONE_CHANGE = auth(
+  "RequestPhoneChange",
+  RequestPhoneChangeRequestSchema,
+  RequestPhoneChangeResponseSchema,
+);
+export const CONFIRM_PHONE_CHANGE = auth(
+  "ConfirmPhoneChange",
+  ConfirmPhoneChangeRequestSchema,
+  ConfirmPhoneChangeResponseSchema,
+);
+export const DELETE_ACCOUNT = auth(
+  "DeleteAccount",
+  DeleteAccountRequestSchema,
+  DeleteAccountResponseSchema,
+);
 export const GENERATE: Target = {
   name: "GenerateOtp",
   service: "otp",
@@ -73,5 +118,20 @@ export const GENERATE: Target = {
   res: GenerateOtpResponseSchema,
 };
 
-export const ALL_TARGETS = [SIGNUP, VERIFY, LOGIN, VALIDATE, PROFILE, LOGOUT, GENERATE];
+export const ALL_TARGETS = [
+  SIGNUP,
+  VERIFY,
+  LOGIN,
+  VALIDATE,
+  PROFILE,
+  LOGOUT,
+  REFRESH,
+  GET_SESSION,
+  LIST_SESSIONS,
+  REVOKE_SESSION,
+  REQUEST_PHONE_CHANGE,
+  CONFIRM_PHONE_CHANGE,
+  DELETE_ACCOUNT,
+  GENERATE,
+];
 export const targetNamed = (name: string) => ALL_TARGETS.find((t) => t.name === name)!;
