@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { createRemoteJWKSet, jwtVerify } from "jose";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { createPool } from "../shared/postgres.ts";
@@ -77,6 +78,17 @@ async function journey(extra: Record<string, string>, brokerLine: string) {
     const code2 = await codeAfter(mark);
     const login = await retry(() => auth.loginWithPhoneNumber({ phoneNumber: phone, otp: code2 }));
     assert.ok(login.sessionToken);
+    // A signing key generated for the run, said so, and its key set served.
+    assert.ok(dev.lines.some((l) => l.includes("JWT_SIGNING_KEY not set: generated")));
+    const jwks = createRemoteJWKSet(new URL("/.well-known/jwks.json", authUrl));
+    const { payload } = await jwtVerify(login.accessToken, jwks, { issuer: "phone-auth" });
+    assert.equal(payload.phone_number, phone);
+    const refreshed = await auth.refreshSession({}, {
+      headers: { authorization: `Bearer ${login.sessionToken}` },
+    });
+    await jwtVerify(refreshed.accessToken, jwks);
+    // The events of signup, verify and login were taken by the broker, not refused.
+    assert.ok(!dev.lines.some((l) => l.includes("publish failed")), "an event was refused");
 
     dev.signal("SIGINT");
     const status = await dev.exited;

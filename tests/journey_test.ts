@@ -22,8 +22,13 @@ Deno.test("a new user signs up, verifies, reads the profile and logs in again ov
   assert.equal(signup.message, "Signup successful, OTP will be sent soon");
 
   const code = await codeFor(stack, phone, "signup", mark);
-  const { sessionToken } = await client.verifyPhoneNumber({ phoneNumber: phone, otp: code });
+  const { sessionToken, accessToken, expiresIn } = await client.verifyPhoneNumber({
+    phoneNumber: phone,
+    otp: code,
+  });
   assert.match(sessionToken, /^[A-Za-z0-9_-]{43}$/);
+  assert.equal(accessToken.split(".").length, 3, "a JWT");
+  assert.equal(expiresIn, 600);
 
   const auth = { headers: { authorization: `Bearer ${sessionToken}` } };
   const profile = await client.getProfile({ phoneNumber: pretty }, auth);
