@@ -89,7 +89,7 @@ const requestIdArb: fc.Arbitrary<string> = fc.oneof(
 );
 
 const purposeNumberArb: fc.Arbitrary<number> = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom(0, 1, 2) },
+  { weight: 3, arbitrary: fc.constantFrom(0, 1, 2, 3) },
   { weight: 1, arbitrary: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) },
 );
 

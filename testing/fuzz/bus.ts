@@ -133,7 +133,10 @@ const garbageString = fc.oneof(
 );
 
 const busPurposeArb: fc.Arbitrary<number> = fc.oneof(
-  { weight: 6, arbitrary: fc.constantFrom(OtpPurpose.SIGNUP, OtpPurpose.LOGIN) },
+  {
+    weight: 6,
+    arbitrary: fc.constantFrom(OtpPurpose.SIGNUP, OtpPurpose.LOGIN, OtpPurpose.PHONE_CHANGE),
+  },
   { weight: 1, arbitrary: fc.constant(OtpPurpose.UNSPECIFIED) },
   { weight: 1, arbitrary: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) },
 );
@@ -327,9 +330,8 @@ export function certainlyInvalid(m: BusCase): string | undefined {
   } catch {
     return "undecodable body";
   }
-  if (msg.purpose !== OtpPurpose.SIGNUP && msg.purpose !== OtpPurpose.LOGIN) {
-    return "unspecified or unknown purpose";
-  }
+  const known = [OtpPurpose.SIGNUP, OtpPurpose.LOGIN, OtpPurpose.PHONE_CHANGE];
+  if (!known.includes(msg.purpose)) return "unspecified or unknown purpose";
   if (msg.requestId.length === 0) return "empty request_id";
   if (msg.requestId.length >= 300) return "huge request_id";
   if (BAD_PHONES.includes(msg.phoneNumber)) return "invalid phone_number";
