@@ -1,5 +1,6 @@
 // The PostgreSQL side of sessions and account removal, used by PgAuthStore. A session is
 // a row; its tokens (current and replaced, by SHA-256) are rows of session_tokens.
+import { isUuid } from "../shared/messages.ts";
 import { enqueue } from "../shared/outbox.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { sessionRevoked, userDeleted } from "./event_messages.ts";
@@ -159,17 +160,20 @@ export async function revokeIn(
   who: AuditContext,
 ): Promise<string[]> {
   const all = sessionIds === "all";
+  // A string that is no UUID names no session (and must not fail the uuid cast).
+  const ids = all ? [] : sessionIds.filter(isUuid).map((id) => id.toLowerCase());
+  if (!all && ids.length === 0) return [];
   const rows = await tx<{ id: string }[]>`
     update auth.sessions set revoked_at = now()
      where user_id = ${userId} and revoked_at is null and expires_at > now()
-       and (${all} or id = any(${all ? [] : [...sessionIds]}::uuid[]))
+       and (${all} or id = any(${ids}::uuid[]))
     returning id`;
-  const ids = rows.map((r) => r.id);
-  if (ids.length > 0) {
-    await audit(tx, "session_revoked", all ? `${reason}:all:${ids.length}` : reason, who);
-    await enqueue(tx, SCHEMA, sessionRevoked(ids, userId, reason, who));
+  const revoked = rows.map((r) => r.id);
+  if (revoked.length > 0) {
+    await audit(tx, "session_revoked", all ? `${reason}:all:${revoked.length}` : reason, who);
+    await enqueue(tx, SCHEMA, sessionRevoked(revoked, userId, reason, who));
   }
-  return ids;
+  return revoked;
 }
 
 /** Deletes the user within a transaction; false when there was none. */

@@ -351,6 +351,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.deepEqual(await s.store.revokeSessions(me, [sid(1), sid(9)], "logout", who), [sid(1)]);
     assert.equal(await userOf(s, 1), null);
     assert.deepEqual(await s.store.revokeSessions(me, [sid(1)], "logout", who), []);
+    assert.deepEqual(await s.store.revokeSessions(me, ["not-a-uuid"], "admin", who), []);
     assert.deepEqual((await s.store.revokeSessions(me, "all", "logout", who)).sort(), [
       sid(2),
       sid(3),
