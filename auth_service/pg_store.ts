@@ -173,11 +173,13 @@ export class PgAuthStore implements AuthStore {
         await audit(tx, "code_checked", "taken", who);
         return { kind: "taken" };
       }
-      await tx`
-        update auth.challenges set consumed_at = now()
-         where phone_number = ${phone} and purpose = ${purpose}`;
-      await tx`delete from auth.number_locks where phone_number = ${phone}`;
-      await audit(tx, "code_checked", "ok", who);
+      // Pipelined: one round trip for the three.
+      await Promise.all([
+        tx`update auth.challenges set consumed_at = now()
+            where phone_number = ${phone} and purpose = ${purpose}`,
+        tx`delete from auth.number_locks where phone_number = ${phone}`,
+        audit(tx, "code_checked", "ok", who),
+      ]);
       switch (effect.kind) {
         case "session":
           return await this.openSession(tx, owner!, c.verified_at, purpose, effect, phone, who);
@@ -201,12 +203,14 @@ export class PgAuthStore implements AuthStore {
     phone: string,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
-    if (purpose === "signup" && verifiedAt === null) {
-      await tx`update auth.users set verified_at = now() where id = ${userId}`;
-      await enqueue(tx, SCHEMA, userVerified(userId, phone, who));
-    }
-    const expiresAt = await insertSession(tx, userId, effect.session);
-    await audit(tx, "session_created", purpose, who);
+    const verifies = purpose === "signup" && verifiedAt === null;
+    // Pipelined; only the event needs what the insert returns.
+    const [expiresAt] = await Promise.all([
+      insertSession(tx, userId, effect.session),
+      verifies ? tx`update auth.users set verified_at = now() where id = ${userId}` : undefined,
+      verifies ? enqueue(tx, SCHEMA, userVerified(userId, phone, who)) : undefined,
+      audit(tx, "session_created", purpose, who),
+    ]);
     const origin = purpose === "signup" ? "verify" : "login";
     await enqueue(
       tx,
