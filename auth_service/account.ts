@@ -42,7 +42,9 @@ export class Account {
       auditContext(phone, ctx),
     );
     if (outcome.kind === "limited") throw limitedError(outcome);
-    await this.otp.requestCode(phone, "phone_change", ctx);
+    await this.otp.requestCode(phone, "phone_change", ctx, {
+      spentChallengeId: outcome.spentChallengeId,
+    });
     this.log.info("phone change code requested", {
       phone: maskPhone(phone),
       request_id: ctx.requestId,

@@ -142,3 +142,19 @@ Deno.test("deleting the account needs a fresh login code; afterwards its tokens 
   const fresh = await verifiedUser();
   assert.notEqual((await client.getSession({}, bearer(fresh))).userId, userId);
 });
+
+Deno.test("a code asked for right after one was used names it, so otp-service sends a new one", async () => {
+  const { client, issue, verifiedUser, spent, elapse } = await setup();
+  await verifiedUser();
+  await client.validatePhoneNumberLogin({ phoneNumber: PHONE });
+  assert.equal(spent.at(-1), undefined);
+  const requestId = crypto.randomUUID();
+  await issue(PHONE, "login", "777777", { ageSeconds: -1, requestId });
+  elapse(61);
+  await client.validatePhoneNumberLogin({ phoneNumber: PHONE });
+  assert.equal(spent.at(-1), undefined, "the code is still unused");
+  await client.loginWithPhoneNumber({ phoneNumber: PHONE, otp: "777777" });
+  elapse(61);
+  await client.validatePhoneNumberLogin({ phoneNumber: PHONE });
+  assert.equal(spent.at(-1), requestId);
+});

@@ -100,7 +100,7 @@ export class CodeRequests {
       throw limitedError(outcome);
     }
     this.telemetry.codeRequested("login", countryOf(phone));
-    await this.otp.requestCode(phone, "login", ctx);
+    await this.otp.requestCode(phone, "login", ctx, { spentChallengeId: outcome.spentChallengeId });
     return true;
   }
 }

@@ -63,9 +63,12 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   const store = new MemoryAuthStore({ now: () => now });
   const hmac = await HmacKey.import("k".repeat(32));
   const asked: { phone: string; purpose: PurposeName }[] = [];
+  /** The spent challenge each request to otp-service named, in order. */
+  const spent: (string | undefined)[] = [];
   const otp: OtpGateway = o.otp ?? {
-    requestCode: (phone, purpose) => {
+    requestCode: (phone, purpose, _ctx, options) => {
       asked.push({ phone, purpose });
+      spent.push(options?.spentChallengeId);
       return Promise.resolve();
     },
   };
@@ -89,9 +92,9 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
     phone: string,
     purpose: PurposeName,
     code: string,
-    m: { messageId?: string; ageSeconds?: number; ttlSeconds?: number } = {},
+    m: { messageId?: string; requestId?: string; ageSeconds?: number; ttlSeconds?: number } = {},
   ) => {
-    const requestId = crypto.randomUUID();
+    const requestId = m.requestId ?? crypto.randomUUID();
     const issuedAt = new Date(now - (m.ageSeconds ?? 0) * 1000);
     const expiresAt = new Date(issuedAt.getTime() + (m.ttlSeconds ?? 300) * 1000);
     const msg = encodeOtpIssued(create(OtpIssuedSchema, {
@@ -128,6 +131,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
     store,
     client,
     asked,
+    spent,
     issue,
     verifiedUser,
     loginSession,

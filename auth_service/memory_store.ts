@@ -23,6 +23,7 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  CodeAdmitted,
   DeletionOriginName,
   Limited,
   LoginCodeOutcome,
@@ -144,20 +145,28 @@ export class MemoryAuthStore implements AuthStore {
       if (!this.users.get(phone)?.verifiedAt) return { kind: "not_verified" };
       const limited = this.admit(now, rules);
       this.record(now, "code_requested", limited ? "limited" : "login", who);
-      return limited ?? { kind: "ok" };
+      return limited ?? this.admitted(phone, "login");
     });
   }
 
   admitPhoneChangeCode(
-    _phone: string,
+    phone: string,
     rules: RateRule[],
     who: AuditContext,
-  ): Promise<{ kind: "ok" } | Limited> {
+  ): Promise<CodeAdmitted | Limited> {
     return this.serially((now) => {
       const limited = this.admit(now, rules);
       this.record(now, "code_requested", limited ? "limited" : "phone_change", who);
-      return limited ?? { kind: "ok" };
+      return limited ?? this.admitted(phone, "phone_change");
     });
+  }
+
+  /** Admitted, naming the number's consumed challenge of this purpose if there is one. */
+  private admitted(phone: string, purpose: PurposeName): CodeAdmitted {
+    const c = this.challenges.get(key(phone, purpose));
+    return c && c.consumedAt !== null
+      ? { kind: "ok", spentChallengeId: c.requestId }
+      : { kind: "ok" };
   }
 
   redeem(
@@ -264,7 +273,9 @@ export class MemoryAuthStore implements AuthStore {
     user.phoneNumber = phone;
     this.users.set(phone, user);
     for (const [k, c] of this.challenges) {
-      if (c.phoneNumber === old || c.phoneNumber === phone) this.challenges.delete(k);
+      const gone = c.phoneNumber === old ||
+        (c.phoneNumber === phone && c.purpose !== "phone_change");
+      if (gone) this.challenges.delete(k);
     }
     this.record(now, "phone_changed", "ok", { ...who, phone: old });
     this.record(now, "phone_changed", "ok", who);
@@ -282,7 +293,9 @@ export class MemoryAuthStore implements AuthStore {
       if (this.inbox.has(messageId)) return "duplicate";
       this.inbox.set(messageId, now);
       const current = this.challenges.get(key(c.phoneNumber, c.purpose));
-      if (current && current.issuedAt >= c.issuedAt) return "superseded";
+      const sameSecondSuccessor = current !== undefined && current.consumedAt !== null &&
+        current.issuedAt.getTime() === c.issuedAt.getTime() && current.requestId !== c.requestId;
+      if (current && current.issuedAt >= c.issuedAt && !sameSecondSuccessor) return "superseded";
       this.challenges.set(key(c.phoneNumber, c.purpose), {
         ...c,
         codeMac: c.codeMac.slice(),
@@ -391,7 +404,10 @@ export class MemoryAuthStore implements AuthStore {
     for (const [id, s] of this.sessions) if (s.userId === userId) this.sessions.delete(id);
     for (const [k, t] of this.tokens) if (!this.sessions.has(t.sessionId)) this.tokens.delete(k);
     for (const [k, c] of this.challenges) {
-      if (c.phoneNumber === user.phoneNumber) this.challenges.delete(k);
+      if (c.phoneNumber !== user.phoneNumber) continue;
+      this.challenges.delete(k);
+      // As in PostgreSQL: a resend of a challenge still live at otp-service is new here.
+      this.inbox.delete(c.requestId);
     }
     this.locks.delete(user.phoneNumber);
     this.record(now, "user_deleted", origin, { ...who, phone: user.phoneNumber });

@@ -187,7 +187,13 @@ export async function deleteUserIn(
   const [u] = await tx<{ phone_number: string }[]>`
     delete from auth.users where id = ${userId} returning phone_number`;
   if (!u) return false;
-  await tx`delete from auth.challenges where phone_number = ${u.phone_number}`;
+  // The inbox forgets their messages too: otp-service resends a challenge that is still
+  // live on its side under the same message id, and a new signup of the number must
+  // be able to store it again.
+  await tx`
+    with gone as (delete from auth.challenges where phone_number = ${u.phone_number}
+                  returning request_id)
+    delete from auth.inbox where message_id in (select request_id from gone)`;
   await tx`delete from auth.number_locks where phone_number = ${u.phone_number}`;
   await audit(tx, "user_deleted", origin, { ...who, phone: u.phone_number });
   await enqueue(tx, SCHEMA, userDeleted(userId, origin, who));

@@ -19,6 +19,7 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  CodeAdmitted,
   DeletionOriginName,
   Limited,
   LoginCodeOutcome,
@@ -76,29 +77,39 @@ export class PgAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<LoginCodeOutcome> {
     // Most lookups are for numbers that are not users: answer those in one round trip.
-    const [user] = await this.sql<{ verified_at: Date | null }[]>`
-      select verified_at from auth.users where phone_number = ${phone}`;
+    const [user] = await this.sql<{ verified_at: Date | null; spent: string | null }[]>`
+      select u.verified_at,
+             (select c.request_id from auth.challenges c
+               where c.phone_number = u.phone_number and c.purpose = 'login'
+                 and c.consumed_at is not null) as spent
+        from auth.users u where u.phone_number = ${phone}`;
     if (!user || user.verified_at === null) return { kind: "not_verified" };
     const outcome = await this.sql.begin(async (tx): Promise<LoginCodeOutcome> => {
       const limited = await admit(tx, rules);
       if (limited) return limited;
       await audit(tx, "code_requested", "login", who);
-      return { kind: "ok" };
+      return admitted(user.spent ?? undefined);
     });
     if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
     return outcome;
   }
 
   async admitPhoneChangeCode(
-    _phone: string,
+    phone: string,
     rules: RateRule[],
     who: AuditContext,
-  ): Promise<{ kind: "ok" } | Limited> {
-    const outcome = await this.sql.begin(async (tx): Promise<{ kind: "ok" } | Limited> => {
+  ): Promise<CodeAdmitted | Limited> {
+    const outcome = await this.sql.begin(async (tx): Promise<CodeAdmitted | Limited> => {
       const limited = await admit(tx, rules);
       if (limited) return limited;
-      await audit(tx, "code_requested", "phone_change", who);
-      return { kind: "ok" };
+      const [[c]] = await Promise.all([
+        tx<{ request_id: string }[]>`
+          select request_id from auth.challenges
+           where phone_number = ${phone} and purpose = 'phone_change'
+             and consumed_at is not null`,
+        audit(tx, "code_requested", "phone_change", who),
+      ]);
+      return admitted(c?.request_id);
     });
     if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
     return outcome;
@@ -240,8 +251,11 @@ export class PgAuthStore implements AuthStore {
        where n.id = o.id
       returning o.phone_number as old`;
     if (!u) return { kind: "no_challenge" };
-    // Codes of either number were issued for the old owner of the number.
-    await tx`delete from auth.challenges where phone_number in (${u.old}, ${phone})`;
+    // Codes of either number were issued for its old owner. The consumed phone-change
+    // code stays, so a later request can name it as spent.
+    await tx`delete from auth.challenges
+              where phone_number = ${u.old}
+                 or (phone_number = ${phone} and purpose <> 'phone_change')`;
     await audit(tx, "phone_changed", "ok", { ...who, phone: u.old });
     await audit(tx, "phone_changed", "ok", who);
     await enqueue(tx, SCHEMA, phoneChanged(userId, u.old, phone, who));
@@ -299,6 +313,11 @@ export class PgAuthStore implements AuthStore {
           issued_at = excluded.issued_at, expires_at = excluded.expires_at,
           failed_attempts = 0, consumed_at = null
         where auth.challenges.issued_at < excluded.issued_at
+           -- Issue times have whole seconds: a code opened in the second its consumed
+           -- predecessor was issued is still the newer one.
+           or (auth.challenges.consumed_at is not null
+               and auth.challenges.issued_at = excluded.issued_at
+               and auth.challenges.request_id <> excluded.request_id)
         returning phone_number)
       select exists (select from fresh) as fresh, exists (select from stored) as stored`;
     if (!r!.fresh) return "duplicate";
@@ -358,6 +377,10 @@ export class PgAuthStore implements AuthStore {
     await this.sql`delete from auth.number_locks
       where locked_until < now() and consecutive_failures = 0`;
   }
+}
+
+function admitted(spentChallengeId: string | undefined): CodeAdmitted {
+  return spentChallengeId ? { kind: "ok", spentChallengeId } : { kind: "ok" };
 }
 
 class Refused extends Error {

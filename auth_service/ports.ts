@@ -20,9 +20,14 @@ export interface TokenIssuer {
   >;
 }
 
-/** Asks otp-service for a login code (GenerateOtp). Throws DomainError on refusal. */
+/** Asks otp-service for a code (GenerateOtp). Throws DomainError on refusal. */
 export interface OtpGateway {
-  requestCode(phone: string, purpose: PurposeName, ctx: CallContext): Promise<void>;
+  requestCode(
+    phone: string,
+    purpose: PurposeName,
+    ctx: CallContext,
+    options?: { spentChallengeId?: string },
+  ): Promise<void>;
 }
 
 export interface AuthSettings {
@@ -121,7 +126,12 @@ export interface Limited {
 }
 
 export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Limited;
-export type LoginCodeOutcome = { kind: "ok" } | { kind: "not_verified" } | Limited;
+/**
+ * `spentChallengeId`: the number's last challenge of that purpose, already consumed
+ * here, so otp-service opens a new one rather than resending a used code.
+ */
+export type CodeAdmitted = { kind: "ok"; spentChallengeId?: string };
+export type LoginCodeOutcome = CodeAdmitted | { kind: "not_verified" } | Limited;
 
 export interface RedeemPolicy {
   maxAttempts: number;
@@ -177,7 +187,7 @@ export interface AuthStore {
     phone: string,
     rules: RateRule[],
     audit: AuditContext,
-  ): Promise<{ kind: "ok" } | Limited>;
+  ): Promise<CodeAdmitted | Limited>;
   /**
    * Checks a code against the number's live challenge under a row lock: at most one
    * concurrent caller can consume it. On success applies `effect` in the same

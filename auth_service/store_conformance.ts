@@ -194,6 +194,35 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     ]);
   },
 
+  async "a code request names the number's consumed challenge, so a used code is not resent"(s) {
+    await verifiedUser(s);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "ok" });
+    const c = challenge(s, { purpose: "login" });
+    await s.store.saveChallenge("l", c);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "ok" }, "still live");
+    await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), {
+      kind: "ok",
+      spentChallengeId: c.requestId,
+    });
+    const p = challenge(s, { phone: OTHER, purpose: "phone_change" });
+    await s.store.saveChallenge("p", p);
+    const me = (await userOf(s, 1))!.id;
+    await s.store.redeem(
+      OTHER,
+      "phone_change",
+      POLICY,
+      right,
+      { kind: "phone_change", userId: me },
+      who,
+    );
+    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, [], who), {
+      kind: "ok",
+      spentChallengeId: p.requestId,
+    });
+    assert.deepEqual(await s.store.admitPhoneChangeCode(PHONE, [], who), { kind: "ok" });
+  },
+
   async "the right code verifies the user, consumes the code and opens a session"(s) {
     await withChallenge(s);
     const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
@@ -326,6 +355,20 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     const matchesNewer = (c: Challenge) => Promise.resolve(c.codeMac[0] === 9);
     const ok = await s.store.redeem(PHONE, "signup", POLICY, matchesNewer, session(1), who);
     assert.equal(ok.kind, "ok");
+  },
+
+  async "a code issued in the same second as a consumed one replaces it; a live one stays"(s) {
+    await verifiedUser(s);
+    const first = challenge(s, { purpose: "login" });
+    await s.store.saveChallenge("l1", first);
+    const twin = { ...first, requestId: crypto.randomUUID() };
+    assert.equal(await s.store.saveChallenge("l2", twin), "superseded", "the first is live");
+    await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    assert.equal(await s.store.saveChallenge("l3", { ...twin }), "stored");
+    const r = await s.store.redeem(PHONE, "login", POLICY, right, session(3), who);
+    assert.equal(r.kind, "ok");
+    // A resend of the first arrives under its own message id: it never comes back.
+    assert.equal(await s.store.saveChallenge("l1", { ...first }), "duplicate");
   },
 
   async "a session ends when it expires or sits idle, and use keeps it alive"(s) {
@@ -483,7 +526,11 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   },
 
   async "a login code of the account's number deletes it; the number can sign up anew"(s) {
-    await verifiedUser(s, PHONE, 1);
+    await s.store.signup(PHONE, request(), [], who);
+    const signupId = crypto.randomUUID();
+    const signupChallenge = { ...challenge(s), requestId: signupId };
+    await s.store.saveChallenge(signupId, signupChallenge);
+    await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
     await verifiedUser(s, OTHER, 9);
     const me = (await userOf(s, 1))!.id;
     const other = (await userOf(s, 9))!.id;
@@ -519,6 +566,11 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal((await s.events()).at(-1), "user.deleted");
     assert.deepEqual(await s.store.signup(PHONE, request(), [], who), { kind: "queued" });
     assert.equal((await s.events()).at(-1), "user.signed_up");
+    // otp-service may resend the old signup challenge, still live on its side.
+    assert.equal(await s.store.saveChallenge(signupId, signupChallenge), "stored");
+    const again = await s.store.redeem(PHONE, "signup", POLICY, right, session(7), who);
+    assert.equal(again.kind, "ok");
+    assert.notEqual((await userOf(s, 7))?.id, me);
   },
 
   async "the sweep forgets handled messages past their keep time only"(s) {
