@@ -5,6 +5,8 @@ import { invalidArgument } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import { parsePhone } from "../shared/phone.ts";
+import { countryOf, NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
 import type { AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
 import type { Redemption } from "./redemption.ts";
 import { auditContext, limitedError, sendablePhone, sendRules } from "./rules.ts";
@@ -18,6 +20,7 @@ export class Account {
     private readonly redemption: Redemption,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
+    private readonly telemetry: Telemetry = NO_TELEMETRY,
   ) {}
 
   /**
@@ -41,7 +44,11 @@ export class Account {
       sendRules(this.settings, phone, "phone_change", ctx),
       auditContext(phone, ctx),
     );
-    if (outcome.kind === "limited") throw limitedError(outcome);
+    if (outcome.kind === "limited") {
+      this.telemetry.codeRefused(refusalReason(outcome.reason), countryOf(phone));
+      throw limitedError(outcome);
+    }
+    this.telemetry.codeRequested("phone_change", countryOf(phone));
     await this.otp.requestCode(phone, "phone_change", ctx, {
       spentChallengeId: outcome.spentChallengeId,
     });

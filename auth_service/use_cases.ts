@@ -37,7 +37,7 @@ export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCas
     codes: new CodeRequests(p.store, p.otp, settings, p.log, t),
     redemption,
     sessions,
-    account: new Account(p.store, p.otp, sessions, redemption, settings, p.log),
+    account: new Account(p.store, p.otp, sessions, redemption, settings, p.log, t),
     challenges: new ChallengeConsumer(p.store, settings.maxTtlSeconds, p.log),
   };
 }
