@@ -1,6 +1,7 @@
 // A service with a missing or malformed required variable stops at once with one line
 // naming it (and never the value of a secret).
 import assert from "node:assert/strict";
+import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 import { taskArgs } from "../testing/processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -58,6 +59,7 @@ const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
   ["auth with a short ADMIN_API_TOKEN", "auth", {
     OTP_HMAC_KEY: KEY,
     INTERNAL_API_TOKEN: KEY,
+    JWT_SIGNING_KEY: await generateDevSigningKey(),
     ADMIN_API_TOKEN: "short-secret",
   }, "ADMIN_API_TOKEN"],
   ["otp with a short OTP_HMAC_KEY", "otp", {
