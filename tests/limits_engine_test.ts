@@ -6,11 +6,16 @@ import { LimitsEngine } from "../shared/limits/engine.ts";
 import { rule } from "../shared/limits/rules.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createDatabase } from "../testing/database.ts";
+import fc from "fast-check";
 
 const db = await createDatabase();
 const sql = createPool({ url: db.url, applicationName: "tests", max: 20 });
 await sql.unsafe("create schema lt");
 await sql.unsafe(limitsIncludes("lt").limits_v1!);
+await sql.unsafe(limitsIncludes("lt").limits_v2!);
+// The first version alone, to check that the second computes the same counters.
+await sql.unsafe("create schema lt_first");
+await sql.unsafe(limitsIncludes("lt_first").limits_v1!);
 const engine = new LimitsEngine(sql, "lt");
 Deno.test.afterAll(async () => {
   await sql.end({ timeout: 2 });
@@ -148,4 +153,29 @@ Deno.test("an event admitted once is admitted again without being counted again,
   // The sweep keeps recent admissions: the first event is still recognised afterwards.
   await engine.sweep();
   assert.equal((await engine.admit([r], { eventId: event })).admitted, true);
+});
+
+Deno.test("the PL/pgSQL limit_slots returns exactly what the first version returned", async () => {
+  const input = fc.record({
+    counts: fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 0, maxLength: 70 }),
+    firstOffset: fc.integer({ min: -200, max: 80 }),
+    sameWidth: fc.boolean(),
+    added: fc.integer({ min: 0, max: 2 }),
+  });
+  const cur = 29_000_000;
+  await fc.assert(
+    fc.asyncProperty(input, async ({ counts, firstOffset, sameWidth, added }) => {
+      const args = [counts, cur + firstOffset, sameWidth ? 60 : 30, 60, cur, added];
+      const q = (schema: string) =>
+        sql.unsafe<{ slots: number[] }[]>(
+          `select ${schema}.limit_slots($1::int[], $2::bigint, $3::float8, $4::float8,
+             $5::bigint, $6::int) as slots`,
+          args as never,
+        );
+      const [[first], [second]] = await Promise.all([q("lt_first"), q("lt")]);
+      assert.deepEqual(second!.slots, first!.slots);
+      assert.equal(second!.slots.length, 61);
+    }),
+    { numRuns: 300 },
+  );
 });

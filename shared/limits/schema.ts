@@ -156,8 +156,49 @@ end
 $fn$;
 `;
 
+/**
+ * limit_slots again, the same result in PL/pgSQL. PostgreSQL plans the body of a SQL
+ * function that it cannot inline (this one has subqueries) again on every call, and
+ * admit() calls it twice per key: that planning was most of an admission's CPU. A
+ * PL/pgSQL function keeps its plans for the session, and this one needs none.
+ */
+const LIMITS_V2 = `
+create or replace function {schema}.limit_slots(
+  counts integer[], first_slot bigint, old_width float8, width float8, cur bigint,
+  added integer)
+returns integer[] language plpgsql immutable as $fn$
+declare
+  slots integer[] := array_fill(0, array[61]);
+  n integer := coalesce(array_upper(counts, 1), 0);
+  slot bigint;
+  later integer := 0;
+begin
+  if old_width <> width then
+    for i in 1 .. n loop
+      later := later + coalesce(counts[i], 0);
+    end loop;
+    slots[61] := later + added;
+    return slots;
+  end if;
+  for i in 1 .. n loop
+    slot := first_slot + i - 1;
+    if slot > cur then
+      later := later + coalesce(counts[i], 0);
+    elsif slot >= cur - 60 then
+      slots[(slot - cur + 61)::int] := coalesce(counts[i], 0);
+    end if;
+  end loop;
+  slots[61] := slots[61] + added + later;
+  return slots;
+end
+$fn$;
+`;
+
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
-  return { limits_v1: LIMITS_V1.replaceAll("{schema}", schema) };
+  return {
+    limits_v1: LIMITS_V1.replaceAll("{schema}", schema),
+    limits_v2: LIMITS_V2.replaceAll("{schema}", schema),
+  };
 }

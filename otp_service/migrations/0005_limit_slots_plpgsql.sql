@@ -1,0 +1,3 @@
+-- admit() spends less CPU per key: limit_slots computes the same counters without
+-- being planned again on every call.
+-- include: limits_v2
