@@ -192,10 +192,9 @@ export class OtpIssuer {
       await this.store.finish(
         req.requestId,
         "sent",
-        { provider: this.sms.name, providerId },
+        { provider: this.sms.name, providerId, audit: auditOf(req, "code_sent", this.sms.name) },
         issued,
       );
-      await this.store.audit("code_sent", this.sms.name, req);
       log.info("code sent", {
         provider: this.sms.name,
         provider_id: providerId,
@@ -206,8 +205,10 @@ export class OtpIssuer {
       if (err instanceof Stop && err.outcome.kind === "limited") {
         if (made === 0) {
           log.warn("SMS budget spent; no code sent", { reason: err.outcome.reason });
-          await this.store.finish(req.requestId, "refused", { error: err.outcome.reason });
-          await this.store.audit("code_refused", err.outcome.reason, req);
+          await this.store.finish(req.requestId, "refused", {
+            error: err.outcome.reason,
+            audit: auditOf(req, "code_refused", err.outcome.reason),
+          });
           await refund?.();
           return err.outcome;
         }
@@ -215,8 +216,10 @@ export class OtpIssuer {
       }
       if (err instanceof Stop) return await this.end(req, made, issued, log, "no attempt left");
       if (err instanceof SmsError && err.permanent && made <= 1) {
-        await this.store.finish(req.requestId, "failed", { error: err.message });
-        await this.store.audit("code_failed", "permanent", req);
+        await this.store.finish(req.requestId, "failed", {
+          error: err.message,
+          audit: auditOf(req, "code_failed", "permanent"),
+        });
         log.warn("sms refused permanently; nothing published", { error: err.message });
         return { kind: "undeliverable" };
       }
@@ -236,10 +239,9 @@ export class OtpIssuer {
     await this.store.finish(
       req.requestId,
       "unconfirmed",
-      { error: why },
+      { error: why, audit: auditOf(req, "code_unconfirmed", made > 0 ? "maybe_sent" : "not_sent") },
       made > 0 ? issued : undefined,
     );
-    await this.store.audit("code_unconfirmed", made > 0 ? "maybe_sent" : "not_sent", req);
     log.warn("no confirmed send; the challenge stays live", { attempts: made, error: why });
     return { kind: "unconfirmed" };
   }
@@ -290,6 +292,13 @@ function requestFrom(m: IncomingMessage): CodeRequest {
     spentChallengeId: cleanText(msg.spentChallengeId) || undefined,
   };
 }
+
+const auditOf = (req: CodeRequest, event: string, outcome: string) => ({
+  event,
+  outcome,
+  phoneNumber: req.phoneNumber,
+  clientAddress: req.clientAddress,
+});
 
 const refusal_ = (a: { reason: LimitReason; message: string; retryAfterSeconds: number }) => ({
   reason: a.reason,

@@ -1,9 +1,9 @@
 // PostgreSQL adapter of OtpStore. No statement here waits on a lock another request
 // holds for longer than one statement: limits are counted by the limits engine.
 import type { OutgoingMessage } from "../shared/bus.ts";
-import { enqueue } from "../shared/outbox.ts";
-import type { Sql, TxSql } from "../shared/postgres.ts";
-import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
+import type { Sql } from "../shared/postgres.ts";
+import { traceHeaders } from "../shared/tracing.ts";
+import type { CodeRequest, FinishDetail, OtpStore, RequestState, RequestStatus } from "./store.ts";
 
 type Row = {
   status: RequestStatus;
@@ -30,9 +30,48 @@ export class PgOtpStore implements OtpStore {
   }
 
   async open(r: CodeRequest, ttlSeconds: number) {
+    // One statement: open a challenge unless a live one (other than the requester's
+    // spent one) exists, and record the request against whichever is live. Its rows are
+    // locked for this statement only.
+    const [row] = await this.sql<(Row & { created: boolean })[]>`
+      with opened as (
+        insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
+        values (${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
+                date_trunc('second', now()) + make_interval(secs => ${ttlSeconds}))
+        on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
+          issued_at = excluded.issued_at, expires_at = excluded.expires_at
+        where otp.challenges.expires_at <= now()
+           or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
+        returning challenge_id, issued_at, expires_at
+      ), live as (
+        select challenge_id, issued_at, expires_at from opened
+        union all
+        select challenge_id, issued_at, expires_at from otp.challenges
+         where phone_number = ${r.phoneNumber} and purpose = ${r.purpose}
+           and not exists (select from opened)
+      ), recorded as (
+        insert into otp.requests
+          (request_id, phone_number, purpose, status, client_address, trace_id, challenge_id,
+           issued_at, expires_at)
+        select ${r.requestId}, ${r.phoneNumber}, ${r.purpose}, 'pending', ${r.clientAddress},
+               ${r.traceId}, challenge_id, issued_at, expires_at
+          from live limit 1
+        on conflict (request_id) do nothing
+        returning status, attempts, challenge_id, issued_at, expires_at
+      )
+      select status, attempts, challenge_id, issued_at, expires_at, true as created from recorded
+      union all
+      select status, attempts, challenge_id, issued_at, expires_at, false from otp.requests
+       where request_id = ${r.requestId} and not exists (select from recorded)`;
+    if (row) return { created: row.created, state: state(row) };
+    // A row another delivery committed after this statement's snapshot was taken: it
+    // made the insert conflict yet stayed invisible to the reads. Statements of their own
+    // see it.
+    return await this.openStepwise(r, ttlSeconds);
+  }
+
+  private async openStepwise(r: CodeRequest, ttlSeconds: number) {
     return await this.sql.begin(async (tx) => {
-      // Opens a challenge unless a live one (other than the requester's spent one)
-      // exists; its row is locked for this short transaction only.
       type C = { challenge_id: string; issued_at: Date; expires_at: Date };
       const [opened] = await tx<C[]>`
         insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
@@ -67,14 +106,23 @@ export class PgOtpStore implements OtpStore {
     maxAttempts: number,
     publish?: OutgoingMessage,
   ): Promise<boolean> {
-    const counted = await this.sql.begin(async (tx) => {
-      const [row] = await tx`
+    // The count and the message commit together, in one statement.
+    const o = outboxParams(publish);
+    const rows = await this.sql`
+      with counted as (
         update otp.requests set attempts = attempts + 1, updated_at = now()
          where request_id = ${requestId} and status = 'pending' and attempts < ${maxAttempts}
-        returning attempts`;
-      if (row && publish) await enqueue(tx, "otp", publish);
-      return row !== undefined;
-    });
+        returning 1
+      ), queued as (
+        insert into otp.outbox (message_id, exchange, routing_key, type, content_type, payload,
+                                correlation_id, created_at, headers)
+        select ${o.messageId}, ${o.exchange}, ${o.routingKey}, ${o.type}, ${o.contentType},
+               ${o.body}::bytea, ${o.correlationId}, ${o.timestamp}::timestamptz,
+               ${o.headers as never}::jsonb
+          from counted where ${o.present}
+      )
+      select from counted`;
+    const counted = rows.length > 0;
     if (counted && publish) this.onEnqueued();
     return counted;
   }
@@ -82,23 +130,37 @@ export class PgOtpStore implements OtpStore {
   async finish(
     requestId: string,
     status: Exclude<RequestStatus, "pending">,
-    d: { provider?: string; providerId?: string; error?: string },
+    d: FinishDetail,
     publish?: OutgoingMessage,
   ): Promise<void> {
-    // A concurrent delivery that ended the request first wins, except that a confirmed
-    // send overrides "unconfirmed".
-    const ended = await this.sql.begin(async (tx: TxSql) => {
-      const rows = await tx`
+    // One statement: the final state, its message and its audit row commit together. A
+    // concurrent delivery that ended the request first wins, except that a confirmed send
+    // overrides "unconfirmed"; the audit row is written either way.
+    const o = outboxParams(publish);
+    const a = d.audit;
+    const rows = await this.sql`
+      with ended as (
         update otp.requests set status = ${status}, provider = ${d.provider ?? null},
           provider_id = ${d.providerId ?? null}, error = ${d.error?.slice(0, 500) ?? null},
           updated_at = now()
         where request_id = ${requestId}
           and (status = 'pending' or (status = 'unconfirmed' and ${status} = 'sent'))
-        returning 1`;
-      if (rows.length > 0 && publish) await enqueue(tx, "otp", publish);
-      return rows.length > 0;
-    });
-    if (ended && publish) this.onEnqueued();
+        returning 1
+      ), queued as (
+        insert into otp.outbox (message_id, exchange, routing_key, type, content_type, payload,
+                                correlation_id, created_at, headers)
+        select ${o.messageId}, ${o.exchange}, ${o.routingKey}, ${o.type}, ${o.contentType},
+               ${o.body}::bytea, ${o.correlationId}, ${o.timestamp}::timestamptz,
+               ${o.headers as never}::jsonb
+          from ended where ${o.present}
+      ), audited as (
+        insert into otp.audit_events (event, phone_number, client_address, outcome, request_id)
+        select ${a?.event ?? null}, ${a?.phoneNumber ?? null}, ${a?.clientAddress || null},
+               ${a?.outcome ?? null}, ${requestId}
+         where ${a !== undefined}
+      )
+      select from ended`;
+    if (rows.length > 0 && publish) this.onEnqueued();
   }
 
   async audit(
@@ -116,4 +178,24 @@ export class PgOtpStore implements OtpStore {
       where created_at < now() - make_interval(secs => ${keepSeconds})`;
     await this.sql`delete from otp.challenges where expires_at < now() - interval '1 hour'`;
   }
+}
+
+/**
+ * The columns of an otp.outbox row (as shared/outbox.ts enqueue() writes them), or
+ * nulls with `present` false when there is no message.
+ */
+function outboxParams(m: OutgoingMessage | undefined) {
+  return {
+    present: m !== undefined,
+    messageId: m?.messageId ?? null,
+    exchange: m?.exchange ?? null,
+    routingKey: m?.routingKey ?? null,
+    type: m?.type ?? null,
+    contentType: m?.contentType ?? null,
+    body: m?.body ?? null,
+    correlationId: m?.correlationId ?? null,
+    timestamp: m?.timestamp ?? null,
+    // An object: the driver serialises it for the jsonb parameter, as enqueue() does.
+    headers: m === undefined ? null : (m.headers ?? traceHeaders()),
+  };
 }

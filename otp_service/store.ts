@@ -28,6 +28,14 @@ export interface RequestState {
   attempts: number;
 }
 
+/** How a request ended, and the audit row recorded with it. */
+export interface FinishDetail {
+  provider?: string;
+  providerId?: string;
+  error?: string;
+  audit?: { event: string; outcome: string; phoneNumber: string; clientAddress: string };
+}
+
 export interface OtpStore {
   /** The request as recorded, or null when it is new. */
   find(requestId: string): Promise<RequestState | null>;
@@ -43,11 +51,14 @@ export interface OtpStore {
    * request has no attempt left.
    */
   beginAttempt(requestId: string, maxAttempts: number, publish?: OutgoingMessage): Promise<boolean>;
-  /** Final state; with `publish`, the challenge is enqueued in the same transaction. */
+  /**
+   * Final state; with `publish`, the challenge is enqueued, and with `detail.audit` the
+   * audit row written, in the same transaction.
+   */
   finish(
     requestId: string,
     status: Exclude<RequestStatus, "pending">,
-    detail: { provider?: string; providerId?: string; error?: string },
+    detail: FinishDetail,
     publish?: OutgoingMessage,
   ): Promise<void>;
   audit(
