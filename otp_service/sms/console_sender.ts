@@ -2,6 +2,7 @@
 // place allowed to print a message body, so end-to-end tests can read the code
 // from the service's standard output.
 
+import { writePrivateLine } from "../../shared/log.ts";
 import type { SmsMessage, SmsReceipt, SmsSender } from "./sender.ts";
 
 const LINE = /\[sms\] to=(\+\d+) body=("(?:[^"\\]|\\.)*")\s*$/;
@@ -22,15 +23,13 @@ export function parseConsoleSmsLine(line: string): SmsMessage | null {
   }
 }
 
-const encoder = new TextEncoder();
-
 /**
  * Straight to standard output, not through the console API: with OpenTelemetry on,
  * console output can be exported as log records, and a code must never leave that way.
+ * It shares the log's buffer, so SMS lines and log lines keep their order.
  */
 export function writeStdout(line: string): void {
-  const bytes = encoder.encode(`${line}\n`);
-  for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
+  writePrivateLine(line);
 }
 
 export class ConsoleSmsSender implements SmsSender {
