@@ -5,11 +5,12 @@
 // compression, deadlines, streaming) goes through connect-es. Plain gRPC needs HTTP
 // trailers that Deno.serve cannot send, so a gRPC client gets an immediate,
 // well-formed "trailers-only" UNIMPLEMENTED instead of a hung stream.
-import { createConnectRouter, createContextKey, createContextValues } from "@connectrpc/connect";
+import { createConnectRouter, createContextKey } from "@connectrpc/connect";
 import type {
   ConnectError,
   ConnectRouter,
   ConnectRouterOptions,
+  ContextKey,
   ContextValues,
   Interceptor,
 } from "@connectrpc/connect";
@@ -17,7 +18,7 @@ import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/conne
 import { errorInterceptor, toConnectError } from "./connect_errors.ts";
 import type { ErrorMapOptions } from "./connect_errors.ts";
 import { corsPolicy } from "./http/cors.ts";
-import { fastPathApplies, recordingRouter, serveFast } from "./http/fast_unary.ts";
+import { fastPathLength, recordingRouter, serveFast } from "./http/fast_unary.ts";
 import type { FastMethod, RequestGate, UnaryReply } from "./http/fast_unary.ts";
 import { frameworkRequestError, grpcUnsupported, malformedRequest } from "./http/request_faults.ts";
 import type { Logger } from "./log.ts";
@@ -117,22 +118,21 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
   const served = { fast: 0, connectEs: 0 };
 
   const contextValues = (req: Request, info: Deno.ServeHandlerInfo): ContextValues =>
-    createContextValues()
-      .set(kClientAddress, clientAddress(req, info, hops))
-      .set(kRequestId, crypto.randomUUID())
-      .set(kClientRequestId, clientRequestId(req.headers.get("x-request-id")));
+    new RequestValues(clientAddress(req, info, hops), req.headers.get("x-request-id"));
 
   const serve = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response | Final> => {
-    const path = pathOf(req.url);
+    const url = req.url;
+    const path = pathOf(url);
     const h = table.get(path);
     if (h === undefined) return await serveOther(req, path, o.health, plain);
     const contentType = req.headers.get("content-type") ?? "";
     const f = fast.get(path);
     let reply: UnaryReply | Response;
-    if (f !== undefined && fastPathApplies(req, contentType)) {
+    const length = f === undefined ? -1 : fastPathLength(req, contentType);
+    if (length >= 0) {
       served.fast++;
       try {
-        reply = await serveFast(f, req, contentType, contextValues(req, info));
+        reply = await serveFast(f!, req, { url, contentType, length }, contextValues(req, info));
       } catch (err) {
         reply = malformed(err, contentType);
       }
@@ -222,7 +222,14 @@ class Final {
     private readonly headers: [string, string][],
   ) {}
   response(): Response {
-    return new Response(this.body as BodyInit, { status: this.status, headers: this.headers });
+    // Appending to the new response's headers costs about half of passing them in the
+    // init, which Deno converts and validates as a generic sequence; 200 needs no init.
+    const res = this.status === 200
+      ? new Response(this.body as BodyInit)
+      : new Response(this.body as BodyInit, { status: this.status });
+    const h = res.headers;
+    for (const [name, value] of this.headers) h.append(name, value);
+    return res;
   }
 }
 
@@ -298,6 +305,37 @@ function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number):
   const chain = forwarded.split(",").map((s) => s.trim()).filter(Boolean);
   // Each trusted proxy appends the address it saw; entries left of those are client-made.
   return chain[Math.max(0, chain.length - hops)] ?? socket;
+}
+
+/**
+ * The context values of one call, as connect-es's createContextValues() would hold them,
+ * except that the request id is generated and the caller's id cleaned the first time
+ * someone reads them: most calls never do.
+ */
+class RequestValues implements ContextValues {
+  #own: Record<symbol, unknown> | undefined;
+  #requestId: string | undefined;
+  #clientRequestId: string | undefined;
+  constructor(private readonly address: string, private readonly rawClientId: string | null) {}
+  get<T>(key: ContextKey<T>): T {
+    const own = this.#own;
+    if (own !== undefined && key.id in own) return own[key.id] as T;
+    if (key === kClientAddress) return this.address as T;
+    if (key === kRequestId) return (this.#requestId ??= crypto.randomUUID()) as T;
+    if (key === kClientRequestId) {
+      return (this.#clientRequestId ??= clientRequestId(this.rawClientId)) as T;
+    }
+    return key.defaultValue;
+  }
+  set<T>(key: ContextKey<T>, value: T): this {
+    (this.#own ??= {})[key.id] = value;
+    return this;
+  }
+  delete(key: ContextKey<unknown>): this {
+    // A deleted key reads as its default, the built-in ones too.
+    (this.#own ??= {})[key.id] = key.defaultValue;
+    return this;
+  }
 }
 
 const CLIENT_ID_MAX = 64;

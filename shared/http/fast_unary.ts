@@ -122,16 +122,19 @@ function methodSpec(service: DescService, method: DescMethod, impl: object): Met
   return createMethodImplSpec(method, fn as never);
 }
 
-/** Whether the fast path serves this request; false sends it to connect-es. */
-export function fastPathApplies(req: Request, contentType: string): boolean {
-  if (req.method !== "POST") return false;
-  if (!UNARY_CONTENT_TYPE.test(contentType)) return false;
+/**
+ * The declared body length when the fast path serves this request; -1 sends it to
+ * connect-es.
+ */
+export function fastPathLength(req: Request, contentType: string): number {
+  if (req.method !== "POST") return -1;
+  if (!UNARY_CONTENT_TYPE.test(contentType)) return -1;
   const h = req.headers;
   const encoding = h.get("content-encoding");
-  if (encoding !== null && encoding !== "identity") return false;
-  if (h.has("connect-timeout-ms")) return false;
+  if (encoding !== null && encoding !== "identity") return -1;
+  if (h.get("connect-timeout-ms") !== null) return -1;
   const length = h.get("content-length");
-  return length !== null && DIGITS.test(length);
+  return length !== null && DIGITS.test(length) ? Number(length) : -1;
 }
 
 const UNARY_CONTENT_TYPE = /^application\/(?:json(?:; ?charset=utf-?8)?|proto)$/i;
@@ -318,19 +321,20 @@ function copyHeaders(from: Headers, to: Headers): void {
 export async function serveFast(
   m: FastMethod,
   req: Request,
-  contentType: string,
+  call: { url: string; contentType: string; length: number },
   contextValues: ContextValues,
 ): Promise<UnaryReply> {
   const { opt, spec } = m;
+  const { contentType, length } = call;
   const binary = contentType.charCodeAt(12) === 0x70 || contentType.charCodeAt(12) === 0x50;
   const replyType = binary ? contentTypeUnaryProto : contentTypeUnaryJson;
-  const context = new LazyContext(spec.method, req.url, contextValues, req.headers, replyType);
+  const context = new LazyContext(spec.method, call.url, contextValues, req.headers, replyType);
   let status = 200;
   let body: Uint8Array;
   let type = replyType;
   try {
     if (opt.requestGate !== undefined) await opt.requestGate(context);
-    const input = m.serialization.getI(binary).parse(await readBody(req, opt.readMaxBytes));
+    const input = m.serialization.getI(binary).parse(await readBody(req, length, opt.readMaxBytes));
     const output = await invoke(m, context, input);
     body = m.serialization.getO(binary).serialize(output as never);
   } catch (e) {
@@ -350,8 +354,7 @@ export async function serveFast(
 }
 
 /** The body, refused unread when its declared length is over the limit. */
-async function readBody(req: Request, readMaxBytes: number): Promise<Uint8Array> {
-  const hint = Number(req.headers.get("content-length"));
+async function readBody(req: Request, hint: number, readMaxBytes: number): Promise<Uint8Array> {
   if (hint > readMaxBytes) {
     throw new ConnectError(
       `message size ${hint} is larger than configured readMaxBytes ${readMaxBytes}`,
