@@ -20,7 +20,14 @@ export async function readMigrations(dir: URL): Promise<Migration[]> {
       sql: await Deno.readTextFile(new URL(entry.name, dir)),
     });
   }
-  return out.sort((a, b) => a.version - b.version);
+  out.sort((a, b) => a.version - b.version);
+  // Two files of one version would apply one and silently skip the other.
+  for (let i = 1; i < out.length; i++) {
+    if (out[i]!.version === out[i - 1]!.version) {
+      throw new Error(`two migrations share version ${out[i]!.version} in ${dir.pathname}`);
+    }
+  }
+  return out;
 }
 
 /**
