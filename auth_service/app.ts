@@ -2,6 +2,8 @@
 // dev launcher call this with their own adapters.
 import type { Broker } from "../shared/bus.ts";
 import { HmacKey } from "../shared/crypto.ts";
+import { LimitsEngine } from "../shared/limits/engine.ts";
+import { limitsIncludes } from "../shared/limits/schema.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { Sql } from "../shared/postgres.ts";
@@ -44,12 +46,14 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     schema: "auth",
     migrationsDir: new URL("./migrations/", import.meta.url),
     metrics: d.metrics,
+    includes: limitsIncludes("auth"),
   });
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
+  const limits = new LimitsEngine(sql, "auth");
   const hmac = await HmacKey.import(config.otpHmacKey);
   const useCases = createUseCases(
-    { store, otp: d.otp, hmac, log: logger, telemetry },
+    { store, limits, otp: d.otp, hmac, log: logger, telemetry },
     authSettings(config),
   );
   const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
@@ -71,11 +75,18 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
       admin(router);
     },
     services: [AuthService, AdminService],
-    trustedProxyHops: config.trustedProxyHops,
+    trustedProxies: config.trustedProxies,
     corsAllowedOrigins: config.corsAllowedOrigins,
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.
     authorize: { [AdminService.typeName]: (h) => adminAuthorized(h.get("authorization")) },
-    sweep: () => store.sweep(keep),
+    sweep: async () => {
+      await limits.sweep();
+      await store.sweep({
+        keepSeconds: keep,
+        auditRetentionSeconds: config.retention.auditDays * 86_400,
+        unverifiedUserSeconds: config.retention.unverifiedUserDays * 86_400,
+      });
+    },
   });
 }
 
@@ -88,7 +99,9 @@ export function authSettings(config: AuthConfig): AuthSettings {
     sessionIdleSeconds: config.sessions.idleSeconds,
     sending: config.sending,
     lockAfterFailures: config.checking.lockAfterFailures,
+    numberLockAfterFailures: config.checking.numberLockAfterFailures,
     lockSeconds: config.checking.lockSeconds,
+    failureWindowSeconds: config.checking.failureWindowSeconds,
     perAddress: config.perAddress,
   };
 }

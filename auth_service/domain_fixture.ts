@@ -16,6 +16,7 @@ import { createLogger } from "../shared/log.ts";
 import { encodeOtpIssued, OtpIssuedSchema, purposeFromName } from "../shared/messages.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { RecordingTelemetry } from "../shared/telemetry.ts";
+import { MemoryLimits } from "../shared/limits/memory.ts";
 import { MemoryAuthStore } from "./memory_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
@@ -45,7 +46,9 @@ export const SETTINGS: AuthSettings = {
     allowedNumberTypes: ["MOBILE", "FIXED_LINE_OR_MOBILE"],
   },
   lockAfterFailures: 5,
+  numberLockAfterFailures: 100,
   lockSeconds: 900,
+  failureWindowSeconds: 900,
   perAddress: { sendLimit: 100, checkLimit: 100, windowSeconds: 3600 },
 };
 
@@ -58,6 +61,7 @@ const clientAddress: Interceptor = (next) => (req) => {
 export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGateway } = {}) {
   let now = Date.now();
   const store = new MemoryAuthStore({ now: () => now });
+  const limits = new MemoryLimits(() => now);
   const hmac = await HmacKey.import("k".repeat(32));
   const asked: { phone: string; purpose: PurposeName }[] = [];
   const otp: OtpGateway = o.otp ?? {
@@ -68,7 +72,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   };
   const settings = { ...SETTINGS, ...o.settings };
   const telemetry = new RecordingTelemetry();
-  const useCases = createUseCases({ store, otp, hmac, log, telemetry }, settings);
+  const useCases = createUseCases({ store, limits, otp, hmac, log, telemetry }, settings);
   const transport = createRouterTransport(authRoutes(useCases), {
     router: { interceptors: [errorInterceptor(log), clientAddress] },
   });

@@ -1,10 +1,11 @@
 // AuthStore in memory, for fast domain tests and the conformance suite. It keeps the
-// PostgreSQL store's semantics: sliding-window limits, per-number locks, one live
+// PostgreSQL store's semantics: wrong-code locks per number and address under a
+// per-number ceiling, aggregated refusals, one live
 // challenge per number and purpose, sessions with idle and absolute expiry. Calls run one
 // at a time, as if every method were a serialisable transaction. Not for production:
 // nothing is shared between replicas and nothing survives a restart.
 import type { OutgoingMessage } from "../shared/bus.ts";
-import type { AuditEvent } from "../shared/audit.ts";
+import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
 import type {
@@ -13,15 +14,26 @@ import type {
   AuthStore,
   Challenge,
   ChallengeOutcome,
-  Limited,
-  LoginCodeOutcome,
+  Locked,
+  LoginTarget,
   NewSession,
-  RateRule,
   RedeemOutcome,
   RedeemPolicy,
   SignupOutcome,
+  SweepPolicy,
   User,
 } from "./ports.ts";
+
+export interface AuditRow extends AuditContext {
+  at: Date;
+  event: string;
+  outcome: string;
+  count: number;
+  /** Set on aggregated refusals: the start of the window they are counted in. */
+  windowStart?: number;
+}
+
+const EVERY_ADDRESS = "*";
 
 export interface StoredChallenge extends Challenge {
   failedAttempts: number;
@@ -38,8 +50,9 @@ export interface Session {
   revokedAt: number | null;
 }
 
-export interface NumberLock {
+export interface WrongCodeLock {
   consecutiveFailures: number;
+  lastFailureAt: number;
   lockedUntil: number | null;
 }
 
@@ -53,14 +66,14 @@ export class MemoryAuthStore implements AuthStore {
   /** What was enqueued for the bus, in order. */
   readonly outbox: OutgoingMessage[] = [];
   /** The audit trail, in order. */
-  readonly audit: (AuditEvent & { at: Date })[] = [];
+  readonly auditTrail: AuditRow[] = [];
 
   private readonly users = new Map<string, User>();
   private readonly challenges = new Map<string, StoredChallenge>();
   private readonly sessions = new Map<string, Session>();
   private readonly inbox = new Map<string, number>();
-  private readonly rateEvents: { key: string; at: number }[] = [];
-  private readonly locks = new Map<string, NumberLock>();
+  /** By number, then client key (EVERY_ADDRESS for all together). */
+  private readonly locks = new Map<string, Map<string, WrongCodeLock>>();
   private readonly now: () => number;
   private readonly onEnqueued: () => void;
   private queue: Promise<unknown> = Promise.resolve();
@@ -70,23 +83,18 @@ export class MemoryAuthStore implements AuthStore {
     this.onEnqueued = options.onEnqueued ?? (() => {});
   }
 
-  signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<SignupOutcome> {
-    return this.serially((now) => {
+  signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
+    return this.serially((now): SignupOutcome => {
       const existing = this.users.get(phone);
       if (existing?.verifiedAt) {
         this.record(now, "code_requested", "already_verified", who);
         return { kind: "already_verified" };
       }
       // A refused signup changes nothing: no user row, no event.
-      const limited = this.admit(now, rules);
-      if (limited) {
-        this.record(now, "code_requested", "limited", who);
-        return limited;
+      const locked = this.lockedFor(now, phone, who);
+      if (locked) {
+        this.refusal(now, "code_requested", "locked", who, locked.retryAfterSeconds);
+        return locked;
       }
       if (!existing) {
         this.users.set(phone, {
@@ -103,13 +111,35 @@ export class MemoryAuthStore implements AuthStore {
     });
   }
 
-  admitLoginCode(phone: string, rules: RateRule[], who: AuditContext): Promise<LoginCodeOutcome> {
-    return this.serially((now) => {
-      if (!this.users.get(phone)?.verifiedAt) return { kind: "not_verified" };
-      const limited = this.admit(now, rules);
-      this.record(now, "code_requested", limited ? "limited" : "login", who);
-      return limited ?? { kind: "ok" };
+  isVerified(phone: string): Promise<boolean> {
+    return this.serially(() => Boolean(this.users.get(phone)?.verifiedAt));
+  }
+
+  loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
+    return this.serially((now): LoginTarget => {
+      if (!this.users.get(phone)?.verifiedAt) {
+        this.record(now, "code_requested", "not_verified", who);
+        return { kind: "not_verified" };
+      }
+      const locked = this.lockedFor(now, phone, who);
+      if (locked) return locked;
+      const c = this.challenges.get(key(phone, "login"));
+      const spent = c && (c.consumedAt !== null || c.failedAttempts >= maxAttempts);
+      return spent ? { kind: "ok", spentChallengeId: c.requestId } : { kind: "ok" };
     });
+  }
+
+  audit(event: string, outcome: string, who: AuditContext): Promise<void> {
+    return this.serially((now) => this.record(now, event, outcome, who));
+  }
+
+  auditRefusal(
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): Promise<void> {
+    return this.serially((now) => this.refusal(now, event, outcome, who, windowSeconds));
   }
 
   redeem(
@@ -121,20 +151,17 @@ export class MemoryAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     return this.serially(async (now): Promise<RedeemOutcome> => {
-      const limited = this.admit(now, policy.rules);
-      if (limited) {
-        this.record(now, "code_checked", "limited", who);
-        return limited;
-      }
-      const lock = this.locks.get(phone);
-      if (lock?.lockedUntil != null && lock.lockedUntil > now) {
+      const locked = this.lockedFor(now, phone, who);
+      if (locked) {
         this.record(now, "code_checked", "locked", who);
-        const retry = (lock.lockedUntil - now) / 1000;
-        return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil(retry)) };
+        return locked;
       }
       const c = this.challenges.get(key(phone, purpose));
       const user = this.users.get(phone);
-      if (!c || !user || c.consumedAt !== null || c.expiresAt.getTime() <= now) {
+      if (
+        !c || !user || c.consumedAt !== null || c.expiresAt.getTime() <= now ||
+        (purpose === "login" && !user.verifiedAt)
+      ) {
         this.record(now, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
       }
@@ -145,24 +172,42 @@ export class MemoryAuthStore implements AuthStore {
       const { failedAttempts, consumedAt: _, ...challenge } = c;
       if (!await matches(challenge)) {
         c.failedAttempts++;
-        const l = this.locks.get(phone) ?? { consecutiveFailures: 0, lockedUntil: null };
-        this.locks.set(phone, l);
-        l.consecutiveFailures++;
-        const locked = l.consecutiveFailures >= policy.lockAfterFailures;
-        if (locked) {
-          l.consecutiveFailures = 0;
-          l.lockedUntil = now + policy.lockSeconds * 1000;
-          this.record(now, "number_locked", `${policy.lockSeconds}s`, who);
+        const mine = this.locks.get(phone) ?? new Map<string, WrongCodeLock>();
+        this.locks.set(phone, mine);
+        const tripped: string[] = [];
+        for (const k of [addressKey(who.clientAddress), EVERY_ADDRESS]) {
+          const l = mine.get(k) ??
+            { consecutiveFailures: 0, lastFailureAt: now, lockedUntil: null };
+          mine.set(k, l);
+          // Failures age out once the failure window has passed without any.
+          if (l.lastFailureAt < now - policy.failureWindowSeconds * 1000) {
+            l.consecutiveFailures = 0;
+          }
+          l.consecutiveFailures++;
+          l.lastFailureAt = now;
+          const limit = k === EVERY_ADDRESS
+            ? policy.numberLockAfterFailures
+            : policy.lockAfterFailures;
+          if (l.consecutiveFailures >= limit) {
+            l.consecutiveFailures = 0;
+            l.lockedUntil = now + policy.lockSeconds * 1000;
+            tripped.push(k);
+          }
+        }
+        if (tripped.length > 0) {
+          const all = tripped.includes(EVERY_ADDRESS) ? ":all" : "";
+          this.record(now, "number_locked", `${policy.lockSeconds}s${all}`, who);
         }
         this.record(now, "code_checked", "wrong", who);
         return {
           kind: "wrong",
           remaining: Math.max(0, policy.maxAttempts - failedAttempts - 1),
-          locked,
+          locked: tripped.length > 0,
         };
       }
       c.consumedAt = now;
-      this.locks.delete(phone);
+      this.locks.get(phone)?.delete(addressKey(who.clientAddress));
+      this.locks.get(phone)?.delete(EVERY_ADDRESS);
       if (purpose === "signup") user.verifiedAt ??= new Date(now);
       this.sessions.set(hex(session.tokenHash), {
         id: crypto.randomUUID(),
@@ -220,20 +265,30 @@ export class MemoryAuthStore implements AuthStore {
     });
   }
 
-  sweep(keepSeconds: number): Promise<void> {
+  sweep(p: SweepPolicy): Promise<void> {
     return this.serially((now) => {
-      const before = now - keepSeconds * 1000;
-      const kept = this.rateEvents.filter((e) => e.at >= before);
-      this.rateEvents.splice(0, this.rateEvents.length, ...kept);
+      const before = now - p.keepSeconds * 1000;
       for (const [k, c] of this.challenges) {
         if (c.expiresAt.getTime() < before) this.challenges.delete(k);
       }
       for (const [k, s] of this.sessions) if (s.expiresAt < before) this.sessions.delete(k);
       for (const [k, at] of this.inbox) if (at < before) this.inbox.delete(k);
-      for (const [k, l] of this.locks) {
-        if (l.lockedUntil !== null && l.lockedUntil < now && l.consecutiveFailures === 0) {
-          this.locks.delete(k);
+      for (const mine of this.locks.values()) {
+        for (const [k, l] of mine) {
+          if ((l.lockedUntil ?? 0) < now && l.lastFailureAt < before) mine.delete(k);
         }
+      }
+      const kept = this.auditTrail.filter((e) =>
+        e.at.getTime() >= now - p.auditRetentionSeconds * 1000
+      );
+      this.auditTrail.splice(0, this.auditTrail.length, ...kept);
+      for (const [phone, u] of this.users) {
+        if (u.verifiedAt || u.createdAt.getTime() >= now - p.unverifiedUserSeconds * 1000) continue;
+        const live = (["signup", "login"] as const).some((purpose) => {
+          const c = this.challenges.get(key(phone, purpose));
+          return c && c.consumedAt === null && c.expiresAt.getTime() > now;
+        });
+        if (!live) this.users.delete(phone);
       }
     });
   }
@@ -245,7 +300,7 @@ export class MemoryAuthStore implements AuthStore {
       sessions: this.sessions,
       challenges: this.challenges,
       locks: this.locks,
-      audit: this.audit,
+      auditTrail: this.auditTrail,
       serially: (fn) => this.serially(fn),
     });
   }
@@ -262,29 +317,39 @@ export class MemoryAuthStore implements AuthStore {
     return s && s.revokedAt === null && s.expiresAt > now ? s : undefined;
   }
 
-  /** The worst tripping rule, or records one event per distinct key. */
-  private admit(now: number, rules: RateRule[]): Limited | null {
-    let worst: Limited | null = null;
-    for (const r of rules) {
-      const since = now - r.windowSeconds * 1000;
-      const inWindow = this.rateEvents
-        .filter((e) => e.key === r.key && e.at > since)
-        .map((e) => e.at)
-        .sort((a, b) => b - a);
-      const nth = inWindow[r.limit - 1];
-      if (nth === undefined) continue;
-      const retry = Math.max(1, Math.ceil((nth + r.windowSeconds * 1000 - now) / 1000));
-      if (!worst || retry > worst.retryAfterSeconds) {
-        worst = { kind: "limited", retryAfterSeconds: retry, reason: r.reason };
-      }
+  private lockedFor(now: number, phone: string, who: AuditContext): Locked | null {
+    const mine = this.locks.get(phone);
+    let until = 0;
+    for (const k of [addressKey(who.clientAddress), EVERY_ADDRESS]) {
+      until = Math.max(until, mine?.get(k)?.lockedUntil ?? 0);
     }
-    if (worst) return worst;
-    for (const k of new Set(rules.map((r) => r.key))) this.rateEvents.push({ key: k, at: now });
-    return null;
+    if (until <= now) return null;
+    return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil((until - now) / 1000)) };
+  }
+
+  private refusal(
+    now: number,
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): void {
+    const w = Math.max(1, Math.round(windowSeconds)) * 1000;
+    const windowStart = Math.floor(now / w) * w;
+    const same = this.auditTrail.find((e) =>
+      e.windowStart === windowStart && e.event === event && e.outcome === outcome &&
+      (e.phone ?? "") === (who.phone ?? "") && e.clientAddress === who.clientAddress
+    );
+    if (same) {
+      same.count++;
+      same.at = new Date(now);
+      return;
+    }
+    this.auditTrail.push({ ...who, at: new Date(now), event, outcome, count: 1, windowStart });
   }
 
   private record(now: number, event: string, outcome: string, who: AuditContext): void {
-    this.audit.push({ at: new Date(now), event, outcome, ...who });
+    this.auditTrail.push({ ...who, at: new Date(now), event, outcome, count: 1 });
   }
 }
 

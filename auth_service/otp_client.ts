@@ -34,10 +34,20 @@ export function createOtpGateway(
     }),
   );
   return {
-    async requestCode(phone: string, purpose: PurposeName, ctx: CallContext): Promise<void> {
+    async requestCode(
+      phone: string,
+      purpose: PurposeName,
+      ctx: CallContext,
+      o: { spentChallengeId?: string } = {},
+    ): Promise<void> {
       try {
         await client.generateOtp(
-          { phoneNumber: phone, purpose: purposeFromName(purpose), requestId: crypto.randomUUID() },
+          {
+            phoneNumber: phone,
+            purpose: purposeFromName(purpose),
+            requestId: crypto.randomUUID(),
+            spentChallengeId: o.spentChallengeId ?? "",
+          },
           {
             timeoutMs,
             headers: { "x-request-id": ctx.requestId, "x-client-address": ctx.clientAddress },

@@ -1,26 +1,28 @@
-// PostgreSQL adapter of AuthStore.
+// PostgreSQL adapter of AuthStore. Limits are the limits engine's (charged by the use
+// cases before they call here); nothing here holds a lock past its own transaction, and
+// the only rows a redemption locks are the number's own.
 import { enqueue } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
+import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
-import { admit, audit } from "./pg_limits.ts";
 import type {
   AuditContext,
   AuthStore,
   Challenge,
   ChallengeOutcome,
-  Limited,
-  LoginCodeOutcome,
+  LoginTarget,
   NewSession,
-  RateRule,
   RedeemOutcome,
   RedeemPolicy,
   SignupOutcome,
+  SweepPolicy,
   User,
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-
+/** The wrong-code row that counts failures from every address for a number. */
+const EVERY_ADDRESS = "*";
 interface UserRow {
   id: string;
   phone_number: string;
@@ -38,59 +40,85 @@ const toUser = (r: UserRow): User => ({
 export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
-  async signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<SignupOutcome> {
+  async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
     const outcome = await this.sql.begin(async (tx): Promise<SignupOutcome> => {
       // The no-op update takes the row lock, so concurrent signups of one number serialise.
-      const [user] = await tx<UserRow[]>`
+      const [user] = await tx<{ verified_at: Date | null; locked: number | null }[]>`
         insert into auth.users (phone_number) values (${phone})
         on conflict (phone_number) do update set phone_number = excluded.phone_number
-        returning id, phone_number, created_at, verified_at`;
+        returning verified_at, (${lockedSql(tx, phone, who)}) as locked`;
       if (user!.verified_at !== null) return { kind: "already_verified" };
-      const limited = await admit(tx, rules);
-      // Throwing rolls back the user row too: a refused signup changes nothing.
-      if (limited) throw new Refused(limited);
+      if (user!.locked !== null) throw new Refused(locked(user!.locked));
       // Pipelined: both statements go out together and cost one round trip.
       await Promise.all([
         enqueue(tx, SCHEMA, request),
-        audit(tx, "code_requested", "signup", who),
+        insertAudit(tx, "code_requested", "signup", who),
       ]);
       return { kind: "queued" };
     }).catch((err) => {
+      // Throwing rolled back the user row too: a refused signup changes nothing.
       if (err instanceof Refused) return err.outcome;
       throw err;
     });
     if (outcome.kind === "queued") this.onEnqueued();
-    else await this.auditAlone("code_requested", outcome.kind, who);
+    else if (outcome.kind === "already_verified") {
+      await this.audit("code_requested", "already_verified", who);
+    } else await this.auditRefusal("code_requested", "locked", who, outcome.retryAfterSeconds);
     return outcome;
   }
 
-  async admitLoginCode(
-    phone: string,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<LoginCodeOutcome> {
-    // Most lookups are for numbers that are not users: answer those in one round trip.
-    const [user] = await this.sql<{ verified_at: Date | null }[]>`
+  async isVerified(phone: string): Promise<boolean> {
+    const [u] = await this.sql<{ verified_at: Date | null }[]>`
       select verified_at from auth.users where phone_number = ${phone}`;
-    if (!user || user.verified_at === null) return { kind: "not_verified" };
-    const outcome = await this.sql.begin(async (tx): Promise<LoginCodeOutcome> => {
-      const limited = await admit(tx, rules);
-      if (limited) return limited;
-      await audit(tx, "code_requested", "login", who);
-      return { kind: "ok" };
-    });
-    if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
-    return outcome;
+    return u !== undefined && u.verified_at !== null;
   }
 
-  /** For refusals whose transaction rolled back or changed nothing. */
-  private async auditAlone(event: string, outcome: string, who: AuditContext): Promise<void> {
-    await this.sql.begin((tx) => audit(tx, event, outcome, who));
+  async loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
+    // One statement: the user, a lock for this caller, a spent challenge, and the audit
+    // row of a lookup that found no user.
+    const [r] = await this.sql<
+      { verified: boolean; locked: number | null; spent: string | null }[]
+    >`
+      with u as (
+        select verified_at is not null as verified from auth.users where phone_number = ${phone}),
+      miss as (
+        insert into auth.audit_events
+          (event, phone_number, client_address, outcome, request_id, client_request_id)
+        select 'code_requested', ${phone}, ${who.clientAddress || null}, 'not_verified',
+               ${who.requestId || null}, ${who.clientRequestId || null}
+         where not coalesce((select verified from u), false))
+      select coalesce((select verified from u), false) as verified,
+             (${lockedSql(this.sql, phone, who)}) as locked,
+             (select request_id from auth.challenges
+               where phone_number = ${phone} and purpose = 'login'
+                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent`;
+    if (!r!.verified) return { kind: "not_verified" };
+    if (r!.locked !== null) return locked(r!.locked);
+    return r!.spent ? { kind: "ok", spentChallengeId: r!.spent } : { kind: "ok" };
+  }
+
+  async audit(event: string, outcome: string, who: AuditContext): Promise<void> {
+    await insertAudit(this.sql, event, outcome, who);
+  }
+
+  async auditRefusal(
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): Promise<void> {
+    const w = Math.max(1, Math.round(windowSeconds));
+    await this.sql`
+      insert into auth.audit_events
+        (event, phone_number, client_address, outcome, request_id, client_request_id,
+         window_start)
+      values (${event}, ${who.phone}, ${who.clientAddress || null}, ${outcome},
+              ${who.requestId || null}, ${who.clientRequestId || null},
+              to_timestamp(floor(extract(epoch from now()) / ${w}) * ${w}))
+      on conflict (event, outcome, coalesce(phone_number, ''), coalesce(client_address, ''),
+                   window_start) where window_start is not null
+      do update set count = auth.audit_events.count + 1, at = now(),
+        request_id = excluded.request_id, client_request_id = excluded.client_request_id`;
   }
 
   async redeem(
@@ -102,21 +130,11 @@ export class PgAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     return await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
-      const limited = await admit(tx, policy.rules);
-      if (limited) {
-        await audit(tx, "code_checked", "limited", who);
-        return limited;
-      }
-      const [lock] = await tx<{ retry: number }[]>`
-        select extract(epoch from locked_until - now())::float8 as retry
-          from auth.number_locks where phone_number = ${phone} and locked_until > now()`;
-      if (lock) {
-        await audit(tx, "code_checked", "locked", who);
-        return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil(lock.retry)) };
-      }
+      // The lock and the challenge in one round trip; a login code needs a verified user.
       const [c] = await tx<
         {
-          request_id: string;
+          locked: number | null;
+          request_id: string | null;
           code_mac: Uint8Array;
           issued_at: Date;
           expires_at: Date;
@@ -124,45 +142,57 @@ export class PgAuthStore implements AuthStore {
           user_id: string;
         }[]
       >`
-        select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
-               u.id as user_id
-          from auth.challenges c join auth.users u on u.phone_number = c.phone_number
-         where c.phone_number = ${phone} and c.purpose = ${purpose}
-           and c.consumed_at is null and c.expires_at > now()
-         for update of c`;
-      if (!c) {
-        await audit(tx, "code_checked", "no_challenge", who);
+        select l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
+               c.failed_attempts, c.user_id
+          from (select (${lockedSql(tx, phone, who)}) as locked) l
+          left join lateral (
+            select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
+                   u.id as user_id
+              from auth.challenges c join auth.users u on u.phone_number = c.phone_number
+             where c.phone_number = ${phone} and c.purpose = ${purpose}
+               and c.consumed_at is null and c.expires_at > now()
+               and (${purpose} <> 'login' or u.verified_at is not null)
+             for update of c) c on true`;
+      if (c!.locked !== null) {
+        await insertAudit(tx, "code_checked", "locked", who);
+        return locked(c!.locked);
+      }
+      if (c!.request_id === null) {
+        await insertAudit(tx, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
       }
-      if (c.failed_attempts >= policy.maxAttempts) {
-        await audit(tx, "code_checked", "exhausted", who);
+      if (c!.failed_attempts >= policy.maxAttempts) {
+        await insertAudit(tx, "code_checked", "exhausted", who);
         return { kind: "exhausted" };
       }
       const ok = await matches({
-        requestId: c.request_id,
+        requestId: c!.request_id,
         phoneNumber: phone,
         purpose,
-        codeMac: c.code_mac,
-        issuedAt: c.issued_at,
-        expiresAt: c.expires_at,
+        codeMac: c!.code_mac,
+        issuedAt: c!.issued_at,
+        expiresAt: c!.expires_at,
       });
-      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
-      await tx`
-        update auth.challenges set consumed_at = now()
-         where phone_number = ${phone} and purpose = ${purpose}`;
-      await tx`delete from auth.number_locks where phone_number = ${phone}`;
-      if (purpose === "signup") {
-        await tx`
-          update auth.users set verified_at = coalesce(verified_at, now())
-           where id = ${c.user_id}`;
-      }
-      await tx`
-        insert into auth.sessions (user_id, token_hash, expires_at)
-        values (${c.user_id}, ${session.tokenHash},
-                now() + make_interval(secs => ${session.ttlSeconds}))`;
-      await audit(tx, "code_checked", "ok", who);
-      await audit(tx, "session_created", purpose, who);
-      return { kind: "ok", userId: c.user_id };
+      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c!.failed_attempts, who);
+      // Pipelined: these go out together. The caller's own failures and the number's
+      // count from every address start again; other addresses' locks stay.
+      await Promise.all([
+        tx`update auth.challenges set consumed_at = now()
+            where phone_number = ${phone} and purpose = ${purpose}`,
+        tx`delete from auth.wrong_code_locks
+            where phone_number = ${phone}
+              and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`,
+        purpose === "signup"
+          ? tx`update auth.users set verified_at = coalesce(verified_at, now())
+                where id = ${c!.user_id}`
+          : Promise.resolve(),
+        tx`insert into auth.sessions (user_id, token_hash, expires_at)
+           values (${c!.user_id}, ${session.tokenHash},
+                   now() + make_interval(secs => ${session.ttlSeconds}))`,
+        insertAudit(tx, "code_checked", "ok", who),
+        insertAudit(tx, "session_created", purpose, who),
+      ]);
+      return { kind: "ok", userId: c!.user_id };
     });
   }
 
@@ -174,27 +204,46 @@ export class PgAuthStore implements AuthStore {
     failedBefore: number,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
-    await tx`
-      update auth.challenges set failed_attempts = failed_attempts + 1
-       where phone_number = ${phone} and purpose = ${purpose}`;
-    const [l] = await tx<{ consecutive_failures: number }[]>`
-      insert into auth.number_locks (phone_number, consecutive_failures) values (${phone}, 1)
-      on conflict (phone_number) do update
-        set consecutive_failures = auth.number_locks.consecutive_failures + 1
-      returning consecutive_failures`;
-    const locked = l!.consecutive_failures >= policy.lockAfterFailures;
-    if (locked) {
-      await tx`
-        update auth.number_locks set consecutive_failures = 0,
-          locked_until = now() + make_interval(secs => ${policy.lockSeconds})
-        where phone_number = ${phone}`;
-      await audit(tx, "number_locked", `${policy.lockSeconds}s`, who);
+    // A count whose last failure is older than the failure window starts again.
+    const [, rows] = await Promise.all([
+      tx`update auth.challenges set failed_attempts = failed_attempts + 1
+          where phone_number = ${phone} and purpose = ${purpose}`,
+      tx<{ client_key: string; consecutive_failures: number }[]>`
+        insert into auth.wrong_code_locks as l (phone_number, client_key, consecutive_failures)
+        select ${phone}, k, 1 from unnest(${[
+        addressKey(who.clientAddress),
+        EVERY_ADDRESS,
+      ]}::text[]) k
+        on conflict (phone_number, client_key) do update set
+          consecutive_failures = case
+            when l.last_failure_at < now() - make_interval(secs => ${policy.failureWindowSeconds})
+            then 1
+            else l.consecutive_failures + 1 end,
+          last_failure_at = now()
+        returning client_key, consecutive_failures`,
+    ]);
+    const limitOf = (k: string) =>
+      k === EVERY_ADDRESS ? policy.numberLockAfterFailures : policy.lockAfterFailures;
+    const tripped = rows.filter((r) => r.consecutive_failures >= limitOf(r.client_key))
+      .map((r) => r.client_key);
+    if (tripped.length > 0) {
+      await Promise.all([
+        tx`update auth.wrong_code_locks set consecutive_failures = 0,
+             locked_until = now() + make_interval(secs => ${policy.lockSeconds})
+           where phone_number = ${phone} and client_key = any(${tripped}::text[])`,
+        insertAudit(
+          tx,
+          "number_locked",
+          `${policy.lockSeconds}s${tripped.includes(EVERY_ADDRESS) ? ":all" : ""}`,
+          who,
+        ),
+      ]);
     }
-    await audit(tx, "code_checked", "wrong", who);
+    await insertAudit(tx, "code_checked", "wrong", who);
     return {
       kind: "wrong",
       remaining: Math.max(0, policy.maxAttempts - failedBefore - 1),
-      locked,
+      locked: tripped.length > 0,
     };
   }
 
@@ -255,28 +304,58 @@ export class PgAuthStore implements AuthStore {
            where token_hash = ${tokenHash} and revoked_at is null and expires_at > now()
           returning id`;
       if (rows.length > 0) {
-        await audit(tx, "session_revoked", all ? `all:${rows.length}` : "one", who);
+        await insertAudit(tx, "session_revoked", all ? `all:${rows.length}` : "one", who);
       }
       return rows.length;
     });
   }
 
-  async sweep(keepSeconds: number): Promise<void> {
-    await this.sql`delete from auth.rate_events
-      where at < now() - make_interval(secs => ${keepSeconds})`;
+  async sweep(p: SweepPolicy): Promise<void> {
+    const keep = p.keepSeconds;
     await this.sql`delete from auth.challenges
-      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+      where expires_at < now() - make_interval(secs => ${keep})`;
     await this.sql`delete from auth.sessions
-      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+      where expires_at < now() - make_interval(secs => ${keep})`;
     await this.sql`delete from auth.inbox
-      where handled_at < now() - make_interval(secs => ${keepSeconds})`;
-    await this.sql`delete from auth.number_locks
-      where locked_until < now() and consecutive_failures = 0`;
+      where handled_at < now() - make_interval(secs => ${keep})`;
+    await this.sql`delete from auth.wrong_code_locks
+      where coalesce(locked_until, '-infinity') < now()
+        and last_failure_at < now() - make_interval(secs => ${keep})`;
+    await this.sql`delete from auth.audit_events
+      where at < now() - make_interval(secs => ${p.auditRetentionSeconds})`;
+    await this.sql`delete from auth.users u
+      where u.verified_at is null
+        and u.created_at < now() - make_interval(secs => ${p.unverifiedUserSeconds})
+        and not exists (select from auth.challenges c
+                         where c.phone_number = u.phone_number
+                           and c.consumed_at is null and c.expires_at > now())`;
   }
 }
 
+/** Seconds left on a lock of the number for this caller or for everyone; null if none. */
+function lockedSql(sql: Sql | TxSql, phone: string, who: AuditContext) {
+  return sql`select ceil(extract(epoch from max(locked_until) - now()))::int
+      from auth.wrong_code_locks
+     where phone_number = ${phone} and locked_until > now()
+       and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`;
+}
+
+const locked = (seconds: number) => ({
+  kind: "locked" as const,
+  retryAfterSeconds: Math.max(1, seconds),
+});
+
+/** Appends one audit row, inside the caller's transaction if any. */
+export function insertAudit(sql: Sql | TxSql, event: string, outcome: string, a: AuditContext) {
+  return sql`
+    insert into auth.audit_events
+      (event, phone_number, client_address, outcome, request_id, client_request_id)
+    values (${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome},
+            ${a.requestId || null}, ${a.clientRequestId || null})`;
+}
+
 class Refused extends Error {
-  constructor(readonly outcome: Limited) {
+  constructor(readonly outcome: SignupOutcome) {
     super("refused");
   }
 }

@@ -8,12 +8,24 @@ import type { SendLimits } from "../shared/limits_config.ts";
 /** Who is calling, as the transport saw it. */
 export interface CallContext {
   requestId: string;
+  /** Canonical; "" when unknown. */
   clientAddress: string;
+  /** The caller's own X-Request-Id, sanitised; "" when none. */
+  clientRequestId?: string;
 }
 
 /** Asks otp-service for a login code (GenerateOtp). Throws DomainError on refusal. */
 export interface OtpGateway {
-  requestCode(phone: string, purpose: PurposeName, ctx: CallContext): Promise<void>;
+  /**
+   * `spentChallengeId` names the challenge this service already consumed (or whose
+   * tries are used up), so otp-service opens a new one instead of resending its code.
+   */
+  requestCode(
+    phone: string,
+    purpose: PurposeName,
+    ctx: CallContext,
+    o?: { spentChallengeId?: string },
+  ): Promise<void>;
 }
 
 export interface AuthSettings {
@@ -24,7 +36,9 @@ export interface AuthSettings {
   sessionIdleSeconds: number;
   sending: SendLimits;
   lockAfterFailures: number;
+  numberLockAfterFailures: number;
   lockSeconds: number;
+  failureWindowSeconds: number;
   perAddress: { sendLimit: number; checkLimit: number; windowSeconds: number };
 }
 
@@ -49,37 +63,38 @@ export interface NewSession {
   ttlSeconds: number;
 }
 
-/** At most `limit` events with this key in any `windowSeconds`-long window. */
-export interface RateRule {
-  key: string;
-  limit: number;
-  windowSeconds: number;
-  /** Shown to the client when this rule trips. */
-  reason: string;
-}
-
 /** Who did what, for the audit trail; never a code or token. */
 export interface AuditContext {
   phone: string | null;
+  /** Canonical client address; "" when unknown. */
   clientAddress: string;
   requestId: string;
+  clientRequestId?: string;
 }
 
-export interface Limited {
-  kind: "limited";
+/** A number locked for the caller's address (or for everyone) after wrong codes. */
+export interface Locked {
+  kind: "locked";
   retryAfterSeconds: number;
-  reason: string;
 }
 
-export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Limited;
-export type LoginCodeOutcome = { kind: "ok" } | { kind: "not_verified" } | Limited;
+export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Locked;
+
+/** Whether a login code may be requested, looked up once the address was charged. */
+export type LoginTarget =
+  | { kind: "not_verified" }
+  | Locked
+  | { kind: "ok"; spentChallengeId?: string };
 
 export interface RedeemPolicy {
   maxAttempts: number;
+  /** Consecutive wrong codes from one address (counted per /64) that lock that pair. */
   lockAfterFailures: number;
+  /** Consecutive wrong codes from every address together that lock the number. */
+  numberLockAfterFailures: number;
   lockSeconds: number;
-  /** Caps code-checking calls per client address. */
-  rules: RateRule[];
+  /** A count of wrong codes starts again after this long without one. */
+  failureWindowSeconds: number;
 }
 
 export type RedeemOutcome =
@@ -87,25 +102,48 @@ export type RedeemOutcome =
   | { kind: "no_challenge" }
   | { kind: "wrong"; remaining: number; locked: boolean }
   | { kind: "exhausted" }
-  | { kind: "locked"; retryAfterSeconds: number }
-  | Limited;
+  | Locked;
+
+export interface SweepPolicy {
+  /** Rows past their use are kept this long (the longest limit window and a margin). */
+  keepSeconds: number;
+  auditRetentionSeconds: number;
+  /** Unverified users with no live challenge are removed after this long. */
+  unverifiedUserSeconds: number;
+}
 
 export type ChallengeOutcome = "stored" | "duplicate" | "superseded";
 
 export interface AuthStore {
-  /** Creates or keeps an unverified user and enqueues the OTP request, atomically. */
-  signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
+  /**
+   * Creates or keeps an unverified user and enqueues the OTP request, atomically; a
+   * verified number, or one locked for this address, changes nothing.
+   */
+  signup(phone: string, request: OutgoingMessage, audit: AuditContext): Promise<SignupOutcome>;
+  /** Whether the number belongs to a verified user. */
+  isVerified(phone: string): Promise<boolean>;
+  /**
+   * Whether a login code may go to the number for this caller: a verified user whose
+   * number is not locked for the caller's address. Audits an unknown number.
+   */
+  loginTarget(phone: string, maxAttempts: number, audit: AuditContext): Promise<LoginTarget>;
+  /** Appends one audit row. */
+  audit(event: string, outcome: string, audit: AuditContext): Promise<void>;
+  /**
+   * Records a refusal: repeated refusals of one key with one outcome within
+   * `windowSeconds` are one row with a count, so an attack cannot flood the trail.
+   */
+  auditRefusal(
+    event: string,
+    outcome: string,
     audit: AuditContext,
-  ): Promise<SignupOutcome>;
-  /** Admits a login-code request for a verified user under the sending limits. */
-  admitLoginCode(phone: string, rules: RateRule[], audit: AuditContext): Promise<LoginCodeOutcome>;
+    windowSeconds: number,
+  ): Promise<void>;
   /**
    * Checks a code against the number's live challenge under a row lock: at most one
-   * concurrent caller can consume it. On success marks the user verified (for signup)
-   * and creates the session.
+   * concurrent caller can consume it. A login code needs a verified user. On success
+   * marks the user verified (for signup) and creates the session. Wrong codes count
+   * per number and caller address (and for the number from every address).
    */
   redeem(
     phone: string,
@@ -121,8 +159,11 @@ export interface AuthStore {
   sessionUser(tokenHash: Uint8Array, idleSeconds: number): Promise<User | null>;
   /** Revokes one session (or all of its user's); returns how many were revoked. */
   revoke(tokenHash: Uint8Array, all: boolean, audit: AuditContext): Promise<number>;
-  /** Deletes expired counters, challenges, sessions and old inbox rows. */
-  sweep(keepSeconds: number): Promise<void>;
+  /**
+   * Deletes expired challenges, sessions, old inbox rows, aged-out failure counts, audit
+   * rows past retention and unverified users with no live challenge.
+   */
+  sweep(p: SweepPolicy): Promise<void>;
 }
 
 /** A user as an operator sees it. */

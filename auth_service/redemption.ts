@@ -3,6 +3,7 @@
 import { constantTimeEqual, otpMac, randomToken, sha256 } from "../shared/crypto.ts";
 import type { HmacKey } from "../shared/crypto.ts";
 import { invalidArgument, resourceExhausted, unauthenticated } from "../shared/errors.ts";
+import type { Limits } from "../shared/limits/engine.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -11,17 +12,17 @@ import { countryOf, NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { CodeCheckOutcome, Telemetry } from "../shared/telemetry.ts";
 import { withSpan } from "../shared/tracing.ts";
 import type { AuthSettings, AuthStore, CallContext, RedeemOutcome } from "./ports.ts";
-import { auditContext, checkRules, limitedError } from "./rules.ts";
+import { addressCheckRule, auditContext, charge, lockedError } from "./rules.ts";
 
 // The same text for a wrong and an expired code, so neither can be told from the other.
 const WRONG_CODE = "invalid or expired code";
-const LOCKED = "too many wrong codes for this number; it is locked for now";
 
 export class Redemption {
   private readonly codeFormat: RegExp;
 
   constructor(
     private readonly store: AuthStore,
+    private readonly limits: Limits,
     private readonly hmac: HmacKey,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
@@ -58,6 +59,17 @@ export class Redemption {
     if (!this.codeFormat.test(code)) {
       throw invalidArgument(`otp must be ${this.settings.codeLength} digits`, "CODE_MALFORMED");
     }
+    const who = auditContext(phone, ctx);
+    // Charged before the challenge is looked up, in its own short statement: no lock
+    // on the address's counter outlives it, so one address's calls never queue.
+    await charge(
+      this.limits,
+      this.store,
+      [addressCheckRule(this.settings, ctx)],
+      "code_checked",
+      who,
+      { onRefused: () => this.telemetry.codeChecked(purpose, "address_limited") },
+    );
     const token = randomToken();
     const outcome = await this.store.redeem(
       phone,
@@ -65,8 +77,9 @@ export class Redemption {
       {
         maxAttempts: this.settings.maxAttempts,
         lockAfterFailures: this.settings.lockAfterFailures,
+        numberLockAfterFailures: this.settings.numberLockAfterFailures,
         lockSeconds: this.settings.lockSeconds,
-        rules: checkRules(this.settings, ctx),
+        failureWindowSeconds: this.settings.failureWindowSeconds,
       },
       async (c) => {
         const mac = await otpMac(this.hmac, {
@@ -79,7 +92,7 @@ export class Redemption {
         return constantTimeEqual(mac, c.codeMac);
       },
       { tokenHash: await sha256(token), ttlSeconds: this.settings.sessionTtlSeconds },
-      auditContext(phone, ctx),
+      who,
     );
     this.count(phone, purpose, outcome);
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
@@ -94,7 +107,7 @@ export class Redemption {
         this.log.info("code rejected: wrong", { ...fields, remaining: outcome.remaining });
         if (outcome.locked) {
           this.log.warn("number locked after consecutive wrong codes", fields);
-          throw resourceExhausted(LOCKED, this.settings.lockSeconds, "NUMBER_LOCKED");
+          throw lockedError(this.settings.lockSeconds);
         }
         throw unauthenticated(
           outcome.remaining > 0
@@ -113,10 +126,7 @@ export class Redemption {
         );
       case "locked":
         this.log.info("code rejected: number locked", fields);
-        throw resourceExhausted(LOCKED, outcome.retryAfterSeconds, "NUMBER_LOCKED");
-      case "limited":
-        this.log.info("code check refused: limit", fields);
-        throw limitedError(outcome);
+        throw lockedError(outcome.retryAfterSeconds);
     }
   }
 
@@ -134,5 +144,4 @@ const CHECK_OUTCOME: Record<RedeemOutcome["kind"], CodeCheckOutcome> = {
   wrong: "wrong",
   exhausted: "exhausted",
   locked: "locked",
-  limited: "address_limited",
 };

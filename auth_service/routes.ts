@@ -1,14 +1,18 @@
 // Thin Connect handlers: read the request, call the use case, shape the reply.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AuthService as AuthServiceDesc } from "../shared/gen/auth/v1/auth_pb.ts";
-import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
+import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
 import type { CallContext } from "./ports.ts";
 import type { AuthUseCases } from "./use_cases.ts";
 
 const SIGNUP_MESSAGE = "Signup successful, OTP will be sent soon";
 
 function callContext(ctx: HandlerContext): CallContext {
-  return { requestId: ctx.values.get(kRequestId), clientAddress: ctx.values.get(kClientAddress) };
+  return {
+    requestId: ctx.values.get(kRequestId),
+    clientAddress: ctx.values.get(kClientAddress),
+    clientRequestId: ctx.values.get(kClientRequestId),
+  };
 }
 
 export function authRoutes(u: AuthUseCases) {

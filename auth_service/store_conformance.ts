@@ -1,19 +1,24 @@
-// One behavioural suite every AuthStore must pass, run against each backend (PostgreSQL,
-// PGlite, memory) by its own test file. Time is let pass by `elapse`, which moves every
+// One behavioural suite every AuthStore and its Limits must pass, run against each
+// backend (PostgreSQL, PGlite, memory) by its own test file. Time is let pass by `elapse`, which moves every
 // stored time into the past, so nothing here waits on a clock.
 import assert from "node:assert/strict";
 import { constantTimeEqual } from "../shared/crypto.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import type { AuditContext, AuthStore, Challenge, RateRule, RedeemPolicy } from "./ports.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import { rule } from "../shared/limits/rules.ts";
+import type { LimitReason } from "../shared/limits/rules.ts";
+import type { AuditContext, AuthStore, Challenge, RedeemPolicy } from "./ports.ts";
 
 export interface StoreUnderTest {
   store: AuthStore;
+  /** The limits engine of the same backend. */
+  limits: Limits;
   /** The store's idea of now. */
   now(): Date;
   /** Lets this many seconds pass for everything stored. */
   elapse(seconds: number): Promise<void>;
-  /** The audit trail so far, oldest first, as "event:outcome". */
+  /** The audit trail so far, oldest first, as "event:outcome" (" xN" when aggregated). */
   auditTrail(): Promise<string[]>;
   /** Message ids enqueued so far, oldest first. */
   enqueued(): Promise<string[]>;
@@ -32,15 +37,22 @@ export async function storeConformance(
 const PHONE = "+14155550123";
 const OTHER = "+14155550124";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.1", requestId: "r1" };
-const POLICY: RedeemPolicy = { maxAttempts: 3, lockAfterFailures: 5, lockSeconds: 600, rules: [] };
+const elsewhere: AuditContext = { ...who, clientAddress: "2001:db8:5::1" };
+const POLICY: RedeemPolicy = {
+  maxAttempts: 3,
+  lockAfterFailures: 5,
+  numberLockAfterFailures: 100,
+  lockSeconds: 600,
+  failureWindowSeconds: 600,
+};
 const MAC = new Uint8Array(32).fill(7);
 const session = (n: number) => ({ tokenHash: new Uint8Array(32).fill(n), ttlSeconds: 3600 });
-const rule = (key: string, limit: number, windowSeconds: number, reason = key): RateRule => ({
-  key,
-  limit,
-  windowSeconds,
-  reason,
-});
+const r = (
+  subject: string,
+  limit: number,
+  windowSeconds: number,
+  reason: LimitReason = "address",
+) => rule(reason, subject, limit, windowSeconds);
 
 let ids = 0;
 function request(): OutgoingMessage {
@@ -75,7 +87,7 @@ const wrong = () => Promise.resolve(false);
 
 /** A user with a live code of `purpose` waiting. */
 async function withChallenge(s: StoreUnderTest, purpose: PurposeName = "signup", phone = PHONE) {
-  await s.store.signup(phone, request(), [], who);
+  await s.store.signup(phone, request(), who);
   await s.store.saveChallenge(crypto.randomUUID(), challenge(s, { phone, purpose }));
 }
 
@@ -85,82 +97,122 @@ async function verifiedUser(s: StoreUnderTest, phone = PHONE, token = 1) {
   assert.equal(r.kind, "ok");
 }
 
+const admitted = async (s: StoreUnderTest, rules: ReturnType<typeof r>[]) =>
+  (await s.limits.admit(rules)).admitted;
+
 const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   async "signup keeps one unverified user and enqueues each request"(s) {
     const a = request(), b = request();
-    assert.deepEqual(await s.store.signup(PHONE, a, [], who), { kind: "queued" });
-    assert.deepEqual(await s.store.signup(PHONE, b, [], who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, a, who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, b, who), { kind: "queued" });
     assert.deepEqual(await s.enqueued(), [a.messageId, b.messageId]);
     assert.deepEqual(await s.auditTrail(), ["code_requested:signup", "code_requested:signup"]);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
   },
 
   async "signup of a verified number enqueues nothing and is audited"(s) {
     await verifiedUser(s);
     const before = (await s.enqueued()).length;
-    assert.deepEqual(await s.store.signup(PHONE, request(), [], who), {
-      kind: "already_verified",
-    });
+    assert.deepEqual(await s.store.signup(PHONE, request(), who), { kind: "already_verified" });
     assert.equal((await s.enqueued()).length, before);
     assert.equal((await s.auditTrail()).at(-1), "code_requested:already_verified");
   },
 
-  async "a signup refused by a limit creates no user and enqueues nothing"(s) {
-    await s.store.signup(OTHER, request(), [rule("k", 1, 60)], who);
-    const refused = await s.store.signup(PHONE, request(), [rule("k", 1, 60, "slow")], who);
-    assert.equal(refused.kind, "limited");
-    assert.equal((await s.enqueued()).length, 1);
-    // No user row: a challenge for the number has no one to log in.
-    await s.store.saveChallenge("m", challenge(s));
-    const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
-    assert.equal(r.kind, "no_challenge");
-    assert.equal((await s.auditTrail())[1], "code_requested:limited");
-  },
-
   async "a limit admits its count per window, then refuses until the window passes"(s) {
-    const rules = [rule("k", 2, 100, "too many")];
-    for (let i = 0; i < 2; i++) {
-      assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
-    }
-    const refused = await s.store.signup(PHONE, request(), rules, who);
-    assert.equal(refused.kind, "limited");
-    if (refused.kind !== "limited") return;
-    assert.equal(refused.reason, "too many");
-    assert.ok(refused.retryAfterSeconds >= 99 && refused.retryAfterSeconds <= 100);
+    const rules = [r("k", 2, 120)];
+    assert.ok(await admitted(s, rules));
+    assert.ok(await admitted(s, rules));
+    const refused = await s.limits.admit(rules);
+    assert.equal(refused.admitted, false);
+    if (refused.admitted) return;
+    assert.equal(refused.reason, "address");
+    assert.ok(refused.retryAfterSeconds >= 119 && refused.retryAfterSeconds <= 122);
     await s.elapse(60);
-    const later = await s.store.signup(PHONE, request(), rules, who);
-    assert.equal(later.kind, "limited");
-    if (later.kind === "limited") assert.ok(later.retryAfterSeconds <= 40);
-    await s.elapse(41);
-    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
+    const later = await s.limits.admit(rules);
+    assert.equal(later.admitted, false);
+    if (!later.admitted) assert.ok(later.retryAfterSeconds <= 62, `${later.retryAfterSeconds}`);
+    await s.elapse(63);
+    assert.ok(await admitted(s, rules));
   },
 
-  async "rules sharing a key count one event per call, and the latest retry wins"(s) {
-    const rules = [rule("k", 2, 100, "hour"), rule("k", 3, 1000, "day")];
-    await s.store.signup(PHONE, request(), rules, who);
-    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
-    await s.store.signup(PHONE, request(), [rule("j", 1, 10, "short")], who);
-    const both = [rule("j", 1, 10, "short"), ...rules];
-    const refused = await s.store.signup(PHONE, request(), both, who);
-    assert.equal(refused.kind, "limited");
-    if (refused.kind === "limited") {
-      assert.equal(refused.reason, "hour");
-      assert.ok(refused.retryAfterSeconds > 10);
-    }
+  async "a limit of 0 admits nothing"(s) {
+    assert.equal(await admitted(s, [r("zero", 0, 60)]), false);
   },
 
-  async "a login code is admitted only for a verified user, and only then charged"(s) {
-    const once = [rule("k", 1, 60)];
-    await s.store.signup(PHONE, request(), [], who);
-    assert.deepEqual(await s.store.admitLoginCode(OTHER, once, who), { kind: "not_verified" });
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "not_verified" });
-    await verifiedUser(s);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "ok" });
-    assert.equal((await s.store.admitLoginCode(PHONE, once, who)).kind, "limited");
-    assert.deepEqual((await s.auditTrail()).slice(-2), [
-      "code_requested:login",
-      "code_requested:limited",
+  async "an event is admitted under every rule or under none, and the longest wait wins"(s) {
+    assert.ok(await admitted(s, [r("short", 1, 60)]));
+    assert.ok(await admitted(s, [r("long", 1, 600, "number_hourly")]));
+    const both = await s.limits.admit([
+      r("short", 1, 60),
+      r("long", 1, 600, "number_hourly"),
+      r("free", 5, 60),
     ]);
+    assert.equal(both.admitted, false);
+    if (!both.admitted) {
+      assert.equal(both.reason, "number_hourly");
+      assert.ok(both.retryAfterSeconds > 60);
+    }
+    // The refused call charged nothing: "free" still has all 5.
+    for (let i = 0; i < 5; i++) assert.ok(await admitted(s, [r("free", 5, 60)]));
+    assert.equal(await admitted(s, [r("free", 5, 60)]), false);
+  },
+
+  async "a refund gives back what was admitted"(s) {
+    const a = await s.limits.admit([r("once", 1, 60)]);
+    assert.ok(a.admitted);
+    if (a.admitted) await s.limits.refund(a.reservation);
+    assert.ok(await admitted(s, [r("once", 1, 60)]));
+    assert.equal(await admitted(s, [r("once", 1, 60)]), false);
+  },
+
+  async "a count is exact under concurrent admissions"(s) {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => admitted(s, [r("race", 3, 60), r("other", 100, 60)])),
+    );
+    assert.equal(results.filter(Boolean).length, 3);
+  },
+
+  async "repeated refusals of one key are one audit row with a count"(s) {
+    for (let i = 0; i < 4; i++) await s.store.auditRefusal("code_checked", "address", who, 600);
+    await s.store.auditRefusal("code_checked", "address", elsewhere, 600);
+    await s.store.auditRefusal("code_checked", "cooldown", who, 600);
+    assert.deepEqual(await s.auditTrail(), [
+      "code_checked:address x4",
+      "code_checked:address",
+      "code_checked:cooldown",
+    ]);
+  },
+
+  async "a login code is for a verified user only, and names a spent challenge"(s) {
+    await s.store.signup(PHONE, request(), who);
+    assert.deepEqual(await s.store.loginTarget(OTHER, 3, who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
+    assert.deepEqual((await s.auditTrail()).slice(-2), [
+      "code_requested:not_verified",
+      "code_requested:not_verified",
+    ]);
+    await verifiedUser(s);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" });
+    const c = challenge(s, { purpose: "login" });
+    await s.store.saveChallenge("l1", c);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" });
+    await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), {
+      kind: "ok",
+      spentChallengeId: c.requestId,
+    });
+    // The new challenge otp-service opens (always later than the spent one) replaces it.
+    const next = { ...challenge(s, { purpose: "login", ageSeconds: -1 }) };
+    assert.equal(await s.store.saveChallenge("l2", next), "stored");
+    assert.equal((await s.store.redeem(PHONE, "login", POLICY, right, session(3), who)).kind, "ok");
+  },
+
+  async "a login code does not log in a user who never verified"(s) {
+    await s.store.signup(PHONE, request(), who);
+    await s.store.saveChallenge("l", challenge(s, { purpose: "login" }));
+    const r = await s.store.redeem(PHONE, "login", POLICY, right, session(1), who);
+    assert.equal(r.kind, "no_challenge");
+    assert.equal(await s.store.sessionUser(session(1).tokenHash, 600), null);
   },
 
   async "the right code verifies the user, consumes the code and opens a session"(s) {
@@ -223,7 +275,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal(asked, false);
   },
 
-  async "consecutive wrong codes across challenges lock the number for its lock time"(s) {
+  async "consecutive wrong codes across challenges lock the number for that address only"(s) {
     const policy = { ...POLICY, lockAfterFailures: 4 };
     await withChallenge(s);
     for (let i = 0; i < 3; i++) {
@@ -238,10 +290,64 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     if (locked.kind === "locked") {
       assert.ok(locked.retryAfterSeconds >= 599 && locked.retryAfterSeconds <= 600);
     }
-    await s.elapse(601);
-    await s.store.saveChallenge("after", challenge(s));
-    const ok = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    // A locked pair gets no new code either.
+    assert.equal((await s.store.signup(PHONE, request(), who)).kind, "locked");
+    // The user, from another address, is not locked out by those mistakes.
+    const ok = await s.store.redeem(PHONE, "signup", policy, right, session(2), elsewhere);
     assert.equal(ok.kind, "ok");
+    await s.store.saveChallenge("login", challenge(s, { purpose: "login", ageSeconds: -2 }));
+    assert.equal((await s.store.loginTarget(PHONE, 3, who)).kind, "locked");
+    assert.equal((await s.store.loginTarget(PHONE, 3, elsewhere)).kind, "ok");
+    await s.elapse(601);
+    assert.equal((await s.store.loginTarget(PHONE, 3, who)).kind, "ok");
+  },
+
+  async "IPv6 callers are one address per /64 for the lock"(s) {
+    const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 2 };
+    await withChallenge(s);
+    const a = { ...who, clientAddress: "2001:db8:1:2::1" };
+    const b = { ...who, clientAddress: "2001:db8:1:2:ffff::9" };
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), a);
+    const second = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), b);
+    assert.deepEqual(second, { kind: "wrong", remaining: 8, locked: true });
+    assert.equal(
+      (await s.store.redeem(PHONE, "signup", policy, right, session(1), a)).kind,
+      "locked",
+    );
+  },
+
+  async "wrong codes from every address together lock the number at the per-number ceiling"(s) {
+    const policy = {
+      ...POLICY,
+      maxAttempts: 100,
+      lockAfterFailures: 3,
+      numberLockAfterFailures: 5,
+    };
+    await withChallenge(s);
+    for (let i = 0; i < 4; i++) {
+      const from = { ...who, clientAddress: `198.51.100.${i + 1}` };
+      const r = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), from);
+      assert.deepEqual(r, { kind: "wrong", remaining: 99 - i, locked: false });
+    }
+    const fifth = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), elsewhere);
+    assert.deepEqual(fifth, { kind: "wrong", remaining: 95, locked: true });
+    assert.ok((await s.auditTrail()).includes("number_locked:600s:all"));
+    const r = await s.store.redeem(PHONE, "signup", policy, right, session(1), {
+      ...who,
+      clientAddress: "203.0.113.1",
+    });
+    assert.equal(r.kind, "locked");
+  },
+
+  async "failures age out after the failure window without any"(s) {
+    const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 3 };
+    await withChallenge(s);
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    await s.elapse(610);
+    await s.store.saveChallenge("aged", challenge(s));
+    const r = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    assert.deepEqual(r, { kind: "wrong", remaining: 9, locked: false });
   },
 
   async "a right code resets the count of consecutive wrong ones"(s) {
@@ -253,16 +359,6 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     await s.store.saveChallenge("l2", challenge(s, { purpose: "login", ageSeconds: -1 }));
     const r = await s.store.redeem(PHONE, "login", policy, wrong, session(3), who);
     assert.deepEqual(r, { kind: "wrong", remaining: 9, locked: false });
-  },
-
-  async "code checks are charged before any lookup"(s) {
-    const policy = { ...POLICY, rules: [rule("check", 1, 60, "checks")] };
-    const first = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
-    assert.equal(first.kind, "no_challenge");
-    await withChallenge(s);
-    const r = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
-    assert.equal(r.kind, "limited");
-    assert.equal((await s.auditTrail()).at(-1), "code_checked:limited");
   },
 
   async "one code redeemed by concurrent callers opens exactly one session"(s) {
@@ -279,7 +375,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   },
 
   async "a challenge is stored once per message, and only a newer one replaces it"(s) {
-    await s.store.signup(PHONE, request(), [], who);
+    await s.store.signup(PHONE, request(), who);
     const current = challenge(s);
     assert.equal(await s.store.saveChallenge("a", current), "stored");
     assert.equal(await s.store.saveChallenge("a", challenge(s, { ageSeconds: -5 })), "duplicate");
@@ -336,8 +432,32 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     await s.store.saveChallenge("old", challenge(s));
     await s.elapse(1000);
     await s.store.saveChallenge("new", challenge(s, { phone: OTHER }));
-    await s.store.sweep(500);
+    await s.store.sweep(SWEEP);
     assert.equal(await s.store.saveChallenge("old", challenge(s)), "stored");
     assert.equal(await s.store.saveChallenge("new", challenge(s, { phone: OTHER })), "duplicate");
   },
+
+  async "the sweep removes old audit rows and stale unverified users only"(s) {
+    await s.store.signup(PHONE, request(), who); // unverified, no challenge
+    await withChallenge(s, "signup", OTHER); // unverified, live challenge
+    await verifiedUser(s, "+14155550125", 3);
+    await s.elapse(2000);
+    await s.store.saveChallenge("live", challenge(s, { phone: OTHER, ageSeconds: -1 }));
+    await s.store.audit("code_requested", "recent", who);
+    await s.store.sweep(SWEEP);
+    assert.deepEqual(await s.auditTrail(), ["code_requested:recent"]);
+    // The stale user is gone: a code saved for it now has no one to verify.
+    await s.store.saveChallenge("stale", challenge(s, { ageSeconds: -2 }));
+    assert.equal(
+      (await s.store.redeem(PHONE, "signup", POLICY, right, session(8), who)).kind,
+      "no_challenge",
+    );
+    assert.equal(
+      (await s.store.redeem(OTHER, "signup", POLICY, right, session(9), who)).kind,
+      "ok",
+    );
+    assert.ok(await s.store.sessionUser(session(3).tokenHash, 86_400), "verified users stay");
+  },
 };
+
+const SWEEP = { keepSeconds: 500, auditRetentionSeconds: 1500, unverifiedUserSeconds: 1500 };

@@ -1,6 +1,7 @@
 // Every auth-service use case, built from the ports. The production app, the dev
 // launcher and the in-memory domain tests all assemble the domain here.
 import type { HmacKey } from "../shared/crypto.ts";
+import type { Limits } from "../shared/limits/engine.ts";
 import type { Logger } from "../shared/log.ts";
 import { NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
@@ -19,6 +20,7 @@ export interface AuthUseCases {
 
 export interface AuthPorts {
   store: AuthStore;
+  limits: Limits;
   otp: OtpGateway;
   hmac: HmacKey;
   log: Logger;
@@ -29,8 +31,8 @@ export interface AuthPorts {
 export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCases {
   const t = p.telemetry ?? NO_TELEMETRY;
   return {
-    codes: new CodeRequests(p.store, p.otp, settings, p.log, t),
-    redemption: new Redemption(p.store, p.hmac, settings, p.log, t),
+    codes: new CodeRequests(p.store, p.limits, p.otp, settings, p.log, t),
+    redemption: new Redemption(p.store, p.limits, p.hmac, settings, p.log, t),
     sessions: new Sessions(p.store, settings, t),
     challenges: new ChallengeConsumer(p.store, settings.maxTtlSeconds, p.log),
   };

@@ -23,6 +23,21 @@ export async function readMigrations(dir: URL): Promise<Migration[]> {
   return out.sort((a, b) => a.version - b.version);
 }
 
+/** Replaces each line `-- include: NAME` with `includes[NAME]` (SQL both services install). */
+export function expandIncludes(
+  migrations: Migration[],
+  includes: Record<string, string> = {},
+): Migration[] {
+  return migrations.map((m) => ({
+    ...m,
+    sql: m.sql.replace(/^-- include: ([a-z0-9_]+)$/gm, (_, name: string) => {
+      const text = includes[name];
+      if (text === undefined) throw new Error(`migration ${m.version} includes unknown ${name}`);
+      return text;
+    }),
+  }));
+}
+
 /**
  * Applies pending migrations in one transaction under an advisory lock, so replicas
  * starting together apply each migration exactly once.
