@@ -50,7 +50,10 @@ export async function migrate(
 ): Promise<void> {
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${"migrations:" + schema}))`;
-    await tx.unsafe(`create schema if not exists ${schema}`);
+    // Created only when missing: a service role that owns its schema (and may not create
+    // schemas in the database) can still migrate it.
+    const [exists] = await tx`select 1 from pg_namespace where nspname = ${schema}`;
+    if (!exists) await tx.unsafe(`create schema ${schema}`);
     await tx.unsafe(`create table if not exists ${schema}.schema_migrations (
       version integer primary key,
       name text not null,
