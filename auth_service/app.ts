@@ -50,7 +50,8 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   });
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
-  const limits = new LimitsEngine(sql, "auth");
+  // auth-service's caps are per address and per number; otp-service keeps the exact budget.
+  const limits = new LimitsEngine(sql, "auth", { asyncCommit: true });
   const hmac = await HmacKey.import(config.otpHmacKey);
   const useCases = createUseCases(
     { store, limits, otp: d.otp, hmac, log: logger, telemetry },
