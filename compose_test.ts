@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { parse } from "yaml";
 import { METRICS, RPC_METRICS } from "./shared/metric_names.ts";
+import { DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, EXCHANGE, QUEUES } from "./shared/topology.ts";
 
 /** A word that names one of our series: our prefixes, then snake_case. */
 const METRIC_LIKE = /\b(?:rpc_server|otp|sms|auth_sessions|outbox|bus)_[a-z_]+\b/g;
@@ -15,13 +16,14 @@ interface Service {
   ports?: (string | { published?: string | number; target?: number })[];
   depends_on?: Record<string, { condition?: string }> | string[];
   healthcheck?: { test?: string | string[] };
+  configs?: { source: string; target: string }[];
 }
 
 const compose = parse(
   await Deno.readTextFile(new URL("./compose.yaml", import.meta.url)),
   // Compose applies YAML merge keys (`<<: *otel`).
   { merge: true },
-) as { services: Record<string, Service> };
+) as { services: Record<string, Service>; configs?: Record<string, { content?: string }> };
 const dockerfile = await Deno.readTextFile(new URL("./Dockerfile", import.meta.url));
 const denoJson = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url))) as {
   permissions: Record<string, { env: string[] | { allow: string[] } }>;
@@ -287,4 +289,93 @@ Deno.test("the alerts and the dashboard use only metrics the services expose", a
   const used = new Set(texts.flatMap((t) => [...t.matchAll(METRIC_LIKE)].map((m) => m[0])));
   assert.ok(used.size >= 10);
   for (const name of used) assert.ok(names.has(name), `${name} is not a metric of ours`);
+});
+
+Deno.test("each app service connects with its own database role and broker user", () => {
+  const apps = [["auth-service", "auth_service"], ["otp-service", "otp_service"]] as const;
+  for (const [name, user] of apps) {
+    const e = env(service(name));
+    assert.match(
+      e.DATABASE_URL!,
+      new RegExp(`^postgres://${user}:\\$\\{[A-Z_]+:\\?[^}]+\\}@postgres:`),
+    );
+    assert.match(e.AMQP_URL!, new RegExp(`^amqp://${user}:\\$\\{[A-Z_]+:\\?[^}]+\\}@rabbitmq:`));
+  }
+  assert.notEqual(
+    env(service("auth-service")).DATABASE_URL,
+    env(service("otp-service")).DATABASE_URL!.replaceAll("otp_service", "auth_service"),
+    "different passwords",
+  );
+});
+
+Deno.test("postgres creates one role per service owning only its schema", async () => {
+  assert.ok(
+    service("postgres").volumes?.includes(
+      "./compose/postgres/roles.sql:/docker-entrypoint-initdb.d/10-roles.sql:ro",
+    ),
+  );
+  const roles = await Deno.readTextFile(new URL("./compose/postgres/roles.sql", import.meta.url));
+  assert.match(roles, /^create role auth_service login password :'auth_password';$/m);
+  assert.match(roles, /^create role otp_service login password :'otp_password';$/m);
+  assert.match(roles, /^create schema auth authorization auth_service;$/m);
+  assert.match(roles, /^create schema otp authorization otp_service;$/m);
+  assert.match(roles, /^revoke create on schema public from public;$/m);
+  assert.doesNotMatch(roles, /superuser|createdb|createrole|grant all/i);
+  const pg = env(service("postgres"));
+  assert.equal(pg.AUTH_DB_PASSWORD, "${AUTH_DB_PASSWORD:?set AUTH_DB_PASSWORD}");
+  assert.equal(pg.OTP_DB_PASSWORD, "${OTP_DB_PASSWORD:?set OTP_DB_PASSWORD}");
+});
+
+interface Permission {
+  user: string;
+  configure: string;
+  write: string;
+  read: string;
+}
+
+Deno.test("the broker's users may touch only the topology, and each consumes only its queue", () => {
+  const mq = service("rabbitmq");
+  assert.deepEqual(mq.configs?.map((c) => c.target).sort(), [
+    "/etc/rabbitmq/conf.d/20-definitions.conf",
+    "/etc/rabbitmq/definitions.json",
+  ]);
+  assert.equal(env(mq).RABBITMQ_DEFAULT_USER, undefined);
+  // Compose writes `$$` for a literal `$`.
+  const raw = compose.configs?.["rabbitmq-definitions"]?.content ?? "";
+  const defs = JSON.parse(raw.replaceAll("$$", "$")) as {
+    users: { name: string; password: string; tags: string[] }[];
+    permissions: Permission[];
+  };
+  for (const u of defs.users) assert.match(u.password, /^\$\{[A-Z_]+:\?[^}]+\}$/, u.name);
+  const perm = (user: string) => {
+    const p = defs.permissions.find((x) => x.user === user)!;
+    return {
+      configure: new RegExp(p.configure),
+      write: new RegExp(p.write),
+      read: new RegExp(p.read),
+    };
+  };
+  const queues = QUEUES.flatMap((q) => [q.name, q.deadLetterQueue]);
+  const exchanges = [EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE];
+  for (const user of ["auth_service", "otp_service"]) {
+    const p = perm(user);
+    for (const name of [...queues, ...exchanges]) {
+      assert.ok(p.configure.test(name), `${user} ${name}`);
+    }
+    for (const q of queues) assert.ok(p.write.test(q), `${user} binds ${q}`);
+    for (const x of [EXCHANGE, DEAD_LETTER_EXCHANGE]) {
+      assert.ok(p.read.test(x), `${user} binds to ${x}`);
+    }
+    for (const other of ["amq.default", "other_queue", "verification.x"]) {
+      assert.ok(!p.configure.test(other) && !p.write.test(other) && !p.read.test(other), other);
+    }
+  }
+  const auth = perm("auth_service"), otp = perm("otp_service");
+  assert.ok(auth.write.test(EVENTS_EXCHANGE) && !otp.write.test(EVENTS_EXCHANGE));
+  assert.ok(auth.read.test("auth_service_queue") && !auth.read.test("otp_queue"));
+  assert.ok(otp.read.test("otp_queue") && !otp.read.test("auth_service_queue"));
+  assert.equal(
+    compose.configs?.["rabbitmq-conf"]?.content?.trim(),
+    "load_definitions = /etc/rabbitmq/definitions.json",
+  );
 });

@@ -1,20 +1,32 @@
 // Changing the account: RequestPhoneChange / ConfirmPhoneChange and DeleteAccount. Both
 // need a live session and a fresh code: to the new number for a change (proving the
 // caller holds it), to the account's number for a deletion.
-import { invalidArgument } from "../shared/errors.ts";
+import { DomainError, invalidArgument } from "../shared/errors.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import type { LimitReason } from "../shared/limits/rules.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import { parsePhone } from "../shared/phone.ts";
-import { countryOf, NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
+import { NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
 import type { AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
 import type { Redemption } from "./redemption.ts";
-import { auditContext, limitedError, sendablePhone, sendRules } from "./rules.ts";
+import {
+  addressSendRule,
+  auditContext,
+  charge,
+  lockedError,
+  sendablePhone,
+  sendRules,
+} from "./rules.ts";
 import type { Sessions } from "./sessions.ts";
+
+const EVENT = "code_requested";
 
 export class Account {
   constructor(
     private readonly store: AuthStore,
+    private readonly limits: Limits,
     private readonly otp: OtpGateway,
     private readonly sessions: Sessions,
     private readonly redemption: Redemption,
@@ -36,24 +48,48 @@ export class Account {
   ): Promise<void> {
     const phone = sendablePhone(this.settings, newPhoneInput);
     const { user } = await this.sessions.authenticate(authorization);
-    if (phone === user.phoneNumber) {
+    if (phone.e164 === user.phoneNumber) {
       throw invalidArgument("new_phone_number is already this account's number");
     }
-    const outcome = await this.store.admitPhoneChangeCode(
-      phone,
-      sendRules(this.settings, phone, "phone_change", ctx),
-      auditContext(phone, ctx),
-    );
-    if (outcome.kind === "limited") {
-      this.telemetry.codeRefused(refusalReason(outcome.reason), countryOf(phone));
-      throw limitedError(outcome);
-    }
-    this.telemetry.codeRequested("phone_change", countryOf(phone));
-    await this.otp.requestCode(phone, "phone_change", ctx, {
-      spentChallengeId: outcome.spentChallengeId,
+    const who = auditContext(phone.e164, ctx);
+    const onRefused = (reason: LimitReason) =>
+      this.telemetry.codeRefused(refusalReason(reason), phone.country);
+    await charge(this.limits, this.store, [addressSendRule(this.settings, ctx)], EVENT, who, {
+      onRefused,
     });
+    const target = await this.store.admitPhoneChangeCode(
+      phone.e164,
+      this.settings.maxAttempts,
+      who,
+    );
+    if (target.kind === "locked") {
+      await this.store.auditRefusal(EVENT, "locked", who, this.settings.lockSeconds);
+      this.telemetry.codeRefused("locked", phone.country);
+      throw lockedError(target.retryAfterSeconds);
+    }
+    const sending = await charge(
+      this.limits,
+      this.store,
+      sendRules(this.settings, phone, "phone_change", ctx),
+      EVENT,
+      who,
+      { onRefused },
+    );
+    this.telemetry.codeRequested("phone_change", phone.country);
+    try {
+      await this.otp.requestCode(phone.e164, "phone_change", ctx, {
+        spentChallengeId: target.spentChallengeId,
+      });
+    } catch (err) {
+      // A refusal by otp-service sent nothing; anything else may have.
+      if (err instanceof DomainError && err.reason !== "UNAVAILABLE") {
+        await this.limits.refund(sending.reservation);
+      }
+      throw err;
+    }
+    await this.store.audit(EVENT, "phone_change", who);
     this.log.info("phone change code requested", {
-      phone: maskPhone(phone),
+      phone: maskPhone(phone.e164),
       request_id: ctx.requestId,
     });
   }

@@ -26,7 +26,7 @@ Deno.test("a phone change sends a phone_change code to the new number and moves 
   assert.equal((await client.getSession({}, bearer(other))).phoneNumber, NEW);
   assert.equal((await client.validatePhoneNumberLogin({ phoneNumber: PHONE })).isValid, false);
   assert.equal((await client.validatePhoneNumberLogin({ phoneNumber: NEW })).isValid, true);
-  assert.ok(store.audit.some((e) => e.event === "phone_changed" && e.phone === PHONE));
+  assert.ok(store.auditTrail.some((e) => e.event === "phone_changed" && e.phone === PHONE));
   assert.equal(store.events.at(-1)?.routingKey, "phone.changed");
   // The code was single use.
   await refused(
@@ -135,7 +135,7 @@ Deno.test("deleting the account needs a fresh login code; afterwards its tokens 
     await refused(client.refreshSession({}, bearer(t)), Code.Unauthenticated, "SESSION_INVALID");
   }
   assert.equal((await client.validatePhoneNumberLogin({ phoneNumber: PHONE })).isValid, false);
-  assert.ok(store.audit.some((e) => e.event === "user_deleted"), "the audit trail stays");
+  assert.ok(store.auditTrail.some((e) => e.event === "user_deleted"), "the audit trail stays");
   const deleted = store.events.filter((m) => m.routingKey === "user.deleted");
   assert.equal(deleted.length, 1);
   elapse(61);

@@ -29,7 +29,13 @@ export async function adminStoreConformance(
 const PHONE = "+14155550123";
 const OTHER = "+14155550124";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.9", requestId: "admin-1" };
-const POLICY: RedeemPolicy = { maxAttempts: 5, lockAfterFailures: 1, lockSeconds: 600, rules: [] };
+const POLICY: RedeemPolicy = {
+  maxAttempts: 5,
+  lockAfterFailures: 1,
+  numberLockAfterFailures: 100,
+  lockSeconds: 600,
+  failureWindowSeconds: 600,
+};
 const session = (n: number): RedeemEffect => ({
   kind: "session",
   session: {
@@ -62,7 +68,7 @@ async function withChallenge(
   phone = PHONE,
   purpose: "signup" | "login" = "signup",
 ) {
-  await s.store.signup(phone, request(), [], { ...who, phone });
+  await s.store.signup(phone, request(), { ...who, phone });
   const issuedAt = s.now();
   const c: Challenge = {
     requestId: crypto.randomUUID(),

@@ -2,6 +2,8 @@
 // dev launcher call this with their own adapters.
 import type { Broker } from "../shared/bus.ts";
 import { HmacKey } from "../shared/crypto.ts";
+import { LimitsEngine } from "../shared/limits/engine.ts";
+import { limitsIncludes } from "../shared/limits/schema.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { Sql } from "../shared/postgres.ts";
@@ -45,13 +47,16 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     schema: "auth",
     migrationsDir: new URL("./migrations/", import.meta.url),
     metrics: d.metrics,
+    includes: limitsIncludes("auth"),
   });
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
+  // auth-service's caps are per address and per number; otp-service keeps the exact budget.
+  const limits = new LimitsEngine(sql, "auth", { asyncCommit: true });
   const hmac = await HmacKey.import(config.otpHmacKey);
   const tokens = await AccessTokens.create(config.jwt);
   const useCases = createUseCases(
-    { store, otp: d.otp, hmac, tokens, log: logger, telemetry },
+    { store, limits, otp: d.otp, hmac, tokens, log: logger, telemetry },
     authSettings(config),
   );
   const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
@@ -74,11 +79,18 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     },
     services: [AuthService, AdminService],
     plainRoutes: { [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
-    trustedProxyHops: config.trustedProxyHops,
+    trustedProxies: config.trustedProxies,
     corsAllowedOrigins: config.corsAllowedOrigins,
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.
     authorize: { [AdminService.typeName]: (h) => adminAuthorized(h.get("authorization")) },
-    sweep: () => store.sweep(keep),
+    sweep: async () => {
+      await limits.sweep();
+      await store.sweep({
+        keepSeconds: keep,
+        auditRetentionSeconds: config.retention.auditDays * 86_400,
+        unverifiedUserSeconds: config.retention.unverifiedUserDays * 86_400,
+      });
+    },
   });
 }
 
@@ -105,7 +117,9 @@ export function authSettings(config: AuthConfig): AuthSettings {
     sessionRotationGraceSeconds: config.sessions.rotationGraceSeconds,
     sending: config.sending,
     lockAfterFailures: config.checking.lockAfterFailures,
+    numberLockAfterFailures: config.checking.numberLockAfterFailures,
     lockSeconds: config.checking.lockSeconds,
+    failureWindowSeconds: config.checking.failureWindowSeconds,
     perAddress: config.perAddress,
   };
 }

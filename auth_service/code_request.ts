@@ -1,20 +1,37 @@
 // Requesting a code: signup (queued to otp-service over the bus, with the user row, in
-// one transaction) and ValidatePhoneNumberLogin (asked of otp-service over RPC).
+// one transaction) and ValidatePhoneNumberLogin (asked of otp-service over RPC). Both
+// charge the caller's address before looking anything up, so finding out whether a
+// number is registered costs the same whatever the answer, and once the address is
+// limited every number gets the same reply.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DomainError } from "../shared/errors.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 import { countryOf, NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
 import { withSpan } from "../shared/tracing.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import { encodeOtpRequested, OtpPurpose, OtpRequestedSchema } from "../shared/messages.ts";
-import type { AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
-import { auditContext, limitedError, sendablePhone, sendRules } from "./rules.ts";
+import type { Phone } from "../shared/phone.ts";
+import type { AuditContext, AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
+import {
+  addressSendRule,
+  auditContext,
+  charge,
+  lockedError,
+  sendablePhone,
+  sendRules,
+} from "./rules.ts";
+
+const alreadyRegistered = () =>
+  new DomainError("ALREADY_REGISTERED", "phone number is already registered; log in instead");
 
 export class CodeRequests {
   constructor(
     private readonly store: AuthStore,
+    private readonly limits: Limits,
     private readonly otp: OtpGateway,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
@@ -30,7 +47,7 @@ export class CodeRequests {
   }
 
   /** The number, once parsed and allowed; a refusal is counted. */
-  private admissible(phoneInput: string): string {
+  private admissible(phoneInput: string): Phone {
     try {
       return sendablePhone(this.settings, phoneInput);
     } catch (err) {
@@ -43,36 +60,54 @@ export class CodeRequests {
     }
   }
 
+  /** Charges `rules`; a refusal is counted, audited and thrown. */
+  private async charge(
+    rules: readonly Rule[],
+    phone: Phone,
+    who: AuditContext,
+    beforeRefusal?: () => Promise<void>,
+  ) {
+    return await charge(this.limits, this.store, rules, "code_requested", who, {
+      beforeRefusal,
+      onRefused: (reason) => this.telemetry.codeRefused(refusalReason(reason), phone.country),
+    });
+  }
+
   private async doSignup(phoneInput: string, ctx: CallContext): Promise<void> {
     const phone = this.admissible(phoneInput);
+    const who = auditContext(phone.e164, ctx);
+    await this.charge([addressSendRule(this.settings, ctx)], phone, who);
+    const sending = await this.charge(
+      sendRules(this.settings, phone, "signup", ctx),
+      phone,
+      who,
+      // A verified number is told so, whatever its sending limits say.
+      async () => {
+        if (await this.store.isVerified(phone.e164)) throw alreadyRegistered();
+      },
+    );
     const requestId = crypto.randomUUID();
     const request = encodeOtpRequested(create(OtpRequestedSchema, {
       requestId,
-      phoneNumber: phone,
+      phoneNumber: phone.e164,
       purpose: OtpPurpose.SIGNUP,
       requestedAt: timestampFromDate(new Date()),
       traceId: ctx.requestId,
       clientAddress: ctx.clientAddress,
     }));
-    const outcome = await this.store.signup(
-      phone,
-      request,
-      sendRules(this.settings, phone, "signup", ctx),
-      auditContext(phone, ctx),
-    );
-    if (outcome.kind === "already_verified") {
-      throw new DomainError(
-        "ALREADY_REGISTERED",
-        "phone number is already registered; log in instead",
-      );
+    const outcome = await this.store.signup(phone.e164, request, who);
+    if (outcome.kind !== "queued") {
+      // Nothing was sent: the number's allowance is given back.
+      await this.limits.refund(sending.reservation);
+      if (outcome.kind === "locked") {
+        this.telemetry.codeRefused("locked", phone.country);
+        throw lockedError(outcome.retryAfterSeconds);
+      }
+      throw alreadyRegistered();
     }
-    if (outcome.kind === "limited") {
-      this.telemetry.codeRefused(refusalReason(outcome.reason), countryOf(phone));
-      throw limitedError(outcome);
-    }
-    this.telemetry.codeRequested("signup", countryOf(phone));
+    this.telemetry.codeRequested("signup", phone.country);
     this.log.info("signup queued code", {
-      phone: maskPhone(phone),
+      phone: maskPhone(phone.e164),
       otp_request_id: requestId,
       request_id: ctx.requestId,
     });
@@ -89,18 +124,29 @@ export class CodeRequests {
 
   private async doValidateLogin(phoneInput: string, ctx: CallContext): Promise<boolean> {
     const phone = this.admissible(phoneInput);
-    const outcome = await this.store.admitLoginCode(
-      phone,
-      sendRules(this.settings, phone, "login", ctx),
-      auditContext(phone, ctx),
-    );
-    if (outcome.kind === "not_verified") return false;
-    if (outcome.kind === "limited") {
-      this.telemetry.codeRefused(refusalReason(outcome.reason), countryOf(phone));
-      throw limitedError(outcome);
+    const who = auditContext(phone.e164, ctx);
+    await this.charge([addressSendRule(this.settings, ctx)], phone, who);
+    const target = await this.store.loginTarget(phone.e164, this.settings.maxAttempts, who);
+    if (target.kind === "not_verified") return false;
+    if (target.kind === "locked") {
+      await this.store.auditRefusal("code_requested", "locked", who, this.settings.lockSeconds);
+      this.telemetry.codeRefused("locked", phone.country);
+      throw lockedError(target.retryAfterSeconds);
     }
-    this.telemetry.codeRequested("login", countryOf(phone));
-    await this.otp.requestCode(phone, "login", ctx, { spentChallengeId: outcome.spentChallengeId });
+    const sending = await this.charge(sendRules(this.settings, phone, "login", ctx), phone, who);
+    this.telemetry.codeRequested("login", phone.country);
+    try {
+      await this.otp.requestCode(phone.e164, "login", ctx, {
+        spentChallengeId: target.spentChallengeId,
+      });
+    } catch (err) {
+      // A refusal by otp-service sent nothing; anything else may have.
+      if (err instanceof DomainError && err.reason !== "UNAVAILABLE") {
+        await this.limits.refund(sending.reservation);
+      }
+      throw err;
+    }
+    await this.store.audit("code_requested", "login", who);
     return true;
   }
 }

@@ -4,11 +4,15 @@ import { readSendLimits, SEND_LIMIT_ENV } from "../shared/limits_config.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
 import { JWT_ENV, readJwtConfig } from "./access_tokens.ts";
 import type { JwtConfig } from "./access_tokens.ts";
+import { ConfigError } from "../shared/config.ts";
+import { parseCidr } from "../shared/ip.ts";
+import type { Cidr } from "../shared/ip.ts";
 
 export interface AuthConfig extends CommonConfig {
   port: number;
   otpServiceUrl: string;
-  trustedProxyHops: number;
+  /** Proxies whose X-Forwarded-For entries name the client. */
+  trustedProxies: Cidr[];
   /** Exact origins browsers may call from; empty sends no CORS headers. */
   corsAllowedOrigins: string[];
   codes: {
@@ -25,8 +29,17 @@ export interface AuthConfig extends CommonConfig {
   jwt: JwtConfig;
   sending: SendLimits;
   checking: {
+    /** Consecutive wrong codes from one address that lock the number for that address. */
     lockAfterFailures: number;
+    /** Consecutive wrong codes from all addresses that lock the number for everyone. */
+    numberLockAfterFailures: number;
     lockSeconds: number;
+    /** A count of consecutive wrong codes starts again after this long without one. */
+    failureWindowSeconds: number;
+  };
+  retention: {
+    auditDays: number;
+    unverifiedUserDays: number;
   };
   perAddress: {
     sendLimit: number;
@@ -42,7 +55,7 @@ export const AUTH_ENV = [
   "AUTH_PORT",
   ...COMMON_ENV,
   "OTP_SERVICE_URL",
-  "TRUSTED_PROXY_HOPS",
+  "TRUSTED_PROXIES",
   "CORS_ALLOWED_ORIGINS",
   "OTP_LENGTH",
   "OTP_MAX_ATTEMPTS",
@@ -53,7 +66,11 @@ export const AUTH_ENV = [
   ...JWT_ENV,
   ...SEND_LIMIT_ENV,
   "LOCK_AFTER_FAILURES",
+  "NUMBER_LOCK_AFTER_FAILURES",
   "LOCK_SECONDS",
+  "LOCK_FAILURE_WINDOW_SECONDS",
+  "AUDIT_RETENTION_DAYS",
+  "UNVERIFIED_USER_DAYS",
   "ADDRESS_SEND_LIMIT",
   "ADDRESS_CHECK_LIMIT",
   "ADDRESS_WINDOW_SECONDS",
@@ -66,7 +83,16 @@ export function loadAuthConfig(env: Env): AuthConfig {
     ...readCommon(c),
     port: c.port("AUTH_PORT", 8080),
     otpServiceUrl: c.url("OTP_SERVICE_URL", "http://127.0.0.1:8081", ["http:", "https:"]),
-    trustedProxyHops: c.int("TRUSTED_PROXY_HOPS", 0, 0, 10),
+    trustedProxies: c.list("TRUSTED_PROXIES").map((raw) => {
+      const cidr = parseCidr(raw);
+      if (!cidr) {
+        throw new ConfigError(
+          "TRUSTED_PROXIES",
+          `must be CIDRs like 10.0.0.0/8,::1/128; got "${raw}"`,
+        );
+      }
+      return cidr;
+    }),
     corsAllowedOrigins: c.list("CORS_ALLOWED_ORIGINS"),
     codes: {
       length: c.int("OTP_LENGTH", 6, 6, 9),
@@ -82,7 +108,13 @@ export function loadAuthConfig(env: Env): AuthConfig {
     sending: readSendLimits(c),
     checking: {
       lockAfterFailures: c.int("LOCK_AFTER_FAILURES", 20, 1, 1_000),
+      numberLockAfterFailures: c.int("NUMBER_LOCK_AFTER_FAILURES", 100, 1, 100_000),
       lockSeconds: c.int("LOCK_SECONDS", 900, 1, 7 * 86_400),
+      failureWindowSeconds: c.int("LOCK_FAILURE_WINDOW_SECONDS", 900, 1, 7 * 86_400),
+    },
+    retention: {
+      auditDays: c.int("AUDIT_RETENTION_DAYS", 90, 1, 3_650),
+      unverifiedUserDays: c.int("UNVERIFIED_USER_DAYS", 7, 1, 365),
     },
     perAddress: {
       sendLimit: c.int("ADDRESS_SEND_LIMIT", 20, 1, 1_000_000),

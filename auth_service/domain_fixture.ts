@@ -17,6 +17,7 @@ import { encodeOtpIssued, OtpIssuedSchema, purposeFromName } from "../shared/mes
 import type { PurposeName } from "../shared/messages.ts";
 import { RecordingTelemetry } from "../shared/telemetry.ts";
 import { AccessTokens, generateDevSigningKey } from "./access_tokens.ts";
+import { MemoryLimits } from "../shared/limits/memory.ts";
 import { MemoryAuthStore } from "./memory_store.ts";
 import type { AuthSettings, OtpGateway } from "./ports.ts";
 import { authRoutes } from "./routes.ts";
@@ -47,7 +48,9 @@ export const SETTINGS: AuthSettings = {
     allowedNumberTypes: ["MOBILE", "FIXED_LINE_OR_MOBILE"],
   },
   lockAfterFailures: 5,
+  numberLockAfterFailures: 100,
   lockSeconds: 900,
+  failureWindowSeconds: 900,
   perAddress: { sendLimit: 100, checkLimit: 100, windowSeconds: 3600 },
 };
 
@@ -61,6 +64,7 @@ const clientAddress: Interceptor = (next) => (req) => {
 export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGateway } = {}) {
   let now = Date.now();
   const store = new MemoryAuthStore({ now: () => now });
+  const limits = new MemoryLimits(() => now);
   const hmac = await HmacKey.import("k".repeat(32));
   const asked: { phone: string; purpose: PurposeName }[] = [];
   /** The spent challenge each request to otp-service named, in order. */
@@ -81,7 +85,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
     audience: undefined,
     ttlSeconds: 600,
   });
-  const useCases = createUseCases({ store, otp, hmac, tokens, log, telemetry }, settings);
+  const useCases = createUseCases({ store, limits, otp, hmac, tokens, log, telemetry }, settings);
   const transport = createRouterTransport(authRoutes(useCases), {
     router: { interceptors: [errorInterceptor(log), clientAddress] },
   });

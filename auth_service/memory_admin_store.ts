@@ -1,15 +1,15 @@
 // AdminStore over the in-memory store's state, with the PostgreSQL adapter's semantics:
 // each call is one serialised step that does the action and appends its audit event.
-import type { AuditEvent } from "../shared/audit.ts";
-import type { NumberLock, Session, StoredChallenge } from "./memory_store.ts";
+import type { AuditRow, Session, StoredChallenge, WrongCodeLock } from "./memory_store.ts";
 import type { AdminStore, AuditContext, AuditEntry, SessionSummary, User } from "./ports.ts";
 
 export interface MemoryState {
   users: Map<string, User>;
   sessions: Map<string, Session>;
   challenges: Map<string, StoredChallenge>;
-  locks: Map<string, NumberLock>;
-  audit: (AuditEvent & { at: Date })[];
+  /** By number, then client key. */
+  locks: Map<string, Map<string, WrongCodeLock>>;
+  auditTrail: AuditRow[];
   serially<T>(fn: (now: number) => T | Promise<T>): Promise<T>;
 }
 
@@ -22,11 +22,12 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
   ) =>
     m.serially((now) => {
       const result = fn(now);
-      m.audit.push({
+      m.auditTrail.push({
+        ...who,
         at: new Date(now),
         event: `admin.${action}`,
         outcome: outcome(result),
-        ...who,
+        count: 1,
       });
       return result;
     });
@@ -39,7 +40,7 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
       act("get_user", who, (now) => {
         const u = m.users.get(phone);
         if (!u) return null;
-        const until = m.locks.get(phone)?.lockedUntil ?? null;
+        const until = lockedUntil(m, phone, now);
         return { ...u, lockedUntil: until !== null && until > now ? new Date(until) : null };
       }, (u) => u === null ? "not_found" : "ok"),
 
@@ -66,7 +67,13 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
       }, (n) => `ok:${n}`),
 
     unlock: (phone, who) =>
-      act("unlock_phone_number", who, () => (m.locks.delete(phone) ? 1 : 0), (n) => `ok:${n}`),
+      act("unlock_phone_number", who, (now) => {
+        // Every row of the number goes; the count is of the locks that were in force.
+        const lifted = [...(m.locks.get(phone)?.values() ?? [])]
+          .filter((l) => (l.lockedUntil ?? 0) > now).length;
+        m.locks.delete(phone);
+        return lifted;
+      }, (n) => `ok:${n}`),
 
     deleteUser: (phone, who) =>
       act("delete_user", who, () => {
@@ -84,8 +91,8 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
         const before = beforeId === null ? Infinity : Number(beforeId);
         const out: AuditEntry[] = [];
         // An event's id is its position in the trail, from 1, as a bigserial would be.
-        for (let i = m.audit.length - 1; i >= 0 && out.length < limit; i--) {
-          const e = m.audit[i]!;
+        for (let i = m.auditTrail.length - 1; i >= 0 && out.length < limit; i--) {
+          const e = m.auditTrail[i]!;
           if (i + 1 >= before || e.phone !== phone) continue;
           out.push({
             id: String(i + 1),
@@ -100,4 +107,16 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
         return out;
       }, (e) => `ok:${e.length}`),
   };
+}
+
+function lockedUntil(m: MemoryState, phone: string, now: number): number | null {
+  let until: number | null = null;
+  for (const l of m.locks.get(phone)?.values() ?? []) {
+    if (
+      l.lockedUntil !== null && l.lockedUntil > now && (until === null || l.lockedUntil > until)
+    ) {
+      until = l.lockedUntil;
+    }
+  }
+  return until;
 }

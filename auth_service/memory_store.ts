@@ -1,11 +1,12 @@
 // AuthStore in memory, for fast domain tests and the conformance suite. It keeps the
-// PostgreSQL store's semantics: sliding-window limits, per-number locks, one live
+// PostgreSQL store's semantics: wrong-code locks per number and address under a
+// per-number ceiling, aggregated refusals, one live
 // challenge per number and purpose, sessions with idle and absolute expiry. Calls run one
 // at a time, as if every method were a serialisable transaction. Not for production:
 // nothing is shared between replicas and nothing survives a restart.
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { EVENTS_EXCHANGE } from "../shared/topology.ts";
-import type { AuditEvent } from "../shared/audit.ts";
+import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
 import {
@@ -25,9 +26,8 @@ import type {
   ChallengeOutcome,
   CodeAdmitted,
   DeletionOriginName,
-  Limited,
-  LoginCodeOutcome,
-  RateRule,
+  Locked,
+  LoginTarget,
   RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
@@ -36,8 +36,20 @@ import type {
   SessionInfo,
   SessionPolicy,
   SignupOutcome,
+  SweepPolicy,
   User,
 } from "./ports.ts";
+
+export interface AuditRow extends AuditContext {
+  at: Date;
+  event: string;
+  outcome: string;
+  count: number;
+  /** Set on aggregated refusals: the start of the window they are counted in. */
+  windowStart?: number;
+}
+
+const EVERY_ADDRESS = "*";
 
 export interface StoredChallenge extends Challenge {
   failedAttempts: number;
@@ -60,8 +72,9 @@ interface Token {
   replacedAt: number | null;
 }
 
-export interface NumberLock {
+export interface WrongCodeLock {
   consecutiveFailures: number;
+  lastFailureAt: number;
   lockedUntil: number | null;
 }
 
@@ -85,7 +98,7 @@ export class MemoryAuthStore implements AuthStore {
     return this.outbox.filter((m) => m.exchange === EVENTS_EXCHANGE);
   }
   /** The audit trail, in order. */
-  readonly audit: (AuditEvent & { at: Date })[] = [];
+  readonly auditTrail: AuditRow[] = [];
 
   private readonly users = new Map<string, User>();
   private readonly challenges = new Map<string, StoredChallenge>();
@@ -94,8 +107,8 @@ export class MemoryAuthStore implements AuthStore {
   /** By hex SHA-256 of the token. */
   private readonly tokens = new Map<string, Token>();
   private readonly inbox = new Map<string, number>();
-  private readonly rateEvents: { key: string; at: number }[] = [];
-  private readonly locks = new Map<string, NumberLock>();
+  /** By number, then client key (EVERY_ADDRESS for all together). */
+  private readonly locks = new Map<string, Map<string, WrongCodeLock>>();
   private readonly now: () => number;
   private readonly onEnqueued: () => void;
   private queue: Promise<unknown> = Promise.resolve();
@@ -105,23 +118,18 @@ export class MemoryAuthStore implements AuthStore {
     this.onEnqueued = options.onEnqueued ?? (() => {});
   }
 
-  signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<SignupOutcome> {
-    return this.serially((now) => {
+  signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
+    return this.serially((now): SignupOutcome => {
       const existing = this.users.get(phone);
       if (existing?.verifiedAt) {
         this.record(now, "code_requested", "already_verified", who);
         return { kind: "already_verified" };
       }
       // A refused signup changes nothing: no user row, no event.
-      const limited = this.admit(now, rules);
-      if (limited) {
-        this.record(now, "code_requested", "limited", who);
-        return limited;
+      const locked = this.lockedFor(now, phone, who);
+      if (locked) {
+        this.refusal(now, "code_requested", "locked", who, locked.retryAfterSeconds);
+        return locked;
       }
       this.outbox.push(request);
       if (!existing) {
@@ -140,33 +148,49 @@ export class MemoryAuthStore implements AuthStore {
     });
   }
 
-  admitLoginCode(phone: string, rules: RateRule[], who: AuditContext): Promise<LoginCodeOutcome> {
-    return this.serially((now) => {
-      if (!this.users.get(phone)?.verifiedAt) return { kind: "not_verified" };
-      const limited = this.admit(now, rules);
-      this.record(now, "code_requested", limited ? "limited" : "login", who);
-      return limited ?? this.admitted(phone, "login");
+  isVerified(phone: string): Promise<boolean> {
+    return this.serially(() => Boolean(this.users.get(phone)?.verifiedAt));
+  }
+
+  loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
+    return this.serially((now): LoginTarget => {
+      if (!this.users.get(phone)?.verifiedAt) {
+        this.record(now, "code_requested", "not_verified", who);
+        return { kind: "not_verified" };
+      }
+      return this.lockedFor(now, phone, who) ?? this.admitted(phone, "login", maxAttempts);
     });
   }
 
   admitPhoneChangeCode(
     phone: string,
-    rules: RateRule[],
+    maxAttempts: number,
     who: AuditContext,
-  ): Promise<CodeAdmitted | Limited> {
-    return this.serially((now) => {
-      const limited = this.admit(now, rules);
-      this.record(now, "code_requested", limited ? "limited" : "phone_change", who);
-      return limited ?? this.admitted(phone, "phone_change");
-    });
+  ): Promise<CodeAdmitted | Locked> {
+    return this.serially((now) =>
+      this.lockedFor(now, phone, who) ?? this.admitted(phone, "phone_change", maxAttempts)
+    );
   }
 
-  /** Admitted, naming the number's consumed challenge of this purpose if there is one. */
-  private admitted(phone: string, purpose: PurposeName): CodeAdmitted {
+  /** Admitted, naming the number's spent challenge of this purpose if there is one. */
+  private admitted(phone: string, purpose: PurposeName, maxAttempts: number): CodeAdmitted {
     const c = this.challenges.get(key(phone, purpose));
-    return c && c.consumedAt !== null
+    return c && (c.consumedAt !== null || c.failedAttempts >= maxAttempts)
       ? { kind: "ok", spentChallengeId: c.requestId }
       : { kind: "ok" };
+  }
+
+  audit(event: string, outcome: string, who: AuditContext): Promise<void> {
+    return this.serially((now) => this.record(now, event, outcome, who));
+  }
+
+  auditRefusal(
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): Promise<void> {
+    return this.serially((now) => this.refusal(now, event, outcome, who, windowSeconds));
   }
 
   redeem(
@@ -178,21 +202,16 @@ export class MemoryAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     return this.serially(async (now): Promise<RedeemOutcome> => {
-      const limited = this.admit(now, policy.rules);
-      if (limited) {
-        this.record(now, "code_checked", "limited", who);
-        return limited;
-      }
-      const lock = this.locks.get(phone);
-      if (lock?.lockedUntil != null && lock.lockedUntil > now) {
+      const locked = this.lockedFor(now, phone, who);
+      if (locked) {
         this.record(now, "code_checked", "locked", who);
-        const retry = (lock.lockedUntil - now) / 1000;
-        return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil(retry)) };
+        return locked;
       }
       const c = this.challenges.get(key(phone, purpose));
       const user = this.users.get(phone);
       const usable = effect.kind === "phone_change" ||
-        (user !== undefined && (effect.kind === "session" || user.id === effect.userId));
+        (user !== undefined && (purpose !== "login" || Boolean(user.verifiedAt)) &&
+          (effect.kind === "session" || user.id === effect.userId));
       if (!c || !usable || c.consumedAt !== null || c.expiresAt.getTime() <= now) {
         this.record(now, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
@@ -204,20 +223,37 @@ export class MemoryAuthStore implements AuthStore {
       const { failedAttempts, consumedAt: _, ...challenge } = c;
       if (!await matches(challenge)) {
         c.failedAttempts++;
-        const l = this.locks.get(phone) ?? { consecutiveFailures: 0, lockedUntil: null };
-        this.locks.set(phone, l);
-        l.consecutiveFailures++;
-        const locked = l.consecutiveFailures >= policy.lockAfterFailures;
-        if (locked) {
-          l.consecutiveFailures = 0;
-          l.lockedUntil = now + policy.lockSeconds * 1000;
-          this.record(now, "number_locked", `${policy.lockSeconds}s`, who);
+        const mine = this.locks.get(phone) ?? new Map<string, WrongCodeLock>();
+        this.locks.set(phone, mine);
+        const tripped: string[] = [];
+        for (const k of [addressKey(who.clientAddress), EVERY_ADDRESS]) {
+          const l = mine.get(k) ??
+            { consecutiveFailures: 0, lastFailureAt: now, lockedUntil: null };
+          mine.set(k, l);
+          // Failures age out once the failure window has passed without any.
+          if (l.lastFailureAt < now - policy.failureWindowSeconds * 1000) {
+            l.consecutiveFailures = 0;
+          }
+          l.consecutiveFailures++;
+          l.lastFailureAt = now;
+          const limit = k === EVERY_ADDRESS
+            ? policy.numberLockAfterFailures
+            : policy.lockAfterFailures;
+          if (l.consecutiveFailures >= limit) {
+            l.consecutiveFailures = 0;
+            l.lockedUntil = now + policy.lockSeconds * 1000;
+            tripped.push(k);
+          }
+        }
+        if (tripped.length > 0) {
+          const all = tripped.includes(EVERY_ADDRESS) ? ":all" : "";
+          this.record(now, "number_locked", `${policy.lockSeconds}s${all}`, who);
         }
         this.record(now, "code_checked", "wrong", who);
         return {
           kind: "wrong",
           remaining: Math.max(0, policy.maxAttempts - failedAttempts - 1),
-          locked,
+          locked: tripped.length > 0,
         };
       }
       if (effect.kind === "phone_change" && user?.verifiedAt && user.id !== effect.userId) {
@@ -225,7 +261,8 @@ export class MemoryAuthStore implements AuthStore {
         return { kind: "taken" };
       }
       c.consumedAt = now;
-      this.locks.delete(phone);
+      this.locks.get(phone)?.delete(addressKey(who.clientAddress));
+      this.locks.get(phone)?.delete(EVERY_ADDRESS);
       this.record(now, "code_checked", "ok", who);
       if (effect.kind === "phone_change") return this.changePhone(now, effect.userId, phone, who);
       if (effect.kind === "delete_account") {
@@ -420,21 +457,31 @@ export class MemoryAuthStore implements AuthStore {
     return user ? { session: info(s), user: { ...user } } : null;
   }
 
-  sweep(keepSeconds: number): Promise<void> {
+  sweep(p: SweepPolicy): Promise<void> {
     return this.serially((now) => {
-      const before = now - keepSeconds * 1000;
-      const kept = this.rateEvents.filter((e) => e.at >= before);
-      this.rateEvents.splice(0, this.rateEvents.length, ...kept);
+      const before = now - p.keepSeconds * 1000;
       for (const [k, c] of this.challenges) {
         if (c.expiresAt.getTime() < before) this.challenges.delete(k);
       }
       for (const [k, s] of this.sessions) if (s.expiresAt < before) this.sessions.delete(k);
       for (const [k, t] of this.tokens) if (!this.sessions.has(t.sessionId)) this.tokens.delete(k);
       for (const [k, at] of this.inbox) if (at < before) this.inbox.delete(k);
-      for (const [k, l] of this.locks) {
-        if (l.lockedUntil !== null && l.lockedUntil < now && l.consecutiveFailures === 0) {
-          this.locks.delete(k);
+      for (const mine of this.locks.values()) {
+        for (const [k, l] of mine) {
+          if ((l.lockedUntil ?? 0) < now && l.lastFailureAt < before) mine.delete(k);
         }
+      }
+      const kept = this.auditTrail.filter((e) =>
+        e.at.getTime() >= now - p.auditRetentionSeconds * 1000
+      );
+      this.auditTrail.splice(0, this.auditTrail.length, ...kept);
+      for (const [phone, u] of this.users) {
+        if (u.verifiedAt || u.createdAt.getTime() >= now - p.unverifiedUserSeconds * 1000) continue;
+        const live = (["signup", "login"] as const).some((purpose) => {
+          const c = this.challenges.get(key(phone, purpose));
+          return c && c.consumedAt === null && c.expiresAt.getTime() > now;
+        });
+        if (!live) this.users.delete(phone);
       }
     });
   }
@@ -446,7 +493,7 @@ export class MemoryAuthStore implements AuthStore {
       sessions: this.sessions,
       challenges: this.challenges,
       locks: this.locks,
-      audit: this.audit,
+      auditTrail: this.auditTrail,
       serially: (fn) => this.serially(fn),
     });
   }
@@ -466,29 +513,39 @@ export class MemoryAuthStore implements AuthStore {
       : undefined;
   }
 
-  /** The worst tripping rule, or records one event per distinct key. */
-  private admit(now: number, rules: RateRule[]): Limited | null {
-    let worst: Limited | null = null;
-    for (const r of rules) {
-      const since = now - r.windowSeconds * 1000;
-      const inWindow = this.rateEvents
-        .filter((e) => e.key === r.key && e.at > since)
-        .map((e) => e.at)
-        .sort((a, b) => b - a);
-      const nth = inWindow[r.limit - 1];
-      if (nth === undefined) continue;
-      const retry = Math.max(1, Math.ceil((nth + r.windowSeconds * 1000 - now) / 1000));
-      if (!worst || retry > worst.retryAfterSeconds) {
-        worst = { kind: "limited", retryAfterSeconds: retry, reason: r.reason };
-      }
+  private lockedFor(now: number, phone: string, who: AuditContext): Locked | null {
+    const mine = this.locks.get(phone);
+    let until = 0;
+    for (const k of [addressKey(who.clientAddress), EVERY_ADDRESS]) {
+      until = Math.max(until, mine?.get(k)?.lockedUntil ?? 0);
     }
-    if (worst) return worst;
-    for (const k of new Set(rules.map((r) => r.key))) this.rateEvents.push({ key: k, at: now });
-    return null;
+    if (until <= now) return null;
+    return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil((until - now) / 1000)) };
+  }
+
+  private refusal(
+    now: number,
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): void {
+    const w = Math.max(1, Math.round(windowSeconds)) * 1000;
+    const windowStart = Math.floor(now / w) * w;
+    const same = this.auditTrail.find((e) =>
+      e.windowStart === windowStart && e.event === event && e.outcome === outcome &&
+      (e.phone ?? "") === (who.phone ?? "") && e.clientAddress === who.clientAddress
+    );
+    if (same) {
+      same.count++;
+      same.at = new Date(now);
+      return;
+    }
+    this.auditTrail.push({ ...who, at: new Date(now), event, outcome, count: 1, windowStart });
   }
 
   private record(now: number, event: string, outcome: string, who: AuditContext): void {
-    this.audit.push({ at: new Date(now), event, outcome, ...who });
+    this.auditTrail.push({ ...who, at: new Date(now), event, outcome, count: 1 });
   }
 }
 

@@ -1,7 +1,7 @@
 // PostgreSQL adapter of AdminStore: one transaction per call, the action and its audit
 // row together.
 import type { Sql, TxSql } from "../shared/postgres.ts";
-import { audit } from "./pg_limits.ts";
+import { insertAudit } from "./pg_audit.ts";
 import type { AdminStore, AdminUser, AuditContext, AuditEntry, SessionSummary } from "./ports.ts";
 
 const ACTOR = "admin";
@@ -17,7 +17,7 @@ export class PgAdminStore implements AdminStore {
   ): Promise<T> {
     return this.sql.begin(async (tx) => {
       const result = await fn(tx);
-      await audit(tx, `${ACTOR}.${action}`, outcome(result), who);
+      await insertAudit(tx, `${ACTOR}.${action}`, outcome(result), who);
       return result;
     }) as Promise<T>;
   }
@@ -34,7 +34,7 @@ export class PgAdminStore implements AdminStore {
         }[]
       >`
         select u.id, u.phone_number, u.created_at, u.verified_at,
-               (select max(l.locked_until) from auth.number_locks l
+               (select max(l.locked_until) from auth.wrong_code_locks l
                  where l.phone_number = u.phone_number and l.locked_until > now())
                  as locked_until
           from auth.users u where u.phone_number = ${phone}`;
@@ -83,17 +83,19 @@ export class PgAdminStore implements AdminStore {
 
   unlock(phone: string, who: AuditContext): Promise<number> {
     return this.act("unlock_phone_number", who, async (tx) => {
-      // Every row of the number, whatever else a lock is keyed by.
+      // Every row of the number, whatever address it counts; the count is of the locks
+      // that were in force.
       const rows = await tx`
-        delete from auth.number_locks where phone_number = ${phone} returning 1 as x`;
-      return rows.length;
+        delete from auth.wrong_code_locks where phone_number = ${phone}
+        returning locked_until > now() as locked`;
+      return rows.filter((r) => r.locked === true).length;
     }, (n) => `ok:${n}`);
   }
 
   deleteUser(phone: string, who: AuditContext): Promise<boolean> {
     return this.act("delete_user", who, async (tx) => {
       await tx`delete from auth.challenges where phone_number = ${phone}`;
-      await tx`delete from auth.number_locks where phone_number = ${phone}`;
+      await tx`delete from auth.wrong_code_locks where phone_number = ${phone}`;
       // Sessions go with the user (on delete cascade).
       const rows = await tx`delete from auth.users where phone_number = ${phone} returning id`;
       return rows.length > 0;

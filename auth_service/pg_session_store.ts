@@ -4,7 +4,7 @@ import { isUuid } from "../shared/messages.ts";
 import { enqueue } from "../shared/outbox.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { sessionRevoked, userDeleted } from "./event_messages.ts";
-import { audit } from "./pg_limits.ts";
+import { insertAudit } from "./pg_audit.ts";
 import type {
   AuditContext,
   Caller,
@@ -132,7 +132,7 @@ export async function refresh(
       select s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at, s.client_address,
              s.user_agent, u.phone_number, u.created_at as user_created_at, u.verified_at
         from s join auth.users u on u.id = s.user_id`;
-    await audit(tx, "session_refreshed", t.state === "current" ? "rotated" : "grace", who);
+    await insertAudit(tx, "session_refreshed", t.state === "current" ? "rotated" : "grace", who);
     return { kind: "rotated", caller: toCaller(row!) };
   });
 }
@@ -170,7 +170,7 @@ export async function revokeIn(
     returning id`;
   const revoked = rows.map((r) => r.id);
   if (revoked.length > 0) {
-    await audit(tx, "session_revoked", all ? `${reason}:all:${revoked.length}` : reason, who);
+    await insertAudit(tx, "session_revoked", all ? `${reason}:all:${revoked.length}` : reason, who);
     await enqueue(tx, SCHEMA, sessionRevoked(revoked, userId, reason, who));
   }
   return revoked;
@@ -194,8 +194,8 @@ export async function deleteUserIn(
     with gone as (delete from auth.challenges where phone_number = ${u.phone_number}
                   returning request_id)
     delete from auth.inbox where message_id in (select request_id from gone)`;
-  await tx`delete from auth.number_locks where phone_number = ${u.phone_number}`;
-  await audit(tx, "user_deleted", origin, { ...who, phone: u.phone_number });
+  await tx`delete from auth.wrong_code_locks where phone_number = ${u.phone_number}`;
+  await insertAudit(tx, "user_deleted", origin, { ...who, phone: u.phone_number });
   await enqueue(tx, SCHEMA, userDeleted(userId, origin, who));
   return true;
 }

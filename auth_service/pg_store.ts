@@ -1,10 +1,13 @@
-// PostgreSQL adapter of AuthStore.
+// PostgreSQL adapter of AuthStore. Limits are the limits engine's (charged by the use
+// cases before they call here); nothing here holds a lock past its own transaction, and
+// the only rows a redemption locks are the number's own.
 import { enqueue } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
+import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
-import { admit, audit } from "./pg_limits.ts";
+import { insertAudit } from "./pg_audit.ts";
 import {
   authenticate,
   deleteUserIn,
@@ -21,9 +24,8 @@ import type {
   ChallengeOutcome,
   CodeAdmitted,
   DeletionOriginName,
-  Limited,
-  LoginCodeOutcome,
-  RateRule,
+  Locked,
+  LoginTarget,
   RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
@@ -32,92 +34,114 @@ import type {
   SessionInfo,
   SessionPolicy,
   SignupOutcome,
+  SweepPolicy,
 } from "./ports.ts";
 
 const SCHEMA = "auth";
+/** The wrong-code row that counts failures from every address for a number. */
+const EVERY_ADDRESS = "*";
 
 export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
-  async signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<SignupOutcome> {
+  async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
     const outcome = await this.sql.begin(async (tx): Promise<SignupOutcome> => {
       // The no-op update takes the row lock, so concurrent signups of one number serialise.
-      const [user] = await tx<{ id: string; verified_at: Date | null; inserted: boolean }[]>`
+      const [user] = await tx<
+        { id: string; verified_at: Date | null; inserted: boolean; locked: number | null }[]
+      >`
         insert into auth.users (phone_number) values (${phone})
         on conflict (phone_number) do update set phone_number = excluded.phone_number
-        returning id, verified_at, (xmax = 0) as inserted`;
+        returning id, verified_at, (xmax = 0) as inserted,
+                  (${lockedSql(tx, phone, who)}) as locked`;
       if (user!.verified_at !== null) return { kind: "already_verified" };
-      const limited = await admit(tx, rules);
       // Throwing rolls back the user row too: a refused signup changes nothing.
-      if (limited) throw new Refused(limited);
+      if (user!.locked !== null) throw new Refused(locked(user!.locked));
       // Pipelined: the statements go out together and cost one round trip.
       await Promise.all([
         enqueue(tx, SCHEMA, request),
         user!.inserted ? enqueue(tx, SCHEMA, userSignedUp(user!.id, phone, who)) : undefined,
-        audit(tx, "code_requested", "signup", who),
+        insertAudit(tx, "code_requested", "signup", who),
       ]);
       return { kind: "queued" };
     }).catch((err) => {
+      // Throwing rolled back the user row too: a refused signup changes nothing.
       if (err instanceof Refused) return err.outcome;
       throw err;
     });
     if (outcome.kind === "queued") this.onEnqueued();
-    else await this.auditAlone("code_requested", outcome.kind, who);
-    return outcome;
-  }
-
-  async admitLoginCode(
-    phone: string,
-    rules: RateRule[],
-    who: AuditContext,
-  ): Promise<LoginCodeOutcome> {
-    // Most lookups are for numbers that are not users: answer those in one round trip.
-    const [user] = await this.sql<{ verified_at: Date | null; spent: string | null }[]>`
-      select u.verified_at,
-             (select c.request_id from auth.challenges c
-               where c.phone_number = u.phone_number and c.purpose = 'login'
-                 and c.consumed_at is not null) as spent
-        from auth.users u where u.phone_number = ${phone}`;
-    if (!user || user.verified_at === null) return { kind: "not_verified" };
-    const outcome = await this.sql.begin(async (tx): Promise<LoginCodeOutcome> => {
-      const limited = await admit(tx, rules);
-      if (limited) return limited;
-      await audit(tx, "code_requested", "login", who);
-      return admitted(user.spent ?? undefined);
-    });
-    if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
+    else if (outcome.kind === "already_verified") {
+      await this.audit("code_requested", "already_verified", who);
+    } else await this.auditRefusal("code_requested", "locked", who, outcome.retryAfterSeconds);
     return outcome;
   }
 
   async admitPhoneChangeCode(
     phone: string,
-    rules: RateRule[],
+    maxAttempts: number,
     who: AuditContext,
-  ): Promise<CodeAdmitted | Limited> {
-    const outcome = await this.sql.begin(async (tx): Promise<CodeAdmitted | Limited> => {
-      const limited = await admit(tx, rules);
-      if (limited) return limited;
-      const [[c]] = await Promise.all([
-        tx<{ request_id: string }[]>`
-          select request_id from auth.challenges
-           where phone_number = ${phone} and purpose = 'phone_change'
-             and consumed_at is not null`,
-        audit(tx, "code_requested", "phone_change", who),
-      ]);
-      return admitted(c?.request_id);
-    });
-    if (outcome.kind === "limited") await this.auditAlone("code_requested", "limited", who);
-    return outcome;
+  ): Promise<CodeAdmitted | Locked> {
+    const [r] = await this.sql<{ locked: number | null; spent: string | null }[]>`
+      select (${lockedSql(this.sql, phone, who)}) as locked,
+             (select request_id from auth.challenges
+               where phone_number = ${phone} and purpose = 'phone_change'
+                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent`;
+    if (r!.locked !== null) return locked(r!.locked);
+    return admitted(r!.spent ?? undefined);
   }
 
-  /** For refusals whose transaction rolled back or changed nothing. */
-  private async auditAlone(event: string, outcome: string, who: AuditContext): Promise<void> {
-    await this.sql.begin((tx) => audit(tx, event, outcome, who));
+  async isVerified(phone: string): Promise<boolean> {
+    const [u] = await this.sql<{ verified_at: Date | null }[]>`
+      select verified_at from auth.users where phone_number = ${phone}`;
+    return u !== undefined && u.verified_at !== null;
+  }
+
+  async loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
+    // One statement: the user, a lock for this caller, a spent challenge, and the audit
+    // row of a lookup that found no user.
+    const [r] = await this.sql<
+      { verified: boolean; locked: number | null; spent: string | null }[]
+    >`
+      with u as (
+        select verified_at is not null as verified from auth.users where phone_number = ${phone}),
+      miss as (
+        insert into auth.audit_events
+          (event, phone_number, client_address, outcome, request_id, client_request_id)
+        select 'code_requested', ${phone}, ${who.clientAddress || null}, 'not_verified',
+               ${who.requestId || null}, ${who.clientRequestId || null}
+         where not coalesce((select verified from u), false))
+      select coalesce((select verified from u), false) as verified,
+             (${lockedSql(this.sql, phone, who)}) as locked,
+             (select request_id from auth.challenges
+               where phone_number = ${phone} and purpose = 'login'
+                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent`;
+    if (!r!.verified) return { kind: "not_verified" };
+    if (r!.locked !== null) return locked(r!.locked);
+    return r!.spent ? { kind: "ok", spentChallengeId: r!.spent } : { kind: "ok" };
+  }
+
+  async audit(event: string, outcome: string, who: AuditContext): Promise<void> {
+    await insertAudit(this.sql, event, outcome, who);
+  }
+
+  async auditRefusal(
+    event: string,
+    outcome: string,
+    who: AuditContext,
+    windowSeconds: number,
+  ): Promise<void> {
+    const w = Math.max(1, Math.round(windowSeconds));
+    await this.sql`
+      insert into auth.audit_events
+        (event, phone_number, client_address, outcome, request_id, client_request_id,
+         window_start)
+      values (${event}, ${who.phone}, ${who.clientAddress || null}, ${outcome},
+              ${who.requestId || null}, ${who.clientRequestId || null},
+              to_timestamp(floor(extract(epoch from now()) / ${w}) * ${w}))
+      on conflict (event, outcome, coalesce(phone_number, ''), coalesce(client_address, ''),
+                   window_start) where window_start is not null
+      do update set count = auth.audit_events.count + 1, at = now(),
+        request_id = excluded.request_id, client_request_id = excluded.client_request_id`;
   }
 
   async redeem(
@@ -129,21 +153,11 @@ export class PgAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
-      const limited = await admit(tx, policy.rules);
-      if (limited) {
-        await audit(tx, "code_checked", "limited", who);
-        return limited;
-      }
-      const [lock] = await tx<{ retry: number }[]>`
-        select extract(epoch from locked_until - now())::float8 as retry
-          from auth.number_locks where phone_number = ${phone} and locked_until > now()`;
-      if (lock) {
-        await audit(tx, "code_checked", "locked", who);
-        return { kind: "locked", retryAfterSeconds: Math.max(1, Math.ceil(lock.retry)) };
-      }
+      // The lock and the challenge in one round trip.
       const [c] = await tx<
         {
-          request_id: string;
+          locked: number | null;
+          request_id: string | null;
           code_mac: Uint8Array;
           issued_at: Date;
           expires_at: Date;
@@ -152,48 +166,61 @@ export class PgAuthStore implements AuthStore {
           verified_at: Date | null;
         }[]
       >`
-        select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
-               u.id as user_id, u.verified_at
-          from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
-         where c.phone_number = ${phone} and c.purpose = ${purpose}
-           and c.consumed_at is null and c.expires_at > now()
-         for update of c`;
+        select l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
+               c.failed_attempts, c.user_id, c.verified_at
+          from (select (${lockedSql(tx, phone, who)}) as locked) l
+          left join lateral (
+            select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
+                   u.id as user_id, u.verified_at
+              from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
+             where c.phone_number = ${phone} and c.purpose = ${purpose}
+               and c.consumed_at is null and c.expires_at > now()
+             for update of c) c on true`;
+      if (c!.locked !== null) {
+        await insertAudit(tx, "code_checked", "locked", who);
+        return locked(c!.locked);
+      }
       // A code for a number with no user (or not the caller's) is no code at all, except
-      // a phone-change code, whose number is by design not the caller's yet.
-      const owner = c?.user_id ?? null;
-      const usable = c && (effect.kind === "phone_change" ||
-        (owner !== null && (effect.kind === "session" || owner === effect.userId)));
-      if (!c || !usable) {
-        await audit(tx, "code_checked", "no_challenge", who);
+      // a phone-change code, whose number is by design not the caller's yet. A login code
+      // needs a verified user.
+      const owner = c!.user_id;
+      const usable = c!.request_id !== null && (effect.kind === "phone_change" ||
+        (owner !== null && (purpose !== "login" || c!.verified_at !== null) &&
+          (effect.kind === "session" || owner === effect.userId)));
+      if (!usable) {
+        await insertAudit(tx, "code_checked", "no_challenge", who);
         return { kind: "no_challenge" };
       }
-      if (c.failed_attempts >= policy.maxAttempts) {
-        await audit(tx, "code_checked", "exhausted", who);
+      if (c!.failed_attempts >= policy.maxAttempts) {
+        await insertAudit(tx, "code_checked", "exhausted", who);
         return { kind: "exhausted" };
       }
       const ok = await matches({
-        requestId: c.request_id,
+        requestId: c!.request_id!,
         phoneNumber: phone,
         purpose,
-        codeMac: c.code_mac,
-        issuedAt: c.issued_at,
-        expiresAt: c.expires_at,
+        codeMac: c!.code_mac,
+        issuedAt: c!.issued_at,
+        expiresAt: c!.expires_at,
       });
-      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
-      if (effect.kind === "phone_change" && c.verified_at !== null && owner !== effect.userId) {
-        await audit(tx, "code_checked", "taken", who);
+      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c!.failed_attempts, who);
+      if (effect.kind === "phone_change" && c!.verified_at !== null && owner !== effect.userId) {
+        await insertAudit(tx, "code_checked", "taken", who);
         return { kind: "taken" };
       }
-      // Pipelined: one round trip for the three.
+      // Pipelined: these go out together. The caller's own failures and the number's
+      // count from every address start again; other addresses' locks stay.
       await Promise.all([
         tx`update auth.challenges set consumed_at = now()
             where phone_number = ${phone} and purpose = ${purpose}`,
-        tx`delete from auth.number_locks where phone_number = ${phone}`,
-        audit(tx, "code_checked", "ok", who),
+        tx`delete from auth.wrong_code_locks
+            where phone_number = ${phone}
+              and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`,
+        insertAudit(tx, "code_checked", "ok", who),
       ]);
       switch (effect.kind) {
         case "session":
-          return await this.openSession(tx, owner!, c.verified_at, purpose, effect, phone, who);
+          return await this.openSession(tx, owner!, c!.verified_at, purpose, effect, phone, who);
         case "phone_change":
           return await this.changePhone(tx, effect.userId, owner, phone, who);
         case "delete_account":
@@ -220,7 +247,7 @@ export class PgAuthStore implements AuthStore {
       insertSession(tx, userId, effect.session),
       verifies ? tx`update auth.users set verified_at = now() where id = ${userId}` : undefined,
       verifies ? enqueue(tx, SCHEMA, userVerified(userId, phone, who)) : undefined,
-      audit(tx, "session_created", purpose, who),
+      insertAudit(tx, "session_created", purpose, who),
     ]);
     const origin = purpose === "signup" ? "verify" : "login";
     await enqueue(
@@ -256,8 +283,8 @@ export class PgAuthStore implements AuthStore {
     await tx`delete from auth.challenges
               where phone_number = ${u.old}
                  or (phone_number = ${phone} and purpose <> 'phone_change')`;
-    await audit(tx, "phone_changed", "ok", { ...who, phone: u.old });
-    await audit(tx, "phone_changed", "ok", who);
+    await insertAudit(tx, "phone_changed", "ok", { ...who, phone: u.old });
+    await insertAudit(tx, "phone_changed", "ok", who);
     await enqueue(tx, SCHEMA, phoneChanged(userId, u.old, phone, who));
     return { kind: "ok", userId, previousPhone: u.old };
   }
@@ -270,27 +297,46 @@ export class PgAuthStore implements AuthStore {
     failedBefore: number,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
-    await tx`
-      update auth.challenges set failed_attempts = failed_attempts + 1
-       where phone_number = ${phone} and purpose = ${purpose}`;
-    const [l] = await tx<{ consecutive_failures: number }[]>`
-      insert into auth.number_locks (phone_number, consecutive_failures) values (${phone}, 1)
-      on conflict (phone_number) do update
-        set consecutive_failures = auth.number_locks.consecutive_failures + 1
-      returning consecutive_failures`;
-    const locked = l!.consecutive_failures >= policy.lockAfterFailures;
-    if (locked) {
-      await tx`
-        update auth.number_locks set consecutive_failures = 0,
-          locked_until = now() + make_interval(secs => ${policy.lockSeconds})
-        where phone_number = ${phone}`;
-      await audit(tx, "number_locked", `${policy.lockSeconds}s`, who);
+    // A count whose last failure is older than the failure window starts again.
+    const [, rows] = await Promise.all([
+      tx`update auth.challenges set failed_attempts = failed_attempts + 1
+          where phone_number = ${phone} and purpose = ${purpose}`,
+      tx<{ client_key: string; consecutive_failures: number }[]>`
+        insert into auth.wrong_code_locks as l (phone_number, client_key, consecutive_failures)
+        select ${phone}, k, 1 from unnest(${[
+        addressKey(who.clientAddress),
+        EVERY_ADDRESS,
+      ]}::text[]) k
+        on conflict (phone_number, client_key) do update set
+          consecutive_failures = case
+            when l.last_failure_at < now() - make_interval(secs => ${policy.failureWindowSeconds})
+            then 1
+            else l.consecutive_failures + 1 end,
+          last_failure_at = now()
+        returning client_key, consecutive_failures`,
+    ]);
+    const limitOf = (k: string) =>
+      k === EVERY_ADDRESS ? policy.numberLockAfterFailures : policy.lockAfterFailures;
+    const tripped = rows.filter((r) => r.consecutive_failures >= limitOf(r.client_key))
+      .map((r) => r.client_key);
+    if (tripped.length > 0) {
+      await Promise.all([
+        tx`update auth.wrong_code_locks set consecutive_failures = 0,
+             locked_until = now() + make_interval(secs => ${policy.lockSeconds})
+           where phone_number = ${phone} and client_key = any(${tripped}::text[])`,
+        insertAudit(
+          tx,
+          "number_locked",
+          `${policy.lockSeconds}s${tripped.includes(EVERY_ADDRESS) ? ":all" : ""}`,
+          who,
+        ),
+      ]);
     }
-    await audit(tx, "code_checked", "wrong", who);
+    await insertAudit(tx, "code_checked", "wrong", who);
     return {
       kind: "wrong",
       remaining: Math.max(0, policy.maxAttempts - failedBefore - 1),
-      locked,
+      locked: tripped.length > 0,
     };
   }
 
@@ -364,18 +410,25 @@ export class PgAuthStore implements AuthStore {
     return deleted;
   }
 
-  async sweep(keepSeconds: number): Promise<void> {
-    await this.sql`delete from auth.rate_events
-      where at < now() - make_interval(secs => ${keepSeconds})`;
+  async sweep(p: SweepPolicy): Promise<void> {
+    const keep = p.keepSeconds;
     await this.sql`delete from auth.challenges
-      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
-    // Replaced tokens go with their session: reuse is detected for the session's life.
+      where expires_at < now() - make_interval(secs => ${keep})`;
     await this.sql`delete from auth.sessions
-      where expires_at < now() - make_interval(secs => ${keepSeconds})`;
+      where expires_at < now() - make_interval(secs => ${keep})`;
     await this.sql`delete from auth.inbox
-      where handled_at < now() - make_interval(secs => ${keepSeconds})`;
-    await this.sql`delete from auth.number_locks
-      where locked_until < now() and consecutive_failures = 0`;
+      where handled_at < now() - make_interval(secs => ${keep})`;
+    await this.sql`delete from auth.wrong_code_locks
+      where coalesce(locked_until, '-infinity') < now()
+        and last_failure_at < now() - make_interval(secs => ${keep})`;
+    await this.sql`delete from auth.audit_events
+      where at < now() - make_interval(secs => ${p.auditRetentionSeconds})`;
+    await this.sql`delete from auth.users u
+      where u.verified_at is null
+        and u.created_at < now() - make_interval(secs => ${p.unverifiedUserSeconds})
+        and not exists (select from auth.challenges c
+                         where c.phone_number = u.phone_number
+                           and c.consumed_at is null and c.expires_at > now())`;
   }
 }
 
@@ -383,8 +436,21 @@ function admitted(spentChallengeId: string | undefined): CodeAdmitted {
   return spentChallengeId ? { kind: "ok", spentChallengeId } : { kind: "ok" };
 }
 
+/** Seconds left on a lock of the number for this caller or for everyone; null if none. */
+function lockedSql(sql: Sql | TxSql, phone: string, who: AuditContext) {
+  return sql`select ceil(extract(epoch from max(locked_until) - now()))::int
+      from auth.wrong_code_locks
+     where phone_number = ${phone} and locked_until > now()
+       and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`;
+}
+
+const locked = (seconds: number) => ({
+  kind: "locked" as const,
+  retryAfterSeconds: Math.max(1, seconds),
+});
+
 class Refused extends Error {
-  constructor(readonly outcome: Limited) {
+  constructor(readonly outcome: SignupOutcome) {
     super("refused");
   }
 }

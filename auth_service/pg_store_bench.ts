@@ -1,7 +1,8 @@
 // The database cost of the hot RPCs against PostgreSQL's own floor (one `select 1`
 // round trip on the same pool): `deno task bench`. Needs DATABASE_URL's server.
 import { createLogger } from "../shared/log.ts";
-import { migrate, readMigrations } from "../shared/migrations.ts";
+import { expandIncludes, migrate, readMigrations } from "../shared/migrations.ts";
+import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createPool } from "../shared/postgres.ts";
 import { DATABASE_URL } from "../testing/database.ts";
 import { sha256 } from "../shared/crypto.ts";
@@ -18,7 +19,10 @@ const sql = createPool({ url: url.toString(), applicationName: "bench", max: 4 }
 await migrate(
   sql,
   "auth",
-  await readMigrations(new URL("./migrations/", import.meta.url)),
+  expandIncludes(
+    await readMigrations(new URL("./migrations/", import.meta.url)),
+    limitsIncludes("auth"),
+  ),
   createLogger("bench", "error"),
 );
 const store = new PgAuthStore(sql);
@@ -36,7 +40,7 @@ Deno.bench("GetProfile: session lookup with idle refresh", { group: "db" }, asyn
   await store.authenticate(tokenHash, { idleSeconds: 86_400, graceSeconds: 10 });
 });
 Deno.bench("ValidatePhoneNumberLogin: unknown number", { group: "db" }, async () => {
-  await store.admitLoginCode("+14155550199", [], { phone: null, clientAddress: "", requestId: "" });
+  await store.loginTarget("+14155550199", 5, { phone: null, clientAddress: "", requestId: "" });
 });
 
 globalThis.addEventListener("unload", () => {

@@ -1,8 +1,6 @@
 // PgAuthStore against real PostgreSQL, in a database of its own: the conformance suite,
 // and the sweep (rows past their use are deleted, live ones kept).
 import assert from "node:assert/strict";
-import { createLogger } from "../shared/log.ts";
-import { migrate, readMigrations } from "../shared/migrations.ts";
 import { createPool } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
@@ -38,16 +36,16 @@ Deno.test("the PostgreSQL admin store passes the admin store conformance suite",
   }
 });
 
-Deno.test("the sweep deletes expired counters, challenges, sessions and old inbox rows only", async () => {
+Deno.test("the sweep deletes aged-out failure counts, expired challenges, sessions and old inbox rows only", async () => {
   const db = await createDatabase();
   const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
   try {
-    const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
-    await migrate(sql, "auth", migrations, createLogger("test", "error"));
+    await migrateAuth(sql);
     const [u] = await sql`insert into auth.users (phone_number) values ('+14155550123')
       returning id`;
-    await sql`insert into auth.rate_events (key, at) values
-      ('old', now() - interval '3 days'), ('new', now())`;
+    await sql`insert into auth.wrong_code_locks (phone_number, client_key, last_failure_at)
+      values ('+14155550123', 'old', now() - interval '3 days'),
+             ('+14155550123', 'new', now())`;
     await sql`insert into auth.inbox (message_id, handled_at) values
       ('old', now() - interval '3 days'), ('new', now())`;
     await sql`insert into auth.sessions (user_id, expires_at) values
@@ -58,10 +56,14 @@ Deno.test("the sweep deletes expired counters, challenges, sessions and old inbo
        now() - interval '3 days'),
       ('+14155550123', 'login', 'b', '\\x00', now(), now() + interval '5 minutes')`;
 
-    await new PgAuthStore(sql).sweep(86_400);
+    await new PgAuthStore(sql).sweep({
+      keepSeconds: 86_400,
+      auditRetentionSeconds: 90 * 86_400,
+      unverifiedUserSeconds: 7 * 86_400,
+    });
 
     const [left] = await sql`select
-      (select string_agg(key, ',') from auth.rate_events) as events,
+      (select string_agg(client_key, ',') from auth.wrong_code_locks) as events,
       (select string_agg(message_id, ',') from auth.inbox) as inbox,
       (select count(*)::int from auth.sessions) as sessions,
       (select string_agg(purpose, ',') from auth.challenges) as challenges`;
@@ -81,8 +83,7 @@ Deno.test("two deliveries of one message at once store it once, and a newer code
   const db = await createDatabase();
   const sql = createPool({ url: db.url, applicationName: "test", max: 4 });
   try {
-    const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
-    await migrate(sql, "auth", migrations, createLogger("test", "error"));
+    await migrateAuth(sql);
     const store = new PgAuthStore(sql);
     const at = (s: number) => new Date(Date.UTC(2030, 0, 1, 0, 0, s));
     const challenge = (requestId: string, issued: number) => ({

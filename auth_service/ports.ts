@@ -8,9 +8,12 @@ import type { SendLimits } from "../shared/limits_config.ts";
 /** Who is calling, as the transport saw it. */
 export interface CallContext {
   requestId: string;
+  /** Canonical; "" when unknown. */
   clientAddress: string;
   /** The User-Agent header, cleaned; recorded with a new session. */
   userAgent?: string;
+  /** The caller's own X-Request-Id, sanitised; "" when none. */
+  clientRequestId?: string;
 }
 
 /** Signs access tokens (auth_service/access_tokens.ts). */
@@ -22,6 +25,10 @@ export interface TokenIssuer {
 
 /** Asks otp-service for a code (GenerateOtp). Throws DomainError on refusal. */
 export interface OtpGateway {
+  /**
+   * `spentChallengeId` names the challenge this service already consumed (or whose
+   * tries are used up), so otp-service opens a new one instead of resending its code.
+   */
   requestCode(
     phone: string,
     purpose: PurposeName,
@@ -40,7 +47,9 @@ export interface AuthSettings {
   sessionRotationGraceSeconds: number;
   sending: SendLimits;
   lockAfterFailures: number;
+  numberLockAfterFailures: number;
   lockSeconds: number;
+  failureWindowSeconds: number;
   perAddress: { sendLimit: number; checkLimit: number; windowSeconds: number };
 }
 
@@ -102,43 +111,40 @@ export type RefreshOutcome =
   /** A replaced token came back after the grace: the whole session was revoked. */
   | { kind: "reused" }
   | { kind: "invalid" };
-
-/** At most `limit` events with this key in any `windowSeconds`-long window. */
-export interface RateRule {
-  key: string;
-  limit: number;
-  windowSeconds: number;
-  /** Shown to the client when this rule trips. */
-  reason: string;
-}
-
 /** Who did what, for the audit trail; never a code or token. */
 export interface AuditContext {
   phone: string | null;
+  /** Canonical client address; "" when unknown. */
   clientAddress: string;
   requestId: string;
+  clientRequestId?: string;
 }
 
-export interface Limited {
-  kind: "limited";
+/** A number locked for the caller's address (or for everyone) after wrong codes. */
+export interface Locked {
+  kind: "locked";
   retryAfterSeconds: number;
-  reason: string;
 }
 
-export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Limited;
+export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | Locked;
 /**
  * `spentChallengeId`: the number's last challenge of that purpose, already consumed
  * here, so otp-service opens a new one rather than resending a used code.
  */
 export type CodeAdmitted = { kind: "ok"; spentChallengeId?: string };
-export type LoginCodeOutcome = CodeAdmitted | { kind: "not_verified" } | Limited;
+
+/** Whether a login code may be requested, looked up once the address was charged. */
+export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted;
 
 export interface RedeemPolicy {
   maxAttempts: number;
+  /** Consecutive wrong codes from one address (counted per /64) that lock that pair. */
   lockAfterFailures: number;
+  /** Consecutive wrong codes from every address together that lock the number. */
+  numberLockAfterFailures: number;
   lockSeconds: number;
-  /** Caps code-checking calls per client address. */
-  rules: RateRule[];
+  /** A count of wrong codes starts again after this long without one. */
+  failureWindowSeconds: number;
 }
 
 /** What a matching code does, in the transaction that consumes it. */
@@ -164,34 +170,58 @@ export type RedeemOutcome =
   | { kind: "no_challenge" }
   | { kind: "wrong"; remaining: number; locked: boolean }
   | { kind: "exhausted" }
-  | { kind: "locked"; retryAfterSeconds: number }
-  | Limited;
+  | Locked;
+
+export interface SweepPolicy {
+  /** Rows past their use are kept this long (the longest limit window and a margin). */
+  keepSeconds: number;
+  auditRetentionSeconds: number;
+  /** Unverified users with no live challenge are removed after this long. */
+  unverifiedUserSeconds: number;
+}
 
 export type ChallengeOutcome = "stored" | "duplicate" | "superseded";
 
 export interface AuthStore {
-  /** Creates or keeps an unverified user and enqueues the OTP request, atomically. */
-  signup(
-    phone: string,
-    request: OutgoingMessage,
-    rules: RateRule[],
-    audit: AuditContext,
-  ): Promise<SignupOutcome>;
-  /** Admits a login-code request for a verified user under the sending limits. */
-  admitLoginCode(phone: string, rules: RateRule[], audit: AuditContext): Promise<LoginCodeOutcome>;
   /**
-   * Admits a phone-change code to `phone` under the sending limits. It answers the same
-   * whether or not the number is taken; that is checked once the code proves possession.
+   * Creates or keeps an unverified user and enqueues the OTP request, atomically; a
+   * verified number, or one locked for this address, changes nothing.
+   */
+  signup(phone: string, request: OutgoingMessage, audit: AuditContext): Promise<SignupOutcome>;
+  /** Whether the number belongs to a verified user. */
+  isVerified(phone: string): Promise<boolean>;
+  /**
+   * Whether a login code may go to the number for this caller: a verified user whose
+   * number is not locked for the caller's address. Audits an unknown number.
+   */
+  loginTarget(phone: string, maxAttempts: number, audit: AuditContext): Promise<LoginTarget>;
+  /** Appends one audit row. */
+  audit(event: string, outcome: string, audit: AuditContext): Promise<void>;
+  /**
+   * Records a refusal: repeated refusals of one key with one outcome within
+   * `windowSeconds` are one row with a count, so an attack cannot flood the trail.
+   */
+  auditRefusal(
+    event: string,
+    outcome: string,
+    audit: AuditContext,
+    windowSeconds: number,
+  ): Promise<void>;
+  /**
+   * Whether a phone-change code may go to `phone` for this caller (not locked for the
+   * caller's address). It answers the same whether or not the number is taken; that is
+   * checked once the code proves possession.
    */
   admitPhoneChangeCode(
     phone: string,
-    rules: RateRule[],
+    maxAttempts: number,
     audit: AuditContext,
-  ): Promise<CodeAdmitted | Limited>;
+  ): Promise<CodeAdmitted | Locked>;
   /**
    * Checks a code against the number's live challenge under a row lock: at most one
-   * concurrent caller can consume it. On success applies `effect` in the same
-   * transaction, with its events.
+   * concurrent caller can consume it. A login code needs a verified user. On success
+   * applies `effect` in the same transaction, with its events. Wrong codes count per
+   * number and caller address (and for the number from every address).
    */
   redeem(
     phone: string,
@@ -236,8 +266,11 @@ export interface AuthStore {
    * audit trail stays. Returns false when there was no such user.
    */
   deleteUser(userId: string, origin: DeletionOriginName, audit: AuditContext): Promise<boolean>;
-  /** Deletes expired counters, challenges, sessions and old inbox rows. */
-  sweep(keepSeconds: number): Promise<void>;
+  /**
+   * Deletes expired challenges, sessions, old inbox rows, aged-out failure counts, audit
+   * rows past retention and unverified users with no live challenge.
+   */
+  sweep(p: SweepPolicy): Promise<void>;
 }
 
 /** A user as an operator sees it. */

@@ -9,6 +9,7 @@ import {
   resourceExhausted,
   unauthenticated,
 } from "../shared/errors.ts";
+import type { Limits } from "../shared/limits/engine.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -24,17 +25,17 @@ import type {
   RedeemOutcome,
   TokenIssuer,
 } from "./ports.ts";
-import { auditContext, checkRules, limitedError } from "./rules.ts";
+import { addressCheckRule, auditContext, charge, lockedError } from "./rules.ts";
 
 // The same text for a wrong and an expired code, so neither can be told from the other.
 const WRONG_CODE = "invalid or expired code";
-const LOCKED = "too many wrong codes for this number; it is locked for now";
 
 export class Redemption {
   private readonly codeFormat: RegExp;
 
   constructor(
     private readonly store: AuthStore,
+    private readonly limits: Limits,
     private readonly hmac: HmacKey,
     private readonly settings: AuthSettings,
     private readonly tokens: TokenIssuer,
@@ -99,14 +100,26 @@ export class Redemption {
     if (!this.codeFormat.test(code)) {
       throw invalidArgument(`otp must be ${this.settings.codeLength} digits`, "CODE_MALFORMED");
     }
+    const who = auditContext(phone, ctx);
+    // Charged before the challenge is looked up, in its own short statement: no lock
+    // on the address's counter outlives it, so one address's calls never queue.
+    await charge(
+      this.limits,
+      this.store,
+      [addressCheckRule(this.settings, ctx)],
+      "code_checked",
+      who,
+      { onRefused: () => this.telemetry.codeChecked(purpose, "address_limited") },
+    );
     const outcome = await this.store.redeem(
       phone,
       purpose,
       {
         maxAttempts: this.settings.maxAttempts,
         lockAfterFailures: this.settings.lockAfterFailures,
+        numberLockAfterFailures: this.settings.numberLockAfterFailures,
         lockSeconds: this.settings.lockSeconds,
-        rules: checkRules(this.settings, ctx),
+        failureWindowSeconds: this.settings.failureWindowSeconds,
       },
       async (c) => {
         const mac = await otpMac(this.hmac, {
@@ -119,7 +132,7 @@ export class Redemption {
         return constantTimeEqual(mac, c.codeMac);
       },
       effect,
-      auditContext(phone, ctx),
+      who,
     );
     this.count(phone, purpose, effect, outcome);
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
@@ -140,7 +153,7 @@ export class Redemption {
         this.log.info("code rejected: wrong", { ...fields, remaining: outcome.remaining });
         if (outcome.locked) {
           this.log.warn("number locked after consecutive wrong codes", fields);
-          throw resourceExhausted(LOCKED, this.settings.lockSeconds, "NUMBER_LOCKED");
+          throw lockedError(this.settings.lockSeconds);
         }
         throw unauthenticated(
           outcome.remaining > 0
@@ -159,10 +172,7 @@ export class Redemption {
         );
       case "locked":
         this.log.info("code rejected: number locked", fields);
-        throw resourceExhausted(LOCKED, outcome.retryAfterSeconds, "NUMBER_LOCKED");
-      case "limited":
-        this.log.info("code check refused: limit", fields);
-        throw limitedError(outcome);
+        throw lockedError(outcome.retryAfterSeconds);
     }
   }
 
@@ -189,7 +199,6 @@ const CHECK_OUTCOME: Record<RedeemOutcome["kind"], CodeCheckOutcome> = {
   wrong: "wrong",
   exhausted: "exhausted",
   locked: "locked",
-  limited: "address_limited",
 };
 
 /** What VerifyPhoneNumber and LoginWithPhoneNumber return. */

@@ -1,7 +1,7 @@
 // Thin Connect handlers: read the request, call the use case, shape the reply.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AuthService as AuthServiceDesc } from "../shared/gen/auth/v1/auth_pb.ts";
-import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
+import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
 import type { CallContext, SessionInfo } from "./ports.ts";
 import type { AuthUseCases } from "./use_cases.ts";
 
@@ -12,6 +12,7 @@ function callContext(ctx: HandlerContext): CallContext {
   return {
     requestId: ctx.values.get(kRequestId),
     clientAddress: ctx.values.get(kClientAddress),
+    clientRequestId: ctx.values.get(kClientRequestId),
     userAgent: cleanUserAgent(ctx.requestHeader.get("user-agent")),
   };
 }

@@ -1,80 +1,113 @@
 // What every use case applies the same way: which limits a call is charged against, the
-// destination-country allow-list, and how a refusal becomes a domain error.
-import { permissionDenied, resourceExhausted } from "../shared/errors.ts";
-import { countryAllowed, SEND_LIMIT_REASONS } from "../shared/limits_config.ts";
+// destination policy, and how a refusal becomes a domain error.
+import { DomainError, permissionDenied, resourceExhausted } from "../shared/errors.ts";
+import { addressKey } from "../shared/ip.ts";
+import type { Admission, Limits } from "../shared/limits/engine.ts";
+import { REASONS, rule, sendRules as sharedSendRules } from "../shared/limits/rules.ts";
+import type { LimitReason, Rule, SendPolicy } from "../shared/limits/rules.ts";
+import type { SendLimits } from "../shared/limits_config.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import { parsePhone } from "../shared/phone.ts";
-import type { AuditContext, AuthSettings, CallContext, Limited, RateRule } from "./ports.ts";
+import { parsePhone, SMS_REFUSAL_MESSAGES, smsRefusal } from "../shared/phone.ts";
+import type { Phone } from "../shared/phone.ts";
+import type { AuditContext, AuthSettings, AuthStore, CallContext } from "./ports.ts";
 
-/** The limits a request for a code is charged against. */
+export function sendPolicy(s: SendLimits): SendPolicy {
+  return {
+    cooldownSeconds: s.cooldownSeconds,
+    pairPerHour: s.perHour,
+    pairPerDay: s.perDay,
+    numberPerHour: s.numberPerHour,
+    numberPerDay: s.numberPerDay,
+    countryPerHour: s.countryPerHour,
+    prefixPerHour: s.prefixPerHour,
+    hourSeconds: s.hourSeconds,
+    daySeconds: s.daySeconds,
+  };
+}
+
+/** The per-number limits a code request is charged against: those otp-service applies. */
 export function sendRules(
   settings: AuthSettings,
-  phone: string,
+  phone: Phone,
   purpose: PurposeName,
   ctx: CallContext,
-): RateRule[] {
-  const s = settings.sending;
-  const rules: RateRule[] = [
-    {
-      key: `send:${phone}`,
-      limit: s.perHour,
-      windowSeconds: s.hourSeconds,
-      reason: SEND_LIMIT_REASONS.hour,
-    },
-    {
-      key: `send:${phone}`,
-      limit: s.perDay,
-      windowSeconds: s.daySeconds,
-      reason: SEND_LIMIT_REASONS.day,
-    },
-  ];
-  if (s.cooldownSeconds > 0) {
-    rules.push({
-      key: `send:${phone}:${purpose}`,
-      limit: 1,
-      windowSeconds: s.cooldownSeconds,
-      reason: SEND_LIMIT_REASONS.cooldown,
-    });
-  }
-  if (ctx.clientAddress) {
-    rules.push({
-      key: `send-addr:${ctx.clientAddress}`,
-      limit: settings.perAddress.sendLimit,
-      windowSeconds: settings.perAddress.windowSeconds,
-      reason: "too many code requests from this address",
-    });
-  }
-  return rules;
+): Rule[] {
+  return sharedSendRules(
+    { phone: phone.e164, purpose, clientAddress: ctx.clientAddress, country: phone.country! },
+    sendPolicy(settings.sending),
+  );
 }
 
-/** The limits a code check is charged against. */
-export function checkRules(settings: AuthSettings, ctx: CallContext): RateRule[] {
-  return ctx.clientAddress
-    ? [{
-      key: `check-addr:${ctx.clientAddress}`,
-      limit: settings.perAddress.checkLimit,
-      windowSeconds: settings.perAddress.windowSeconds,
-      reason: "too many code checks from this address",
-    }]
-    : [];
+/** The per-address cap on calls that send codes or say whether a number is registered. */
+export function addressSendRule(settings: AuthSettings, ctx: CallContext): Rule {
+  const a = settings.perAddress;
+  return rule("address", `send|${addressKey(ctx.clientAddress)}`, a.sendLimit, a.windowSeconds);
 }
 
-/** Parses the number and applies the destination-country allow-list. */
-export function sendablePhone(settings: AuthSettings, input: string): string {
-  const { e164, country } = parsePhone(input);
-  if (!countryAllowed(settings.sending.allowedCountries, country)) {
-    throw permissionDenied(
-      `SMS to ${country ?? "this region"} is not enabled`,
-      "COUNTRY_NOT_ALLOWED",
-    );
+/** The per-address cap on code checks. */
+export function addressCheckRule(settings: AuthSettings, ctx: CallContext): Rule {
+  const a = settings.perAddress;
+  return rule("address", `check|${addressKey(ctx.clientAddress)}`, a.checkLimit, a.windowSeconds);
+}
+
+/**
+ * Parses the number and refuses destinations no code may go to (premium-rate,
+ * satellite, other types or countries not allowed), before anything is looked up or
+ * queued.
+ */
+export function sendablePhone(settings: AuthSettings, input: string): Phone {
+  const phone = parsePhone(input);
+  const refusal = smsRefusal(phone, {
+    allowedCountries: settings.sending.allowedCountries,
+    allowedNumberTypes: settings.sending.allowedNumberTypes,
+  });
+  if (refusal === "country_not_allowed") {
+    throw permissionDenied(SMS_REFUSAL_MESSAGES[refusal], "COUNTRY_NOT_ALLOWED");
   }
-  return e164;
+  if (refusal) throw permissionDenied(SMS_REFUSAL_MESSAGES[refusal]);
+  return phone;
 }
 
 export function auditContext(phone: string | null, ctx: CallContext): AuditContext {
-  return { phone, clientAddress: ctx.clientAddress, requestId: ctx.requestId };
+  return {
+    phone,
+    clientAddress: ctx.clientAddress,
+    requestId: ctx.requestId,
+    clientRequestId: ctx.clientRequestId,
+  };
 }
 
-export function limitedError(l: Limited) {
-  return resourceExhausted(l.reason, l.retryAfterSeconds, "RATE_LIMITED");
+const LOCKED = "too many wrong codes for this number; it is locked for now";
+
+export function lockedError(retryAfterSeconds: number): DomainError {
+  return resourceExhausted(LOCKED, retryAfterSeconds, "NUMBER_LOCKED");
+}
+
+/**
+ * Charges `rules`; a refusal is audited (aggregated per key) and thrown. What the
+ * client sees depends only on the rule that tripped, never on who the number belongs to.
+ */
+export async function charge(
+  limits: Limits,
+  store: AuthStore,
+  rules: readonly Rule[],
+  event: string,
+  who: AuditContext,
+  o: {
+    /** Runs before a refusal is reported; may throw a refusal of its own instead. */
+    beforeRefusal?: () => Promise<void>;
+    /** Told the reason of a refusal that is reported. */
+    onRefused?: (reason: LimitReason) => void;
+  } = {},
+): Promise<Extract<Admission, { admitted: true }>> {
+  const a = await limits.admit(rules);
+  if (a.admitted) return a;
+  await o.beforeRefusal?.();
+  o.onRefused?.(a.reason);
+  const tripped = rules.find((r) => r.reason === a.reason)!;
+  // Aggregated per the tripped rule's key: an address's refusals are one row whatever
+  // numbers it asked about.
+  const keyed = tripped.reason === "address" ? { ...who, phone: null } : who;
+  await store.auditRefusal(event, a.reason, keyed, tripped.windowSeconds);
+  throw resourceExhausted(REASONS[a.reason], a.retryAfterSeconds, "RATE_LIMITED");
 }

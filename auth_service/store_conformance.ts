@@ -1,15 +1,17 @@
-// One behavioural suite every AuthStore must pass, run against each backend (PostgreSQL,
-// PGlite, memory) by its own test file. Time is let pass by `elapse`, which moves every
+// One behavioural suite every AuthStore and its Limits must pass, run against each
+// backend (PostgreSQL, PGlite, memory) by its own test file. Time is let pass by `elapse`, which moves every
 // stored time into the past, so nothing here waits on a clock.
 import assert from "node:assert/strict";
 import { constantTimeEqual } from "../shared/crypto.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import { rule } from "../shared/limits/rules.ts";
+import type { LimitReason } from "../shared/limits/rules.ts";
 import type {
   AuditContext,
   AuthStore,
   Challenge,
-  RateRule,
   RedeemEffect,
   RedeemPolicy,
   SessionPolicy,
@@ -17,11 +19,13 @@ import type {
 
 export interface StoreUnderTest {
   store: AuthStore;
+  /** The limits engine of the same backend. */
+  limits: Limits;
   /** The store's idea of now. */
   now(): Date;
   /** Lets this many seconds pass for everything stored. */
   elapse(seconds: number): Promise<void>;
-  /** The audit trail so far, oldest first, as "event:outcome". */
+  /** The audit trail so far, oldest first, as "event:outcome" (" xN" when aggregated). */
   auditTrail(): Promise<string[]>;
   /** Message ids enqueued so far for otp-service (not events), oldest first. */
   enqueued(): Promise<string[]>;
@@ -42,7 +46,14 @@ export async function storeConformance(
 const PHONE = "+14155550123";
 const OTHER = "+14155550124";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.1", requestId: "r1" };
-const POLICY: RedeemPolicy = { maxAttempts: 3, lockAfterFailures: 5, lockSeconds: 600, rules: [] };
+const elsewhere: AuditContext = { ...who, clientAddress: "2001:db8:5::1" };
+const POLICY: RedeemPolicy = {
+  maxAttempts: 3,
+  lockAfterFailures: 5,
+  numberLockAfterFailures: 100,
+  lockSeconds: 600,
+  failureWindowSeconds: 600,
+};
 const MAC = new Uint8Array(32).fill(7);
 const hash = (n: number) => new Uint8Array(32).fill(n);
 const sid = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
@@ -59,12 +70,12 @@ const session = (n: number): RedeemEffect => ({
 const ACTIVE: SessionPolicy = { idleSeconds: 600, graceSeconds: 10 };
 const userOf = async (s: StoreUnderTest, n: number, policy = ACTIVE) =>
   (await s.store.authenticate(hash(n), policy))?.user ?? null;
-const rule = (key: string, limit: number, windowSeconds: number, reason = key): RateRule => ({
-  key,
-  limit,
-  windowSeconds,
-  reason,
-});
+const r = (
+  subject: string,
+  limit: number,
+  windowSeconds: number,
+  reason: LimitReason = "address",
+) => rule(reason, subject, limit, windowSeconds);
 
 let ids = 0;
 function request(): OutgoingMessage {
@@ -99,7 +110,7 @@ const wrong = () => Promise.resolve(false);
 
 /** A user with a live code of `purpose` waiting. */
 async function withChallenge(s: StoreUnderTest, purpose: PurposeName = "signup", phone = PHONE) {
-  await s.store.signup(phone, request(), [], who);
+  await s.store.signup(phone, request(), who);
   await s.store.saveChallenge(crypto.randomUUID(), challenge(s, { phone, purpose }));
 }
 
@@ -116,92 +127,132 @@ async function verifiedUser(s: StoreUnderTest, phone = PHONE, token = 1) {
   assert.equal(r.kind, "ok");
 }
 
+const admitted = async (s: StoreUnderTest, rules: ReturnType<typeof r>[]) =>
+  (await s.limits.admit(rules)).admitted;
+
 const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   async "signup keeps one unverified user and enqueues each request"(s) {
     const a = request(), b = request();
-    assert.deepEqual(await s.store.signup(PHONE, a, [], who), { kind: "queued" });
-    assert.deepEqual(await s.store.signup(PHONE, b, [], who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, a, who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, b, who), { kind: "queued" });
     assert.deepEqual(await s.enqueued(), [a.messageId, b.messageId]);
     assert.deepEqual(await s.auditTrail(), ["code_requested:signup", "code_requested:signup"]);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
   },
 
   async "signup of a verified number enqueues nothing and is audited"(s) {
     await verifiedUser(s);
     const before = (await s.enqueued()).length;
-    assert.deepEqual(await s.store.signup(PHONE, request(), [], who), {
-      kind: "already_verified",
-    });
+    assert.deepEqual(await s.store.signup(PHONE, request(), who), { kind: "already_verified" });
     assert.equal((await s.enqueued()).length, before);
     assert.equal((await s.auditTrail()).at(-1), "code_requested:already_verified");
   },
 
-  async "a signup refused by a limit creates no user and enqueues nothing"(s) {
-    await s.store.signup(OTHER, request(), [rule("k", 1, 60)], who);
-    const refused = await s.store.signup(PHONE, request(), [rule("k", 1, 60, "slow")], who);
-    assert.equal(refused.kind, "limited");
-    assert.equal((await s.enqueued()).length, 1);
-    // No user row: a challenge for the number has no one to log in.
-    await s.store.saveChallenge("m", challenge(s));
-    const r = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
-    assert.equal(r.kind, "no_challenge");
-    assert.equal((await s.auditTrail())[1], "code_requested:limited");
-  },
-
   async "a limit admits its count per window, then refuses until the window passes"(s) {
-    const rules = [rule("k", 2, 100, "too many")];
-    for (let i = 0; i < 2; i++) {
-      assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
-    }
-    const refused = await s.store.signup(PHONE, request(), rules, who);
-    assert.equal(refused.kind, "limited");
-    if (refused.kind !== "limited") return;
-    assert.equal(refused.reason, "too many");
-    assert.ok(refused.retryAfterSeconds >= 99 && refused.retryAfterSeconds <= 100);
+    const rules = [r("k", 2, 120)];
+    assert.ok(await admitted(s, rules));
+    assert.ok(await admitted(s, rules));
+    const refused = await s.limits.admit(rules);
+    assert.equal(refused.admitted, false);
+    if (refused.admitted) return;
+    assert.equal(refused.reason, "address");
+    assert.ok(refused.retryAfterSeconds >= 119 && refused.retryAfterSeconds <= 122);
     await s.elapse(60);
-    const later = await s.store.signup(PHONE, request(), rules, who);
-    assert.equal(later.kind, "limited");
-    if (later.kind === "limited") assert.ok(later.retryAfterSeconds <= 40);
-    await s.elapse(41);
-    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
+    const later = await s.limits.admit(rules);
+    assert.equal(later.admitted, false);
+    if (!later.admitted) assert.ok(later.retryAfterSeconds <= 62, `${later.retryAfterSeconds}`);
+    await s.elapse(63);
+    assert.ok(await admitted(s, rules));
   },
 
-  async "rules sharing a key count one event per call, and the latest retry wins"(s) {
-    const rules = [rule("k", 2, 100, "hour"), rule("k", 3, 1000, "day")];
-    await s.store.signup(PHONE, request(), rules, who);
-    assert.equal((await s.store.signup(PHONE, request(), rules, who)).kind, "queued");
-    await s.store.signup(PHONE, request(), [rule("j", 1, 10, "short")], who);
-    const both = [rule("j", 1, 10, "short"), ...rules];
-    const refused = await s.store.signup(PHONE, request(), both, who);
-    assert.equal(refused.kind, "limited");
-    if (refused.kind === "limited") {
-      assert.equal(refused.reason, "hour");
-      assert.ok(refused.retryAfterSeconds > 10);
-    }
+  async "a limit of 0 admits nothing"(s) {
+    assert.equal(await admitted(s, [r("zero", 0, 60)]), false);
   },
 
-  async "a login code is admitted only for a verified user, and only then charged"(s) {
-    const once = [rule("k", 1, 60)];
-    await s.store.signup(PHONE, request(), [], who);
-    assert.deepEqual(await s.store.admitLoginCode(OTHER, once, who), { kind: "not_verified" });
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "not_verified" });
-    await verifiedUser(s);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, once, who), { kind: "ok" });
-    assert.equal((await s.store.admitLoginCode(PHONE, once, who)).kind, "limited");
-    assert.deepEqual((await s.auditTrail()).slice(-2), [
-      "code_requested:login",
-      "code_requested:limited",
+  async "an event is admitted under every rule or under none, and the longest wait wins"(s) {
+    assert.ok(await admitted(s, [r("short", 1, 60)]));
+    assert.ok(await admitted(s, [r("long", 1, 600, "number_hourly")]));
+    const both = await s.limits.admit([
+      r("short", 1, 60),
+      r("long", 1, 600, "number_hourly"),
+      r("free", 5, 60),
     ]);
+    assert.equal(both.admitted, false);
+    if (!both.admitted) {
+      assert.equal(both.reason, "number_hourly");
+      assert.ok(both.retryAfterSeconds > 60);
+    }
+    // The refused call charged nothing: "free" still has all 5.
+    for (let i = 0; i < 5; i++) assert.ok(await admitted(s, [r("free", 5, 60)]));
+    assert.equal(await admitted(s, [r("free", 5, 60)]), false);
+  },
+
+  async "a refund gives back what was admitted"(s) {
+    const a = await s.limits.admit([r("once", 1, 60)]);
+    assert.ok(a.admitted);
+    if (a.admitted) await s.limits.refund(a.reservation);
+    assert.ok(await admitted(s, [r("once", 1, 60)]));
+    assert.equal(await admitted(s, [r("once", 1, 60)]), false);
+  },
+
+  async "a count is exact under concurrent admissions"(s) {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => admitted(s, [r("race", 3, 60), r("other", 100, 60)])),
+    );
+    assert.equal(results.filter(Boolean).length, 3);
+  },
+
+  async "repeated refusals of one key are one audit row with a count"(s) {
+    for (let i = 0; i < 4; i++) await s.store.auditRefusal("code_checked", "address", who, 600);
+    await s.store.auditRefusal("code_checked", "address", elsewhere, 600);
+    await s.store.auditRefusal("code_checked", "cooldown", who, 600);
+    assert.deepEqual(await s.auditTrail(), [
+      "code_checked:address x4",
+      "code_checked:address",
+      "code_checked:cooldown",
+    ]);
+  },
+
+  async "a login code is for a verified user only, and names a spent challenge"(s) {
+    await s.store.signup(PHONE, request(), who);
+    assert.deepEqual(await s.store.loginTarget(OTHER, 3, who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
+    assert.deepEqual((await s.auditTrail()).slice(-2), [
+      "code_requested:not_verified",
+      "code_requested:not_verified",
+    ]);
+    await verifiedUser(s);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" });
+    const c = challenge(s, { purpose: "login" });
+    await s.store.saveChallenge("l1", c);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" });
+    await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), {
+      kind: "ok",
+      spentChallengeId: c.requestId,
+    });
+    // The new challenge otp-service opens (always later than the spent one) replaces it.
+    const next = { ...challenge(s, { purpose: "login", ageSeconds: -1 }) };
+    assert.equal(await s.store.saveChallenge("l2", next), "stored");
+    assert.equal((await s.store.redeem(PHONE, "login", POLICY, right, session(3), who)).kind, "ok");
+  },
+
+  async "a login code does not log in a user who never verified"(s) {
+    await s.store.signup(PHONE, request(), who);
+    await s.store.saveChallenge("l", challenge(s, { purpose: "login" }));
+    const r = await s.store.redeem(PHONE, "login", POLICY, right, session(1), who);
+    assert.equal(r.kind, "no_challenge");
+    assert.equal(await userOf(s, 1), null);
   },
 
   async "a code request names the number's consumed challenge, so a used code is not resent"(s) {
     await verifiedUser(s);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "ok" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" });
     const c = challenge(s, { purpose: "login" });
     await s.store.saveChallenge("l", c);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "ok" }, "still live");
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "ok" }, "still live");
     await s.store.redeem(PHONE, "login", POLICY, right, session(2), who);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), {
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), {
       kind: "ok",
       spentChallengeId: c.requestId,
     });
@@ -216,11 +267,11 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
       { kind: "phone_change", userId: me },
       who,
     );
-    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, [], who), {
+    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, 3, who), {
       kind: "ok",
       spentChallengeId: p.requestId,
     });
-    assert.deepEqual(await s.store.admitPhoneChangeCode(PHONE, [], who), { kind: "ok" });
+    assert.deepEqual(await s.store.admitPhoneChangeCode(PHONE, 3, who), { kind: "ok" });
   },
 
   async "the right code verifies the user, consumes the code and opens a session"(s) {
@@ -283,7 +334,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal(asked, false);
   },
 
-  async "consecutive wrong codes across challenges lock the number for its lock time"(s) {
+  async "consecutive wrong codes across challenges lock the number for that address only"(s) {
     const policy = { ...POLICY, lockAfterFailures: 4 };
     await withChallenge(s);
     for (let i = 0; i < 3; i++) {
@@ -298,10 +349,64 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     if (locked.kind === "locked") {
       assert.ok(locked.retryAfterSeconds >= 599 && locked.retryAfterSeconds <= 600);
     }
-    await s.elapse(601);
-    await s.store.saveChallenge("after", challenge(s));
-    const ok = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
+    // A locked pair gets no new code either.
+    assert.equal((await s.store.signup(PHONE, request(), who)).kind, "locked");
+    // The user, from another address, is not locked out by those mistakes.
+    const ok = await s.store.redeem(PHONE, "signup", policy, right, session(2), elsewhere);
     assert.equal(ok.kind, "ok");
+    await s.store.saveChallenge("login", challenge(s, { purpose: "login", ageSeconds: -2 }));
+    assert.equal((await s.store.loginTarget(PHONE, 3, who)).kind, "locked");
+    assert.equal((await s.store.loginTarget(PHONE, 3, elsewhere)).kind, "ok");
+    await s.elapse(601);
+    assert.equal((await s.store.loginTarget(PHONE, 3, who)).kind, "ok");
+  },
+
+  async "IPv6 callers are one address per /64 for the lock"(s) {
+    const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 2 };
+    await withChallenge(s);
+    const a = { ...who, clientAddress: "2001:db8:1:2::1" };
+    const b = { ...who, clientAddress: "2001:db8:1:2:ffff::9" };
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), a);
+    const second = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), b);
+    assert.deepEqual(second, { kind: "wrong", remaining: 8, locked: true });
+    assert.equal(
+      (await s.store.redeem(PHONE, "signup", policy, right, session(1), a)).kind,
+      "locked",
+    );
+  },
+
+  async "wrong codes from every address together lock the number at the per-number ceiling"(s) {
+    const policy = {
+      ...POLICY,
+      maxAttempts: 100,
+      lockAfterFailures: 3,
+      numberLockAfterFailures: 5,
+    };
+    await withChallenge(s);
+    for (let i = 0; i < 4; i++) {
+      const from = { ...who, clientAddress: `198.51.100.${i + 1}` };
+      const r = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), from);
+      assert.deepEqual(r, { kind: "wrong", remaining: 99 - i, locked: false });
+    }
+    const fifth = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), elsewhere);
+    assert.deepEqual(fifth, { kind: "wrong", remaining: 95, locked: true });
+    assert.ok((await s.auditTrail()).includes("number_locked:600s:all"));
+    const r = await s.store.redeem(PHONE, "signup", policy, right, session(1), {
+      ...who,
+      clientAddress: "203.0.113.1",
+    });
+    assert.equal(r.kind, "locked");
+  },
+
+  async "failures age out after the failure window without any"(s) {
+    const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 3 };
+    await withChallenge(s);
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    await s.elapse(610);
+    await s.store.saveChallenge("aged", challenge(s));
+    const r = await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    assert.deepEqual(r, { kind: "wrong", remaining: 9, locked: false });
   },
 
   async "a right code resets the count of consecutive wrong ones"(s) {
@@ -313,16 +418,6 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     await s.store.saveChallenge("l2", challenge(s, { purpose: "login", ageSeconds: -1 }));
     const r = await s.store.redeem(PHONE, "login", policy, wrong, session(3), who);
     assert.deepEqual(r, { kind: "wrong", remaining: 9, locked: false });
-  },
-
-  async "code checks are charged before any lookup"(s) {
-    const policy = { ...POLICY, rules: [rule("check", 1, 60, "checks")] };
-    const first = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
-    assert.equal(first.kind, "no_challenge");
-    await withChallenge(s);
-    const r = await s.store.redeem(PHONE, "signup", policy, right, session(1), who);
-    assert.equal(r.kind, "limited");
-    assert.equal((await s.auditTrail()).at(-1), "code_checked:limited");
   },
 
   async "one code redeemed by concurrent callers opens exactly one session"(s) {
@@ -339,7 +434,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   },
 
   async "a challenge is stored once per message, and only a newer one replaces it"(s) {
-    await s.store.signup(PHONE, request(), [], who);
+    await s.store.signup(PHONE, request(), who);
     const current = challenge(s);
     assert.equal(await s.store.saveChallenge("a", current), "stored");
     assert.equal(await s.store.saveChallenge("a", challenge(s, { ageSeconds: -5 })), "duplicate");
@@ -451,8 +546,8 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   },
 
   async "each action enqueues its event once"(s) {
-    await s.store.signup(PHONE, request(), [], who);
-    await s.store.signup(PHONE, request(), [], who);
+    await s.store.signup(PHONE, request(), who);
+    await s.store.signup(PHONE, request(), who);
     assert.deepEqual(await s.events(), ["user.signed_up"]);
     await s.store.saveChallenge("c", challenge(s));
     await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
@@ -468,7 +563,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   async "a phone-change code moves the user to the new number, keeping sessions"(s) {
     await verifiedUser(s, PHONE, 1);
     const me = (await userOf(s, 1))!.id;
-    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, [], who), { kind: "ok" });
+    assert.deepEqual(await s.store.admitPhoneChangeCode(OTHER, 3, who), { kind: "ok" });
     await s.store.saveChallenge("p", challenge(s, { phone: OTHER, purpose: "phone_change" }));
     // Not a login code, and not a code anyone else can log in with.
     const login = await s.store.redeem(OTHER, "login", POLICY, right, session(5), who);
@@ -483,8 +578,8 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     );
     assert.deepEqual(r, { kind: "ok", userId: me, previousPhone: PHONE });
     assert.equal((await userOf(s, 1))?.phoneNumber, OTHER, "the session stays, on the new number");
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
-    assert.deepEqual(await s.store.admitLoginCode(OTHER, [], who), { kind: "ok" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(OTHER, 3, who), { kind: "ok" });
     assert.ok((await s.auditTrail()).includes("phone_changed:ok"));
     assert.equal((await s.events()).at(-1), "phone.changed");
   },
@@ -501,7 +596,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     );
     assert.equal((await userOf(s, 9))?.phoneNumber, OTHER);
     const THIRD = "+14155550125";
-    await s.store.signup(THIRD, request(), [], who);
+    await s.store.signup(THIRD, request(), who);
     await s.store.saveChallenge("q", challenge(s, { phone: THIRD, purpose: "phone_change" }));
     const r = await s.store.redeem(THIRD, "phone_change", POLICY, right, change, who);
     assert.equal(r.kind, "ok");
@@ -526,7 +621,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   },
 
   async "a login code of the account's number deletes it; the number can sign up anew"(s) {
-    await s.store.signup(PHONE, request(), [], who);
+    await s.store.signup(PHONE, request(), who);
     const signupId = crypto.randomUUID();
     const signupChallenge = { ...challenge(s), requestId: signupId };
     await s.store.saveChallenge(signupId, signupChallenge);
@@ -559,12 +654,12 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal(await userOf(s, 2), null);
     assert.ok(await userOf(s, 9));
     assert.deepEqual(await s.store.listSessions(me, 600), []);
-    assert.deepEqual(await s.store.admitLoginCode(PHONE, [], who), { kind: "not_verified" });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
     assert.equal(await s.store.deleteUser(me, "user", who), false);
     const trail = await s.auditTrail();
     assert.ok(trail.includes("user_deleted:user") && trail.includes("code_requested:signup"));
     assert.equal((await s.events()).at(-1), "user.deleted");
-    assert.deepEqual(await s.store.signup(PHONE, request(), [], who), { kind: "queued" });
+    assert.deepEqual(await s.store.signup(PHONE, request(), who), { kind: "queued" });
     assert.equal((await s.events()).at(-1), "user.signed_up");
     // otp-service may resend the old signup challenge, still live on its side.
     assert.equal(await s.store.saveChallenge(signupId, signupChallenge), "stored");
@@ -577,8 +672,32 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     await s.store.saveChallenge("old", challenge(s));
     await s.elapse(1000);
     await s.store.saveChallenge("new", challenge(s, { phone: OTHER }));
-    await s.store.sweep(500);
+    await s.store.sweep(SWEEP);
     assert.equal(await s.store.saveChallenge("old", challenge(s)), "stored");
     assert.equal(await s.store.saveChallenge("new", challenge(s, { phone: OTHER })), "duplicate");
   },
+
+  async "the sweep removes old audit rows and stale unverified users only"(s) {
+    await s.store.signup(PHONE, request(), who); // unverified, no challenge
+    await withChallenge(s, "signup", OTHER); // unverified, live challenge
+    await verifiedUser(s, "+14155550125", 3);
+    await s.elapse(2000);
+    await s.store.saveChallenge("live", challenge(s, { phone: OTHER, ageSeconds: -1 }));
+    await s.store.audit("code_requested", "recent", who);
+    await s.store.sweep(SWEEP);
+    assert.deepEqual(await s.auditTrail(), ["code_requested:recent"]);
+    // The stale user is gone: a code saved for it now has no one to verify.
+    await s.store.saveChallenge("stale", challenge(s, { ageSeconds: -2 }));
+    assert.equal(
+      (await s.store.redeem(PHONE, "signup", POLICY, right, session(8), who)).kind,
+      "no_challenge",
+    );
+    assert.equal(
+      (await s.store.redeem(OTHER, "signup", POLICY, right, session(9), who)).kind,
+      "ok",
+    );
+    assert.ok(await userOf(s, 3, { idleSeconds: 86_400, graceSeconds: 10 }), "verified users stay");
+  },
 };
+
+const SWEEP = { keepSeconds: 500, auditRetentionSeconds: 1500, unverifiedUserSeconds: 1500 };

@@ -13,10 +13,8 @@ import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { RunningService } from "../shared/service_runtime.ts";
 import { OTP_QUEUE } from "../shared/topology.ts";
 import type { OtpConfig } from "./config.ts";
-import { NO_PAIR_LOCKS } from "./issuer.ts";
 import { budgetGauges, ObservedIssuer } from "./observed.ts";
 import { instrumentedSms } from "./sms/instrumented.ts";
-import type { PairLocks } from "./issuer.ts";
 import { PgOtpStore } from "./pg_store.ts";
 import { internalTokenCheck, otpRoutes } from "./routes.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
@@ -30,8 +28,6 @@ export interface OtpDeps {
   logger: Logger;
   /** Defaults to config.bindAddress. */
   hostname?: string;
-  /** Where locks auth-service placed are read; none by default. */
-  pairLocks?: PairLocks;
   /** Backoff between provider calls; shorter only in tests. */
   retryBaseDelayMs?: number;
   /** Served at GET /metrics; telemetry records into it (built here when not given). */
@@ -89,7 +85,6 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
       retryBaseDelayMs: d.retryBaseDelayMs,
     },
     logger,
-    d.pairLocks ?? NO_PAIR_LOCKS,
   );
   broker.consume(
     OTP_QUEUE,

@@ -40,17 +40,6 @@ export interface IssuerSettings {
 }
 
 /**
- * Where otp-service learns that auth-service locked a number for an address after too
- * many wrong codes. auth-service refuses such a request before asking; this port lets
- * otp-service refuse it too, where the SMS leaves.
- */
-export interface PairLocks {
-  isLocked(phone: string, clientAddress: string): Promise<boolean>;
-}
-
-export const NO_PAIR_LOCKS: PairLocks = { isLocked: () => Promise.resolve(false) };
-
-/**
  * "sent": the provider accepted the code, now or earlier; "unconfirmed": a call timed
  * out or failed in a way that may still deliver, so the challenge is live and nothing
  * new is sent; "undeliverable": the provider refused for good; "destination": no SMS
@@ -61,7 +50,7 @@ export type IssueOutcome =
   | { kind: "unconfirmed" }
   | { kind: "undeliverable" }
   | { kind: "destination"; reason: SmsRefusal }
-  | { kind: "limited"; reason: LimitReason | "locked"; message: string; retryAfterSeconds: number };
+  | { kind: "limited"; reason: LimitReason; message: string; retryAfterSeconds: number };
 
 class Stop extends Error {
   constructor(readonly outcome: IssueOutcome) {
@@ -77,7 +66,6 @@ export class OtpIssuer {
     private readonly keys: { mac: HmacKey; code: HmacKey },
     private readonly settings: IssuerSettings,
     private readonly log: Logger,
-    private readonly locks: PairLocks = NO_PAIR_LOCKS,
   ) {}
 
   /**
@@ -97,15 +85,6 @@ export class OtpIssuer {
       log.warn("no SMS to this destination", { reason: refusal, country: phone.country });
       await this.store.audit("code_refused", refusal, req);
       return { kind: "destination", reason: refusal };
-    }
-    if (await this.locks.isLocked(req.phoneNumber, req.clientAddress)) {
-      await this.store.audit("code_refused", "locked", req);
-      return {
-        kind: "limited",
-        reason: "locked",
-        message: "too many wrong codes for this number; it is locked for now",
-        retryAfterSeconds: this.settings.sending.hourSeconds,
-      };
     }
     let state = await this.store.find(req.requestId);
     let refund: (() => Promise<void>) | undefined;

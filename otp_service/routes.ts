@@ -12,15 +12,8 @@ import {
   unavailable,
 } from "../shared/errors.ts";
 import { cleanText, isUuid, OtpPurpose, purposeName } from "../shared/messages.ts";
-import { parsePhone } from "../shared/phone.ts";
+import { parsePhone, SMS_REFUSAL_MESSAGES } from "../shared/phone.ts";
 import type { OtpIssuer } from "./issuer.ts";
-import type { SmsRefusal } from "../shared/phone.ts";
-
-const DESTINATION_REFUSED: Record<SmsRefusal, string> = {
-  no_country: "codes are not sent to numbers outside any country",
-  country_not_allowed: "SMS to this country is not enabled",
-  number_type_not_allowed: "codes are only sent to mobile numbers",
-};
 
 /**
  * The internal API token check. The server runs it on the headers before it reads a
@@ -64,7 +57,7 @@ export function otpRoutes(issuer: OtpIssuer, authorize: Authorize) {
           case "undeliverable":
             throw invalidArgument("an SMS cannot be delivered to this number");
           case "destination":
-            throw permissionDenied(DESTINATION_REFUSED[outcome.reason]);
+            throw permissionDenied(SMS_REFUSAL_MESSAGES[outcome.reason]);
           case "limited":
             throw resourceExhausted(outcome.message, outcome.retryAfterSeconds);
           case "unconfirmed":

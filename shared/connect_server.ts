@@ -21,6 +21,8 @@ import { corsPolicy } from "./http/cors.ts";
 import { fastPathLength, recordingRouter, serveFast } from "./http/fast_unary.ts";
 import type { FastMethod, RequestGate, UnaryReply } from "./http/fast_unary.ts";
 import { frameworkRequestError, grpcUnsupported, malformedRequest } from "./http/request_faults.ts";
+import { resolveClientAddress } from "./ip.ts";
+import type { Cidr } from "./ip.ts";
 import type { Logger } from "./log.ts";
 
 /** The caller's address as the service sees it (socket, or trusted forwarded header). */
@@ -49,8 +51,8 @@ export interface ServeOptions {
   logger: Logger;
   routes: (router: ConnectRouter) => void;
   health: HealthChecks;
-  /** Number of reverse proxies in front whose X-Forwarded-For entries we trust. */
-  trustedProxyHops?: number;
+  /** Reverse proxies whose X-Forwarded-For entries name the client; empty trusts none. */
+  trustedProxies?: readonly Cidr[];
   /** Largest accepted request body. */
   readMaxBytes?: number;
   /** Exact origins browsers may call from; empty sends no CORS header at all. */
@@ -112,13 +114,13 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
   o.routes(recordingRouter(router, options, fast, gated));
   if (o.fastPath === false) fast.clear();
   const table = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
-  const hops = o.trustedProxyHops ?? 0;
+  const proxies = o.trustedProxies ?? [];
   const cors = corsPolicy(o.corsAllowedOrigins ?? []);
   const plain = new Map(Object.entries(o.plainRoutes ?? {}));
   const served = { fast: 0, connectEs: 0 };
 
   const contextValues = (req: Request, info: Deno.ServeHandlerInfo): ContextValues =>
-    new RequestValues(clientAddress(req, info, hops), req.headers.get("x-request-id"));
+    new RequestValues(clientAddress(req, info, proxies), req.headers.get("x-request-id"));
 
   const serve = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response | Final> => {
     const url = req.url;
@@ -297,14 +299,17 @@ async function serveOther(
   return new Response("not found", { status: 404 });
 }
 
-function clientAddress(req: Request, info: Deno.ServeHandlerInfo, hops: number): string {
+function clientAddress(
+  req: Request,
+  info: Deno.ServeHandlerInfo,
+  proxies: readonly Cidr[],
+): string {
   const socket = (info.remoteAddr as Deno.NetAddr).hostname ?? "";
-  if (hops <= 0) return socket;
-  const forwarded = req.headers.get("x-forwarded-for");
-  if (!forwarded) return socket;
-  const chain = forwarded.split(",").map((s) => s.trim()).filter(Boolean);
-  // Each trusted proxy appends the address it saw; entries left of those are client-made.
-  return chain[Math.max(0, chain.length - hops)] ?? socket;
+  return resolveClientAddress(
+    socket,
+    proxies.length ? req.headers.get("x-forwarded-for") : null,
+    proxies,
+  );
 }
 
 /**

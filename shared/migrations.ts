@@ -30,6 +30,21 @@ export async function readMigrations(dir: URL): Promise<Migration[]> {
   return out;
 }
 
+/** Replaces each line `-- include: NAME` with `includes[NAME]` (SQL both services install). */
+export function expandIncludes(
+  migrations: Migration[],
+  includes: Record<string, string> = {},
+): Migration[] {
+  return migrations.map((m) => ({
+    ...m,
+    sql: m.sql.replace(/^-- include: ([a-z0-9_]+)$/gm, (_, name: string) => {
+      const text = includes[name];
+      if (text === undefined) throw new Error(`migration ${m.version} includes unknown ${name}`);
+      return text;
+    }),
+  }));
+}
+
 /**
  * Applies pending migrations in one transaction under an advisory lock, so replicas
  * starting together apply each migration exactly once.
@@ -42,7 +57,10 @@ export async function migrate(
 ): Promise<void> {
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${"migrations:" + schema}))`;
-    await tx.unsafe(`create schema if not exists ${schema}`);
+    // Created only when missing: a service role that owns its schema (and may not create
+    // schemas in the database) can still migrate it.
+    const [exists] = await tx`select 1 from pg_namespace where nspname = ${schema}`;
+    if (!exists) await tx.unsafe(`create schema ${schema}`);
     await tx.unsafe(`create table if not exists ${schema}.schema_migrations (
       version integer primary key,
       name text not null,

@@ -66,6 +66,13 @@ export interface SmsDestinationPolicy {
 /** Why no SMS may go to this number, as a stable reason; null when one may. */
 export type SmsRefusal = "no_country" | "country_not_allowed" | "number_type_not_allowed";
 
+/** What a client is told for each refusal; both services say the same. */
+export const SMS_REFUSAL_MESSAGES: Record<SmsRefusal, string> = {
+  no_country: "codes are not sent to numbers outside any country",
+  country_not_allowed: "SMS to this country is not enabled",
+  number_type_not_allowed: "codes are only sent to mobile numbers",
+};
+
 /**
  * Checked before anything is sent: premium-rate, shared-cost, satellite and other
  * numbers that bill the sender or belong to no country never get a code.

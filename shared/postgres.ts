@@ -6,6 +6,7 @@
 // @ts-types="npm:postgres@3.4.9"
 import postgres from "postgres";
 import { backoff } from "./async.ts";
+import { ConfigError } from "./config.ts";
 import { isDatabaseUnavailable } from "./postgres_errors.ts";
 
 export type Sql = postgres.Sql;
@@ -23,7 +24,6 @@ export interface PoolOptions {
 export function createPool(o: PoolOptions): Sql {
   guardStrayDriverRejections();
   const u = new URL(o.url);
-  const params = Object.fromEntries(u.searchParams);
   return postgres({
     host: u.hostname || "127.0.0.1",
     port: Number(u.port || 5432),
@@ -32,7 +32,7 @@ export function createPool(o: PoolOptions): Sql {
     pass: () => decodeURIComponent(u.password),
     database: decodeURIComponent(u.pathname.slice(1) || "postgres"),
     max: o.max ?? 10,
-    ssl: sslFrom(params["sslmode"]),
+    ssl: sslOptions(o.url),
     sslnegotiation: null,
     idle_timeout: 60,
     connect_timeout: o.connectTimeoutSeconds ?? 5,
@@ -78,16 +78,54 @@ function guardStrayDriverRejections(): void {
   });
 }
 
-function sslFrom(mode: string | undefined): boolean | "require" | "prefer" | "verify-full" {
+type Ssl = false | "prefer" | "require" | {
+  rejectUnauthorized: true;
+  ca?: string;
+  checkServerIdentity?: () => undefined;
+};
+
+/**
+ * The TLS settings of a DATABASE_URL's sslmode, as libpq means them: verify-ca checks
+ * the server's certificate chain (against sslrootcert, or the system's roots), and
+ * verify-full its host name too. Anything it cannot honour stops the service.
+ */
+export function sslOptions(url: string): Ssl {
+  const params = new URL(url).searchParams;
+  const mode = params.get("sslmode");
   switch (mode) {
-    case undefined:
+    case null:
     case "disable":
       return false;
-    case "require":
+    case "allow":
     case "prefer":
-    case "verify-full":
-      return mode;
-    default:
+      return "prefer";
+    case "require":
       return "require";
+    case "verify-ca":
+    case "verify-full": {
+      const root = params.get("sslrootcert");
+      let ca: string | undefined;
+      if (root !== null && root !== "system") {
+        try {
+          ca = Deno.readTextFileSync(root);
+        } catch (err) {
+          throw new ConfigError(
+            "DATABASE_URL",
+            `sslrootcert ${root} cannot be read (${(err as Error).name})`,
+          );
+        }
+      }
+      return {
+        rejectUnauthorized: true,
+        ...(ca === undefined ? {} : { ca }),
+        // verify-ca trusts any name on a certificate the root signed.
+        ...(mode === "verify-ca" ? { checkServerIdentity: () => undefined } : {}),
+      };
+    }
+    default:
+      throw new ConfigError(
+        "DATABASE_URL",
+        `sslmode must be disable, allow, prefer, require, verify-ca or verify-full; got "${mode}"`,
+      );
   }
 }

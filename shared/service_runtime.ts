@@ -5,10 +5,11 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { Broker } from "./bus.ts";
 import { serveConnect } from "./connect_server.ts";
 import type { Authorize, PlainRoute } from "./connect_server.ts";
+import type { Cidr } from "./ip.ts";
 import { retryUntil, withTimeout } from "./async.ts";
 import type { Logger } from "./log.ts";
 import { OutboxRelay } from "./outbox.ts";
-import { migrate, migrationsApplied, readMigrations } from "./migrations.ts";
+import { expandIncludes, migrate, migrationsApplied, readMigrations } from "./migrations.ts";
 import type { Sql } from "./postgres.ts";
 import { isDatabaseUnavailable } from "./postgres_errors.ts";
 import { Metrics, rpcMetrics } from "./metrics.ts";
@@ -37,7 +38,7 @@ export interface Runtime {
 export interface ServeParts {
   hostname?: string;
   port: number;
-  trustedProxyHops?: number;
+  trustedProxies?: readonly Cidr[];
   routes: (router: ConnectRouter) => void;
   /** Exact origins browsers may call from (none: no CORS headers). */
   corsAllowedOrigins?: readonly string[];
@@ -67,14 +68,7 @@ const HTTP_DRAIN_MS = 8_000;
 
 export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const { sql, broker, logger, schema } = o;
-  const migrations = (await readMigrations(o.migrationsDir)).map((m) => ({
-    ...m,
-    sql: m.sql.replace(/^-- include: ([a-z0-9_]+)$/gm, (_, name: string) => {
-      const text = o.includes?.[name];
-      if (text === undefined) throw new Error(`migration ${m.version} includes unknown ${name}`);
-      return text;
-    }),
-  }));
+  const migrations = expandIncludes(await readMigrations(o.migrationsDir), o.includes);
   await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
   const relay = new OutboxRelay({ sql, schema, broker, logger });
   const metrics = o.metrics ?? new Metrics();
@@ -94,7 +88,7 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
         port: p.port,
         logger,
         routes: p.routes,
-        trustedProxyHops: p.trustedProxyHops,
+        trustedProxies: p.trustedProxies,
         errors: { isDatabaseUnavailable },
         corsAllowedOrigins: p.corsAllowedOrigins,
         plainRoutes: { ...p.plainRoutes, "/metrics": () => metrics.response() },

@@ -46,7 +46,7 @@ export async function onFreshStack(
   scenario: (stack: Stack, services: Service[]) => Promise<void>,
   o: FreshStackOptions = {},
 ): Promise<void> {
-  const env = { TRUSTED_PROXY_HOPS: "1", ...o.env };
+  const env = { TRUSTED_PROXIES: "127.0.0.1/32,::1/128", ...o.env };
   const stack = await startStack({
     authEnv: env,
     otpEnv: { ...env, ...o.otpEnv },

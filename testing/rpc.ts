@@ -52,7 +52,7 @@ export const GET_PROFILE = "auth.v1.AuthService/GetProfile";
 let addressCounter = 0;
 /**
  * Headers that give each simulated client its own address (honoured because the
- * fault stacks run auth-service with TRUSTED_PROXY_HOPS=1), so per-client caps do not
+ * fault stacks run auth-service with TRUSTED_PROXIES naming loopback), so per-client caps do not
  * mistake a test's many users for one abusive client.
  */
 export function clientHeaders(extra: Record<string, string> = {}): Record<string, string> {

@@ -57,12 +57,14 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     ...o.otpEnv,
   };
   // Every test client is 127.0.0.1: per-address caps are raised unless a test sets them.
+  // auth-service applies the same per-country cap, so it is raised here too.
   const authEnv: Record<string, string> = {
     ...base,
     AUTH_PORT: "0",
     JWT_SIGNING_KEY: await generateDevSigningKey(),
     ADDRESS_SEND_LIMIT: "1000000",
     ADDRESS_CHECK_LIMIT: "1000000",
+    COUNTRY_HOURLY_LIMIT: "1000000",
     ...o.authEnv,
   };
   for (const env of [otpEnv, authEnv]) if (!env.DENO_DIR) delete env.DENO_DIR;

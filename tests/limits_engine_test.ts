@@ -179,3 +179,20 @@ Deno.test("the PL/pgSQL limit_slots returns exactly what the first version retur
     { numRuns: 300 },
   );
 });
+
+Deno.test("with asynchronous commits a count stays exact under concurrency", async () => {
+  const fast = new LimitsEngine(sql, "lt", { asyncCommit: true });
+  const r = rule("address", fresh(), 5, 600);
+  const results = await Promise.all(Array.from({ length: 50 }, () => fast.admit([r])));
+  assert.equal(results.filter((a) => a.admitted).length, 5);
+  // On one connection: the setting ends with the admitting statement.
+  const one = await sql.reserve();
+  try {
+    await new LimitsEngine(one as unknown as typeof sql, "lt", { asyncCommit: true })
+      .admit([rule("address", fresh(), 5, 600)]);
+    const [c] = await one`select current_setting('synchronous_commit') as v`;
+    assert.equal(c!.v, "on");
+  } finally {
+    one.release();
+  }
+});

@@ -40,10 +40,24 @@ export class LimitsEngine implements Limits {
   private readonly refundSql: string;
   private readonly sweepSql: string;
 
-  constructor(private readonly sql: Sql, schema: string) {
+  constructor(
+    private readonly sql: Sql,
+    schema: string,
+    o: {
+      /**
+       * Commit admissions without waiting for the WAL flush, so a hot key's row lock is
+       * held only while the statement runs. A crash may then forget the last fraction of
+       * a second of counted events: fine for per-address and per-number caps, not for
+       * a budget that must hold exactly.
+       */
+      asyncCommit?: boolean;
+    } = {},
+  ) {
     if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+    // set_config(..., true) lasts for this statement's own transaction.
+    const from = o.asyncCommit ? `(select set_config('synchronous_commit', 'off', true)) s, ` : "";
     this.admitSql = `select admitted, rule, retry_after, at
-      from ${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
+      from ${from}${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
     this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
     this.sweepSql = `with c as (delete from ${schema}.limit_counters
       where updated_at < now() - make_interval(secs => slot_seconds * 62))

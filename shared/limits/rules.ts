@@ -1,5 +1,6 @@
 // Every limit either service applies, with its stable machine-readable reason and the
 // text the client sees, written once. The reasons are those the metrics and audit use.
+import { addressKey } from "../ip.ts";
 import type { SEND_REFUSAL_REASONS } from "../metric_names.ts";
 
 export const REASONS = {
@@ -11,6 +12,7 @@ export const REASONS = {
   country_velocity: "too many codes to this country this hour; try again later",
   prefix_velocity: "too many codes to numbers like this one this hour; try again later",
   budget: "the hourly SMS budget is spent; try again later",
+  address: "too many requests from this address; try again later",
 } as const satisfies Partial<Record<typeof SEND_REFUSAL_REASONS[number], string>>;
 
 export type LimitReason = keyof typeof REASONS;
@@ -50,7 +52,10 @@ export interface SendPolicy {
 export interface SendSubject {
   phone: string;
   purpose: string;
-  /** Canonical client address; empty when unknown (then all such requests share one). */
+  /**
+   * Canonical client address, counted as shared/ip.ts's addressKey (IPv6 per /64);
+   * empty when unknown (then all such requests share one).
+   */
   clientAddress: string;
   /** ISO 3166 alpha-2. */
   country: string;
@@ -67,7 +72,7 @@ export function numberPrefix(e164: string): string {
  */
 export function sendRules(s: SendSubject, p: SendPolicy, grace = 0): Rule[] {
   const w = (seconds: number) => Math.max(1, seconds - grace * Math.min(5, seconds * 0.1));
-  const pair = `${s.phone}|${s.clientAddress || "-"}`;
+  const pair = `${s.phone}|${addressKey(s.clientAddress)}`;
   const rules = [
     rule("pair_hourly", pair, p.pairPerHour, w(p.hourSeconds)),
     rule("pair_daily", pair, p.pairPerDay, w(p.daySeconds)),

@@ -20,7 +20,10 @@ export function startFuzzStack(): Promise<Stack> {
   return startStack({
     // X-Forwarded-For spreads the fuzz over many client addresses, so per-client limits
     // (if any) do not starve the checks that follow.
-    authEnv: { TRUSTED_PROXY_HOPS: "1", AMQP_DELIVERY_LIMIT: String(DELIVERY_LIMIT) },
+    authEnv: {
+      TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
+      AMQP_DELIVERY_LIMIT: String(DELIVERY_LIMIT),
+    },
     otpEnv: { AMQP_DELIVERY_LIMIT: String(DELIVERY_LIMIT) },
   });
 }

@@ -1,0 +1,13 @@
+// The audit trail's insert, shared by the store, the session statements and the admin
+// store so every row carries the caller's request ids the same way.
+import type { Sql, TxSql } from "../shared/postgres.ts";
+import type { AuditContext } from "./ports.ts";
+
+/** Appends one audit row, inside the caller's transaction if any. */
+export function insertAudit(sql: Sql | TxSql, event: string, outcome: string, a: AuditContext) {
+  return sql`
+    insert into auth.audit_events
+      (event, phone_number, client_address, outcome, request_id, client_request_id)
+    values (${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome},
+            ${a.requestId || null}, ${a.clientRequestId || null})`;
+}
