@@ -39,7 +39,12 @@ export class PgOtpStore implements OtpStore {
         values (${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
                 date_trunc('second', now()) + make_interval(secs => ${ttlSeconds}))
         on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
-          issued_at = excluded.issued_at, expires_at = excluded.expires_at
+          -- Strictly later than the challenge it replaces, even within one second: a
+          -- spent challenge may be unconsumed (its tries used up), and auth-service keeps
+          -- only a newer challenge than an unconsumed one it holds.
+          issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
+          expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
+            + make_interval(secs => ${ttlSeconds})
         where otp.challenges.expires_at <= now()
            or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
         returning challenge_id, issued_at, expires_at
