@@ -52,12 +52,9 @@ export function codeName(code: Code): string {
   return Code[code].replace(/[A-Z]/g, (c, i: number) => (i ? "_" : "") + c.toLowerCase());
 }
 
-export function isUnauthenticated(err: unknown): boolean {
-  return err instanceof ConnectError && err.code === Code.Unauthenticated;
-}
-
-export function isUnimplemented(err: unknown): boolean {
-  return err instanceof ConnectError && err.code === Code.Unimplemented;
+/** Whether `err` is a Connect error with this code. */
+export function hasCode(err: unknown, code: Code): boolean {
+  return err instanceof ConnectError && err.code === code;
 }
 
 /** One line for the error region: the Connect code, the server's message, and a hint. */

@@ -3,14 +3,8 @@
 // Text from the server is only ever set with textContent: a session's user agent is
 // whatever another client sent, and must never become markup.
 import type { Session } from "../../../shared/gen/auth/v1/auth_pb.ts";
-import {
-  authClient,
-  bearer,
-  describeError,
-  isUnauthenticated,
-  isUnimplemented,
-  sessionStore,
-} from "./api.ts";
+import { Code } from "@connectrpc/connect";
+import { authClient, bearer, describeError, hasCode, sessionStore } from "./api.ts";
 import type { StoredSession } from "./api.ts";
 
 const auth = authClient();
@@ -104,6 +98,9 @@ $<HTMLFormElement>("phone-form").addEventListener("submit", (e) => {
     $("code-phone").textContent = phoneNumber;
     otpInput.value = "";
     show("code", otpInput);
+  }, (err) => {
+    fail(err);
+    if (hasCode(err, Code.AlreadyExists)) error.textContent += " Use Log in instead.";
   });
 });
 
@@ -161,7 +158,7 @@ async function loadSessions(s: StoredSession): Promise<void> {
     body.replaceChildren(...sessions.map(sessionRow));
   } catch (err) {
     // An older auth-service without session listing still serves the rest of the page.
-    if (!isUnimplemented(err)) throw err;
+    if (!hasCode(err, Code.Unimplemented)) throw err;
     body.replaceChildren();
     const row = body.insertRow();
     const cell = row.insertCell();
@@ -231,16 +228,21 @@ function showAccessToken(token: string, expiresIn: number): void {
 /** A call from the account view failed: say so, and leave the view if the session is gone. */
 async function accountError(err: unknown): Promise<void> {
   fail(err);
-  if (!isUnauthenticated(err)) return;
   // A wrong code is `unauthenticated` too; only a dead session ends the view.
-  const s = sessionStore.load();
-  try {
-    if (s) return void await auth.getProfile({ phoneNumber: s.phoneNumber }, bearer(s));
-  } catch (again) {
-    if (!isUnauthenticated(again)) return;
-  }
+  if (!hasCode(err, Code.Unauthenticated) || await sessionAlive()) return;
   signedOut();
   fail("Your session has ended (revoked, expired or idle). Log in again.");
+}
+
+async function sessionAlive(): Promise<boolean> {
+  const s = sessionStore.load();
+  if (!s) return false;
+  try {
+    await auth.getProfile({ phoneNumber: s.phoneNumber }, bearer(s));
+    return true;
+  } catch (err) {
+    return !hasCode(err, Code.Unauthenticated);
+  }
 }
 
 function signedOut(message = ""): void {
@@ -357,7 +359,9 @@ $("delete-cancel").addEventListener("click", () => {
 const saved = sessionStore.load();
 if (saved) {
   busy($("start-view"), () => openAccount(saved), (err) => {
-    if (isUnauthenticated(err)) return signedOut("Your previous session has ended. Log in again.");
+    if (hasCode(err, Code.Unauthenticated)) {
+      return signedOut("Your previous session has ended. Log in again.");
+    }
     fail(err);
   });
 } else {
