@@ -27,7 +27,7 @@ const { chromium } = await import("playwright-core");
 const ROOT = new URL("../", import.meta.url);
 const CHROMIUM = "/usr/bin/chromium";
 
-Deno.test("the try-it page: sign up, profile, refused calls shown with their Connect code, log out, log in again", async () => {
+Deno.test("the try-it page: sign up, profile, refused calls shown with their Connect code and reason, log out, log in again", async () => {
   await withPage(async ({ open, step, codeAfter, mark }) => {
     const phone = randomPhone();
     const laptop = await open();
@@ -56,10 +56,10 @@ Deno.test("the try-it page: sign up, profile, refused calls shown with their Con
     });
 
     const tablet = await open();
-    await step(tablet, "refused calls show their Connect code and message", async () => {
+    await step(tablet, "refused calls show their Connect code, reason and message", async () => {
       await fillPhone(tablet, phone);
       await tablet.getByRole("button", { name: "Sign up" }).click();
-      assert.match(await shownError(tablet), /^already_exists: /);
+      assert.match(await shownError(tablet), /^already_exists \(ALREADY_REGISTERED\): /);
 
       await fillPhone(tablet, randomPhone());
       await tablet.getByRole("button", { name: "Log in" }).click();
@@ -67,7 +67,7 @@ Deno.test("the try-it page: sign up, profile, refused calls shown with their Con
 
       await fillPhone(tablet, "+1 555");
       await tablet.getByRole("button", { name: "Log in" }).click();
-      assert.match(await shownError(tablet), /^invalid_argument: /);
+      assert.match(await shownError(tablet), /^invalid_argument \(PHONE_INVALID\): /);
 
       const at = mark();
       await fillPhone(tablet, phone);
@@ -75,7 +75,7 @@ Deno.test("the try-it page: sign up, profile, refused calls shown with their Con
       await until(tablet, "#code-view");
       const code = await codeAfter(at, phone);
       await enterCode(tablet, "#otp", code === "000000" ? "111111" : "000000", "Continue");
-      assert.match(await shownError(tablet), /^unauthenticated: /);
+      assert.match(await shownError(tablet), /^unauthenticated \(CODE_INVALID\): /);
       await enterCode(tablet, "#otp", code, "Continue");
       await until(tablet, "#account-view");
       assert.equal(await tablet.locator("#error").isVisible(), false, "the error is cleared");

@@ -4,6 +4,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { CallOptions, Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../../../shared/gen/auth/v1/auth_pb.ts";
+import { ErrorInfoSchema } from "../../../shared/gen/google/rpc/error_details_pb.ts";
 
 export type Auth = Client<typeof AuthService>;
 
@@ -57,10 +58,19 @@ export function hasCode(err: unknown, code: Code): boolean {
   return err instanceof ConnectError && err.code === code;
 }
 
-/** One line for the error region: the Connect code, the server's message, and a hint. */
+/** The machine-readable reason auth-service puts in an ErrorInfo detail, if any. */
+export function reasonOf(err: ConnectError): string | undefined {
+  return err.findDetails(ErrorInfoSchema)[0]?.reason || undefined;
+}
+
+/**
+ * One line for the error region: the Connect code, the reason a program would branch
+ * on, the server's message, and a hint: `already_exists (ALREADY_REGISTERED): …`.
+ */
 export function describeError(err: unknown): string {
   const e = ConnectError.from(err);
-  let text = `${codeName(e.code)}: ${e.rawMessage || "no message"}`;
+  const reason = reasonOf(e);
+  let text = `${codeName(e.code)}${reason ? ` (${reason})` : ""}: ${e.rawMessage || "no message"}`;
   const retry = e.metadata.get("retry-after");
   if (e.code === Code.ResourceExhausted && retry && !text.includes("retry in")) {
     text += ` (retry in ${retry}s)`;

@@ -98,9 +98,6 @@ $<HTMLFormElement>("phone-form").addEventListener("submit", (e) => {
     $("code-phone").textContent = phoneNumber;
     otpInput.value = "";
     show("code", otpInput);
-  }, (err) => {
-    fail(err);
-    if (hasCode(err, Code.AlreadyExists)) error.textContent += " Use Log in instead.";
   });
 });
 
