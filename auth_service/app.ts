@@ -1,6 +1,7 @@
 // Assembles auth-service from already-built adapters. main.ts (production) and the
 // dev launcher call this with their own adapters.
 import type { Broker } from "../shared/bus.ts";
+import type { PlainRoute } from "../shared/connect_server.ts";
 import { HmacKey } from "../shared/crypto.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
@@ -32,6 +33,8 @@ export interface AuthDeps {
   /** Served at GET /metrics; telemetry records into it (built here when not given). */
   metrics?: Metrics;
   telemetry?: Telemetry;
+  /** Extra GET routes by exact path; only the dev launcher passes any (the try-it page). */
+  plainRoutes?: Record<string, PlainRoute>;
 }
 
 export type RunningAuth = RunningService;
@@ -73,7 +76,8 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
       admin(router);
     },
     services: [AuthService, AdminService],
-    plainRoutes: { [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
+    // The key set is always served; the launcher's routes cannot replace it.
+    plainRoutes: { ...d.plainRoutes, [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
     trustedProxyHops: config.trustedProxyHops,
     corsAllowedOrigins: config.corsAllowedOrigins,
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.

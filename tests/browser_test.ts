@@ -8,8 +8,7 @@ import type { Browser, Page } from "playwright-core";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
 import { Service, taskArgs } from "../testing/processes.ts";
 import { codeInConsoleLine } from "../testing/sms_codes.ts";
-import { randomPhone } from "../testing/stack.ts";
-import { webRoutes } from "../dev/web/assets.ts";
+import { randomPhone, startStack } from "../testing/stack.ts";
 
 // Node's fs.existsSync never throws. Deno's throws NotCapable for the /proc/sys paths it
 // guards even under --allow-read, and playwright-core probes one of them when it loads
@@ -103,6 +102,19 @@ Deno.test("the try-it page: sign up, profile, refused calls shown with their Con
   });
 });
 
+Deno.test("auth-service on its own serves no page: only the dev launcher adds it", async () => {
+  const stack = await startStack();
+  try {
+    for (const path of ["/", "/app.js", "/style.css"]) {
+      const res = await fetch(`${stack.authUrl}${path}`);
+      await res.body?.cancel();
+      assert.equal(res.status, 404, path);
+    }
+  } finally {
+    await stack.stop();
+  }
+});
+
 interface Journey {
   /** A new browser context: a separate device with its own sessionStorage. */
   open(): Promise<Page>;
@@ -117,16 +129,14 @@ async function withPage(body: (j: Journey) => Promise<void>): Promise<void> {
   const dataDir = `.dev/test-${crypto.randomUUID()}`;
   const dev = new Service("dev", await taskArgs("dev"), devEnv(dataDir));
   let browser: Browser | undefined;
-  let site: Deno.HttpServer | undefined;
   let current = "start deno task dev and Chromium";
   let shot = 0;
   const pages: Page[] = [];
   const pageErrors: string[] = [];
   try {
-    const banner = await dev.waitForLine((l) => l.includes("auth-service  http://"), 60_000);
-    const authUrl = /(http:\/\/127\.0\.0\.1:\d+)/.exec(banner)![1]!;
-    site = serveSameOrigin(authUrl);
-    const origin = `http://127.0.0.1:${(site.addr as Deno.NetAddr).port}`;
+    // The banner names the page; the newcomer opens exactly that URL.
+    const banner = await dev.waitForLine((l) => l.includes("try it        http://"), 60_000);
+    const pageUrl = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(banner)![1]!;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -138,7 +148,8 @@ async function withPage(body: (j: Journey) => Promise<void>): Promise<void> {
         page.setDefaultTimeout(15_000);
         page.on("pageerror", (e) => pageErrors.push(e.message));
         pages.push(page);
-        await page.goto(origin);
+        const res = await page.goto(pageUrl);
+        assert.match(res?.headers()["content-security-policy"] ?? "", /script-src 'self'/);
         return page;
       },
       async step(page, name, run) {
@@ -167,7 +178,6 @@ async function withPage(body: (j: Journey) => Promise<void>): Promise<void> {
     );
   } finally {
     await browser?.close();
-    await site?.shutdown();
     dev.signal("SIGKILL");
     await dev.exited;
     await Deno.remove(new URL(dataDir, ROOT), { recursive: true }).catch(() => {});
@@ -190,25 +200,6 @@ function devEnv(dataDir: string): Record<string, string> {
   const denoDir = Deno.env.get("DENO_DIR");
   if (denoDir) env.DENO_DIR = denoDir;
   return env;
-}
-
-/**
- * Serves the page and forwards everything else to auth-service, so the page and the
- * API share one origin as they do when the dev launcher serves the page itself.
- */
-function serveSameOrigin(authUrl: string): Deno.HttpServer {
-  const routes = webRoutes();
-  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const url = new URL(req.url);
-    const route = req.method === "GET" ? routes[url.pathname] : undefined;
-    if (route) return route();
-    const upstream = await fetch(`${authUrl}${url.pathname}${url.search}`, {
-      method: req.method,
-      headers: req.headers,
-      body: req.body,
-    });
-    return new Response(upstream.body, { status: upstream.status, headers: upstream.headers });
-  });
 }
 
 /**
