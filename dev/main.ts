@@ -128,7 +128,7 @@ await runMain(async () => {
     "",
     bold("phone auth is running (development mode)"),
     `  auth-service  ${a}`,
-    `  try it        ${bold(`${a}/`)}  (open in a browser: sign up, log in, sessions, …)`,
+    `  try it        ${bold(`${a}/`)}  (open it in a browser)`,
     `  otp-service   http://127.0.0.1:${otp.port}`,
     `  database      ${pg ? `embedded PGlite in ${dataDir}` : "DATABASE_URL"}`,
     `  broker        ${realAmqp ? "AMQP_URL" : "in-process (not durable; dev only)"}`,
