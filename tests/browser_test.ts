@@ -173,7 +173,7 @@ async function withPage(body: (j: Journey) => Promise<void>): Promise<void> {
     throw new Error(
       `browser journey failed at "${current}"${shots}\npage errors: ${
         pageErrors.join("; ") || "none"
-      }`,
+      }\nlast lines of deno task dev:\n${dev.lines.slice(-30).join("\n")}`,
       { cause: err },
     );
   } finally {
