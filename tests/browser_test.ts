@@ -26,7 +26,7 @@ const { chromium } = await import("playwright-core");
 const ROOT = new URL("../", import.meta.url);
 const CHROMIUM = "/usr/bin/chromium";
 
-Deno.test("the try-it page: sign up, profile, refused calls shown with their Connect code and reason, log out, log in again", async () => {
+Deno.test("the try-it page: the whole journey from sign-up to account deletion, refused calls shown with their Connect code and reason", async () => {
   await withPage(async ({ open, step, codeAfter, mark }) => {
     const phone = randomPhone();
     const laptop = await open();
@@ -99,6 +99,87 @@ Deno.test("the try-it page: sign up, profile, refused calls shown with their Con
       assert.equal(await status(laptop), "You are logged in.");
       assert.equal(await laptop.locator("#profile-phone").innerText(), phone);
     });
+
+    await step(
+      laptop,
+      "the sessions show this device and the other; revoking it signs it out",
+      async () => {
+        await rows(laptop, 2);
+        assert.match(await laptop.locator("#sessions-body tr.current").innerText(), /This device/);
+        const other = laptop.locator("#sessions-body tr:not(.current)");
+        await other.getByRole("button", { name: /^Revoke/ }).click();
+        await laptop.getByText("Session revoked.").waitFor();
+        await rows(laptop, 1);
+        await tablet.reload();
+        await until(tablet, "#start-view");
+        assert.match(
+          await status(tablet),
+          /session has ended/i,
+          "the revoked device is signed out",
+        );
+      },
+    );
+
+    await step(
+      laptop,
+      "refresh the session: new access token claims, the rotated token works",
+      async () => {
+        await laptop.getByRole("button", { name: "Refresh session" }).click();
+        await laptop.getByText(/rotated/).waitFor();
+        await laptop.getByText("Access token (JWT)").click();
+        const claims = JSON.parse(await laptop.locator("#access-claims").innerText());
+        assert.equal(claims.phone_number, phone);
+        assert.equal(typeof claims.sid, "string");
+        assert.ok(claims.exp > Date.now() / 1000, "the access token has not expired");
+        // The page now holds only the rotated token: a reload signs in with it.
+        await laptop.reload();
+        await until(laptop, "#account-view");
+        assert.equal(await laptop.locator("#profile-phone").innerText(), phone);
+        await rows(laptop, 1);
+      },
+    );
+
+    const newPhone = randomPhone();
+    await step(laptop, "change the number with a code sent to the new one", async () => {
+      const at = mark();
+      await laptop.getByLabel("New phone number").fill(newPhone);
+      await laptop.getByRole("button", { name: "Send code to the new number" }).click();
+      await laptop.locator("#change-otp:visible").waitFor();
+      await enterCode(laptop, "#change-otp", await codeAfter(at, newPhone), "Change number");
+      await laptop.getByText(`Your phone number is now ${newPhone}.`).waitFor();
+      assert.equal(await laptop.locator("#profile-phone").innerText(), newPhone);
+    });
+
+    await step(laptop, "log out and log in with the new number", async () => {
+      await laptop.getByRole("button", { name: "Log out", exact: true }).click();
+      await until(laptop, "#start-view");
+      const at = mark();
+      await fillPhone(laptop, newPhone);
+      await laptop.getByRole("button", { name: "Log in" }).click();
+      await until(laptop, "#code-view");
+      await enterCode(laptop, "#otp", await codeAfter(at, newPhone), "Continue");
+      await until(laptop, "#account-view");
+      assert.equal(await laptop.locator("#profile-phone").innerText(), newPhone);
+    });
+
+    await step(
+      laptop,
+      "delete the account with a fresh login code; the number can sign up again",
+      async () => {
+        const at = mark();
+        await laptop.getByRole("button", { name: "Send a code to delete my account" }).click();
+        await laptop.locator("#delete-otp:visible").waitFor();
+        await enterCode(laptop, "#delete-otp", await codeAfter(at, newPhone), /Delete my account/);
+        await until(laptop, "#start-view");
+        assert.match(await status(laptop), /account is deleted/);
+        // The number is free again: signing up sends a code instead of `already_exists`.
+        const again = mark();
+        await fillPhone(laptop, newPhone);
+        await laptop.getByRole("button", { name: "Sign up" }).click();
+        await until(laptop, "#code-view");
+        await codeAfter(again, newPhone);
+      },
+    );
   });
 });
 
@@ -230,6 +311,13 @@ async function until(page: Page, view: string): Promise<void> {
   if (await error.isVisible()) {
     throw new Error(`the page shows an error: ${await error.innerText()}`);
   }
+}
+
+/** Waits until the sessions table has exactly `n` rows. */
+async function rows(page: Page, n: number): Promise<void> {
+  const row = page.locator("#sessions-body tr");
+  await row.nth(n - 1).waitFor({ state: "attached" });
+  await row.nth(n).waitFor({ state: "detached" });
 }
 
 /** The text of the error region (an alert) once it shows. */
