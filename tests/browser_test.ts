@@ -127,15 +127,20 @@ Deno.test("the try-it page: the whole journey from sign-up to account deletion, 
         await laptop.getByRole("button", { name: "Refresh session" }).click();
         await laptop.getByText(/rotated/).waitFor();
         await laptop.getByText("Access token (JWT)").click();
-        const claims = JSON.parse(await laptop.locator("#access-claims").innerText());
+        const shown = await laptop.locator("#access-claims").innerText();
+        const claims = JSON.parse(shown);
         assert.equal(claims.phone_number, phone);
         assert.equal(typeof claims.sid, "string");
         assert.ok(claims.exp > Date.now() / 1000, "the access token has not expired");
-        // The page now holds only the rotated token: a reload signs in with it.
+        assert.match(await laptop.locator("#access-expiry").innerText(), /^Valid until /);
+        // The page now holds only the rotated token: a reload signs in with it, and the
+        // access token it was given is still shown.
         await laptop.reload();
         await until(laptop, "#account-view");
         assert.equal(await laptop.locator("#profile-phone").innerText(), phone);
         await rows(laptop, 1);
+        await laptop.getByText("Access token (JWT)").click();
+        assert.equal(await laptop.locator("#access-claims").innerText(), shown);
       },
     );
 

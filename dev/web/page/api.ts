@@ -18,6 +18,8 @@ export function authClient(baseUrl = location.origin): Auth {
 export interface StoredSession {
   token: string;
   phoneNumber: string;
+  /** The last access token issued to this session, shown with its claims. */
+  accessToken?: string;
 }
 
 // The session token is kept in sessionStorage, not in memory alone and never in
@@ -31,7 +33,9 @@ export const sessionStore = {
   load(): StoredSession | undefined {
     try {
       const v = JSON.parse(sessionStorage.getItem(KEY) ?? "null");
-      return typeof v?.token === "string" && typeof v?.phoneNumber === "string" ? v : undefined;
+      const ok = typeof v?.token === "string" && typeof v?.phoneNumber === "string" &&
+        (v.accessToken === undefined || typeof v.accessToken === "string");
+      return ok ? v : undefined;
     } catch {
       return undefined;
     }

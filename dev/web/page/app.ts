@@ -111,9 +111,8 @@ $<HTMLFormElement>("code-form").addEventListener("submit", (e) => {
       ? await auth.verifyPhoneNumber({ phoneNumber, otp })
       : await auth.loginWithPhoneNumber({ phoneNumber, otp });
     pending = undefined;
-    const s = { token: reply.sessionToken, phoneNumber };
+    const s = { token: reply.sessionToken, phoneNumber, accessToken: reply.accessToken };
     sessionStore.save(s);
-    showAccessToken(reply.accessToken, reply.expiresIn);
     await openAccount(s);
     say(intent === "signup" ? "Phone number verified. You are signed in." : "You are logged in.");
   });
@@ -137,6 +136,7 @@ async function openAccount(s: StoredSession): Promise<void> {
   $("profile-user").textContent = profile.userId;
   $("profile-verified").textContent = profile.verified ? `yes, ${when(profile.verifiedAt)}` : "no";
   $("profile-created").textContent = when(profile.createdAt);
+  showAccessToken(s.accessToken ?? "");
   await loadSessions(current());
   resetForms();
   show("account");
@@ -209,15 +209,20 @@ function shorten(ua: string): string {
   return ua.length > 60 ? `${ua.slice(0, 57)}…` : ua;
 }
 
-function showAccessToken(token: string, expiresIn: number): void {
+/** The claims of the access token; its expiry read from them, so a reload still tells it. */
+function showAccessToken(token: string): void {
   const box = $<HTMLDetailsElement>("access");
   box.hidden = !token;
   if (!token) return;
-  $("access-expiry").textContent = `${expiresIn} seconds`;
   try {
     const payload = token.split(".")[1]!.replace(/-/g, "+").replace(/_/g, "/");
-    $("access-claims").textContent = JSON.stringify(JSON.parse(atob(payload)), null, 2);
+    const claims = JSON.parse(atob(payload));
+    const exp = typeof claims.exp === "number" ? new Date(claims.exp * 1000) : undefined;
+    const verb = exp && exp.getTime() < Date.now() ? "Expired" : "Valid until";
+    $("access-expiry").textContent = exp ? `${verb} ${exp.toLocaleString()}` : "";
+    $("access-claims").textContent = JSON.stringify(claims, null, 2);
   } catch {
+    $("access-expiry").textContent = "Its expiry cannot be read";
     $("access-claims").textContent = token;
   }
 }
@@ -244,7 +249,7 @@ async function sessionAlive(): Promise<boolean> {
 
 function signedOut(message = ""): void {
   sessionStore.clear();
-  showAccessToken("", 0);
+  showAccessToken("");
   say(message);
   show("start", phoneInput);
 }
@@ -271,8 +276,8 @@ $("refresh").addEventListener("click", () =>
   busy($("account-view"), async () => {
     const s = current();
     const reply = await auth.refreshSession({}, bearer(s));
-    sessionStore.save({ ...s, token: reply.sessionToken });
-    showAccessToken(reply.accessToken, reply.expiresIn);
+    sessionStore.save({ ...s, token: reply.sessionToken, accessToken: reply.accessToken });
+    showAccessToken(reply.accessToken);
     await loadSessions(current());
     say("Session token rotated; the old one stops working after a short grace.");
   }, accountError));
