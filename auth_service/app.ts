@@ -57,7 +57,11 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     { store, otp: d.otp, hmac, tokens, log: logger, telemetry },
     authSettings(config),
   );
-  const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
+  const admin = await adminRoutes(
+    new PgAdminStore(sql, () => runtime.relay.poke()),
+    config.adminApiToken,
+    telemetry,
+  );
   const adminAuthorized = await adminGate(config.adminApiToken);
   if (!config.adminApiToken) logger.info("ADMIN_API_TOKEN unset: the admin API refuses every call");
 
