@@ -3,10 +3,8 @@
 // unset), and every action leaves an audit row.
 import assert from "node:assert/strict";
 import amqp from "amqplib";
-import { decodeEvent } from "../shared/events.ts";
-import type { AuthEvent } from "../shared/events.ts";
 import { DeletionOrigin, RevocationReason } from "../shared/gen/auth/events/v1/events_pb.ts";
-import { EVENTS_EXCHANGE } from "../shared/topology.ts";
+import { tapAuthEvents, until } from "../testing/auth_events.ts";
 import { parsePrometheusText, sampleValue } from "../shared/prometheus_text.ts";
 import { GET_PROFILE, rpc, SIGNUP, VALIDATE_LOGIN, VERIFY } from "../testing/rpc.ts";
 import type { RpcResult } from "../testing/rpc.ts";
@@ -168,36 +166,6 @@ Deno.test("each admin RPC does its work with the token and is audited", async ()
   assert.match(row!.request_id, /^[0-9a-f-]{36}$/);
 });
 
-/** Every auth event from now on, decoded, as a consumer bound to auth.events sees it. */
-async function tapEvents(conn: amqp.ChannelModel): Promise<AuthEvent[]> {
-  const ch = await conn.createChannel();
-  const { queue } = await ch.assertQueue("", { exclusive: true });
-  await ch.bindQueue(queue, EVENTS_EXCHANGE, "#");
-  const got: AuthEvent[] = [];
-  await ch.consume(queue, (m) => {
-    if (!m) return;
-    got.push(decodeEvent({
-      messageId: m.properties.messageId,
-      type: m.properties.type,
-      contentType: m.properties.contentType,
-      correlationId: m.properties.correlationId,
-      timestamp: new Date(m.properties.timestamp * 1000),
-      body: new Uint8Array(m.content),
-      deliveryCount: 1,
-    }));
-    ch.ack(m);
-  });
-  return got;
-}
-
-async function until(what: string, cond: () => boolean) {
-  const signal = AbortSignal.timeout(15_000);
-  while (!cond()) {
-    assert.ok(!signal.aborted, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const revokedByAdmin = async () =>
   sampleValue(
     parsePrometheusText(await (await fetch(`${stack.authUrl}/metrics`)).text()),
@@ -208,7 +176,7 @@ const revokedByAdmin = async () =>
 Deno.test("an operator's revocation and deletion publish their events once, and the number can sign up again", async () => {
   const conn = await amqp.connect(stack.amqpUrl);
   try {
-    const events = await tapEvents(conn);
+    const received = await tapAuthEvents(conn, "#");
     const { phone } = await verifiedUser();
     const userId = String(ok(await admin("GetUser", { phone_number: phone })).user_id);
     const counted = await revokedByAdmin();
@@ -224,7 +192,7 @@ Deno.test("an operator's revocation and deletion publish their events once, and 
     assert.notEqual(anew, userId, "signed up anew as another user");
 
     const of = (id: string) =>
-      events.filter((e) => "userId" in e.message && e.message.userId === id);
+      received.map((r) => r.event).filter((e) => "userId" in e.message && e.message.userId === id);
     await until(
       "the new user's verification",
       () => of(anew).some((e) => e.name === "user.verified"),
