@@ -7,6 +7,9 @@ WORKDIR /app
 USER deno
 # Dependencies first: this layer is reused until deno.json or deno.lock change.
 COPY deno.json deno.lock ./
+# The workspace member named in deno.json (the dev page): without its deno.json the
+# install warns that the workspace is incomplete.
+COPY dev/web/page/deno.json dev/web/page/
 RUN deno install --frozen
 COPY shared/ shared/
 

@@ -27,6 +27,7 @@ const compose = parse(
 const dockerfile = await Deno.readTextFile(new URL("./Dockerfile", import.meta.url));
 const denoJson = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url))) as {
   permissions: Record<string, { env: string[] | { allow: string[] } }>;
+  workspace?: string[];
 };
 
 /** The variables a service's permission set in deno.json lets it read. */
@@ -79,6 +80,9 @@ const AUTH_ENV = [
   "INTERNAL_API_TOKEN",
   "OTP_SERVICE_URL",
   "ADMIN_API_TOKEN",
+  "JWT_SIGNING_KEY",
+  "JWT_VERIFY_KEYS",
+  "JWT_AUDIENCE",
   ...OTEL_ENV,
 ];
 const OTP_ENV = [
@@ -226,6 +230,7 @@ Deno.test("auth-service gets exactly the variables compose sets for it, and no T
   assert.deepEqual(Object.keys(e).sort(), [...AUTH_ENV].sort());
   assert.equal(e.AUTH_PORT, "8080");
   assert.equal(e.OTP_SERVICE_URL, "http://otp-service:8081");
+  assert.match(e.JWT_SIGNING_KEY!, /^\$\{JWT_SIGNING_KEY:\?[^}]+\}$/, "required: no default key");
 });
 
 Deno.test("otp-service gets exactly the variables compose sets for it, SMS_PROVIDER required, Twilio ones optional", () => {
@@ -272,6 +277,15 @@ Deno.test("app images build from the pinned denoland/deno image and run their ta
     assert.deepEqual(service(name).build, { context: ".", target: name });
     assert.match(dockerfile, new RegExp(`^FROM base AS ${name}$`, "m"));
     assert.match(dockerfile, new RegExp(`CMD \\["deno", "task", "${task}"\\]`));
+  }
+});
+
+Deno.test("the image copies every workspace member's deno.json before deno install", () => {
+  const members = (denoJson.workspace ?? []).map((m) => m.replace(/^\.\//, "").replace(/\/$/, ""));
+  const install = dockerfile.indexOf("RUN deno install");
+  for (const member of members) {
+    const copy = dockerfile.indexOf(`COPY ${member}/deno.json ${member}/`);
+    assert.ok(copy >= 0 && copy < install, `${member}/deno.json is copied before deno install`);
   }
 });
 

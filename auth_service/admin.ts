@@ -101,7 +101,7 @@ export async function adminRoutes(
       async revokeUserSessions(req, ctx) {
         const { phone, who } = await begin(ctx, req.phoneNumber);
         const revoked = await store.revokeSessions(phone, who);
-        telemetry.sessionsRevoked("admin", revoked);
+        if (revoked > 0) telemetry.sessionsRevoked("admin", revoked);
         return { revoked };
       },
       async unlockPhoneNumber(req, ctx) {

@@ -189,6 +189,14 @@ const behaviours: Record<string, (s: AdminUnderTest) => Promise<void>> = {
     assert.equal((await sessionUser(s, 3))?.phoneNumber, OTHER);
     assert.equal(await s.admin.revokeSessions(PHONE, who), 0);
     assert.ok((await adminTrail(s)).includes("admin.revoke_user_sessions:ok:2"));
+    // The same revocation as the user's own: its audit row and one event, none for nothing.
+    const trail = await s.auditTrail();
+    assert.deepEqual(trail.filter((e) => e.startsWith("session_revoked")), [
+      "session_revoked:admin:all:2",
+    ]);
+    assert.deepEqual((await s.events()).filter((k) => k === "session.revoked"), [
+      "session.revoked",
+    ]);
   },
 
   async "deleting a user removes its sessions and keeps the audit trail"(s) {
@@ -205,8 +213,29 @@ const behaviours: Record<string, (s: AdminUnderTest) => Promise<void>> = {
       "admin.get_user:not_found",
       "admin.delete_user:not_found",
     ]);
+    assert.ok(trail.includes("user_deleted:admin"));
+    assert.deepEqual((await s.events()).filter((k) => k === "user.deleted"), ["user.deleted"]);
     // The number can sign up again as a new user.
     await verifiedUser(s, PHONE, 2);
+  },
+
+  async "after an operator's deletion a resent challenge of the number is stored again"(s) {
+    await s.store.signup(PHONE, request(), who);
+    // otp-service sends a challenge under its request's id, and resends it under the same.
+    const messageId = crypto.randomUUID();
+    const c: Challenge = {
+      requestId: messageId,
+      phoneNumber: PHONE,
+      purpose: "signup",
+      codeMac: new Uint8Array(32).fill(3),
+      issuedAt: s.now(),
+      expiresAt: new Date(s.now().getTime() + 300_000),
+    };
+    assert.equal(await s.store.saveChallenge(messageId, c), "stored");
+    assert.equal(await s.store.saveChallenge(messageId, c), "duplicate");
+    assert.equal(await s.admin.deleteUser(PHONE, who), true);
+    await s.store.signup(PHONE, request(), who);
+    assert.equal(await s.store.saveChallenge(messageId, c), "stored");
   },
 
   async "audit events are paged newest first by id, for that number only"(s) {

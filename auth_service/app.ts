@@ -1,6 +1,7 @@
 // Assembles auth-service from already-built adapters. main.ts (production) and the
 // dev launcher call this with their own adapters.
 import type { Broker } from "../shared/bus.ts";
+import type { PlainRoute } from "../shared/connect_server.ts";
 import { HmacKey } from "../shared/crypto.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
@@ -34,6 +35,8 @@ export interface AuthDeps {
   /** Served at GET /metrics; telemetry records into it (built here when not given). */
   metrics?: Metrics;
   telemetry?: Telemetry;
+  /** Extra GET routes by exact path; only the dev launcher passes any (the try-it page). */
+  plainRoutes?: Record<string, PlainRoute>;
 }
 
 export type RunningAuth = RunningService;
@@ -59,7 +62,11 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     { store, limits, otp: d.otp, hmac, tokens, log: logger, telemetry },
     authSettings(config),
   );
-  const admin = await adminRoutes(new PgAdminStore(sql), config.adminApiToken, telemetry);
+  const admin = await adminRoutes(
+    new PgAdminStore(sql, () => runtime.relay.poke()),
+    config.adminApiToken,
+    telemetry,
+  );
   const adminAuthorized = await adminGate(config.adminApiToken);
   if (!config.adminApiToken) logger.info("ADMIN_API_TOKEN unset: the admin API refuses every call");
 
@@ -78,7 +85,8 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
       admin(router);
     },
     services: [AuthService, AdminService],
-    plainRoutes: { [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
+    // The key set is always served; the launcher's routes cannot replace it.
+    plainRoutes: { ...d.plainRoutes, [JWKS_PATH]: () => jwksResponse(tokens.jwksJson) },
     trustedProxies: config.trustedProxies,
     corsAllowedOrigins: config.corsAllowedOrigins,
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.

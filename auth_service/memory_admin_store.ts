@@ -1,16 +1,20 @@
 // AdminStore over the in-memory store's state, with the PostgreSQL adapter's semantics:
 // each call is one serialised step that does the action and appends its audit event.
-import type { AuditRow, Session, StoredChallenge, WrongCodeLock } from "./memory_store.ts";
+// Revocation and deletion are the memory store's own, with their events.
+import type { AuditRow, Session, WrongCodeLock } from "./memory_store.ts";
 import type { AdminStore, AuditContext, AuditEntry, SessionSummary, User } from "./ports.ts";
 
 export interface MemoryState {
   users: Map<string, User>;
   sessions: Map<string, Session>;
-  challenges: Map<string, StoredChallenge>;
   /** By number, then client key. */
   locks: Map<string, Map<string, WrongCodeLock>>;
   auditTrail: AuditRow[];
   serially<T>(fn: (now: number) => T | Promise<T>): Promise<T>;
+  /** Revokes every live session of the user for an operator; returns how many. */
+  revokeAll(now: number, userId: string, who: AuditContext): number;
+  /** Deletes the user for an operator; false when there was none. */
+  removeUser(now: number, userId: string, who: AuditContext): boolean;
 }
 
 export function memoryAdminStore(m: MemoryState): AdminStore {
@@ -61,9 +65,7 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
     revokeSessions: (phone, who) =>
       act("revoke_user_sessions", who, (now) => {
         const u = m.users.get(phone);
-        const live = u ? liveSessions(u.id, now) : [];
-        for (const s of live) s.revokedAt = now;
-        return live.length;
+        return u ? m.revokeAll(now, u.id, who) : 0;
       }, (n) => `ok:${n}`),
 
     unlock: (phone, who) =>
@@ -76,14 +78,9 @@ export function memoryAdminStore(m: MemoryState): AdminStore {
       }, (n) => `ok:${n}`),
 
     deleteUser: (phone, who) =>
-      act("delete_user", who, () => {
+      act("delete_user", who, (now) => {
         const u = m.users.get(phone);
-        for (const [k, c] of m.challenges) if (c.phoneNumber === phone) m.challenges.delete(k);
-        m.locks.delete(phone);
-        if (!u) return false;
-        for (const [k, s] of m.sessions) if (s.userId === u.id) m.sessions.delete(k);
-        m.users.delete(phone);
-        return true;
+        return u !== undefined && m.removeUser(now, u.id, who);
       }, (d) => d ? "ok" : "not_found"),
 
     auditEvents: (phone, beforeId, limit, who) =>

@@ -397,11 +397,18 @@ export class MemoryAuthStore implements AuthStore {
   }
 
   deleteUser(userId: string, origin: DeletionOriginName, who: AuditContext): Promise<boolean> {
-    return this.serially((now) => {
-      const deleted = this.removeUser(now, userId, origin, who);
-      if (deleted) this.onEnqueued();
-      return deleted;
-    });
+    return this.serially((now) => this.removeUserNotifying(now, userId, origin, who));
+  }
+
+  private removeUserNotifying(
+    now: number,
+    userId: string,
+    origin: DeletionOriginName,
+    who: AuditContext,
+  ): boolean {
+    const deleted = this.removeUser(now, userId, origin, who);
+    if (deleted) this.onEnqueued();
+    return deleted;
   }
 
   private revokeNow(
@@ -491,10 +498,11 @@ export class MemoryAuthStore implements AuthStore {
     return memoryAdminStore({
       users: this.users,
       sessions: this.sessions,
-      challenges: this.challenges,
       locks: this.locks,
       auditTrail: this.auditTrail,
       serially: (fn) => this.serially(fn),
+      revokeAll: (now, userId, who) => this.revokeNow(now, userId, "all", "admin", who).length,
+      removeUser: (now, userId, who) => this.removeUserNotifying(now, userId, "admin", who),
     });
   }
 

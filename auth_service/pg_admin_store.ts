@@ -1,13 +1,16 @@
 // PostgreSQL adapter of AdminStore: one transaction per call, the action and its audit
-// row together.
+// row together. Revocation and deletion are the account's own (with their events), so an
+// operator's action reaches other services exactly as the user's would.
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { insertAudit } from "./pg_audit.ts";
+import { deleteUserIn, revokeIn } from "./pg_session_store.ts";
 import type { AdminStore, AdminUser, AuditContext, AuditEntry, SessionSummary } from "./ports.ts";
 
 const ACTOR = "admin";
 
 export class PgAdminStore implements AdminStore {
-  constructor(private readonly sql: Sql) {}
+  /** `onEnqueued` is told when an action enqueued events, after its commit. */
+  constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
   private act<T>(
     action: string,
@@ -52,14 +55,13 @@ export class PgAdminStore implements AdminStore {
 
   sessions(phone: string, who: AuditContext): Promise<SessionSummary[] | null> {
     return this.act("list_user_sessions", who, async (tx) => {
-      const [u] = await tx<{ id: string }[]>`
-        select id from auth.users where phone_number = ${phone}`;
-      if (!u) return null;
+      const id = await userId(tx, phone);
+      if (id === null) return null;
       const rows = await tx<
         { id: string; created_at: Date; last_seen_at: Date; expires_at: Date }[]
       >`
         select id, created_at, last_seen_at, expires_at from auth.sessions
-         where user_id = ${u.id} and revoked_at is null and expires_at > now()
+         where user_id = ${id} and revoked_at is null and expires_at > now()
          order by created_at desc, id limit 1000`;
       return rows.map((r) => ({
         id: r.id,
@@ -70,15 +72,13 @@ export class PgAdminStore implements AdminStore {
     }, (s) => s === null ? "not_found" : `ok:${s.length}`);
   }
 
-  revokeSessions(phone: string, who: AuditContext): Promise<number> {
-    return this.act("revoke_user_sessions", who, async (tx) => {
-      const rows = await tx`
-        update auth.sessions set revoked_at = now()
-         where revoked_at is null and expires_at > now()
-           and user_id = (select id from auth.users where phone_number = ${phone})
-        returning id`;
-      return rows.length;
+  async revokeSessions(phone: string, who: AuditContext): Promise<number> {
+    const revoked = await this.act("revoke_user_sessions", who, async (tx) => {
+      const id = await userId(tx, phone);
+      return id === null ? 0 : (await revokeIn(tx, id, "all", "admin", who)).length;
     }, (n) => `ok:${n}`);
+    if (revoked > 0) this.onEnqueued();
+    return revoked;
   }
 
   unlock(phone: string, who: AuditContext): Promise<number> {
@@ -92,14 +92,13 @@ export class PgAdminStore implements AdminStore {
     }, (n) => `ok:${n}`);
   }
 
-  deleteUser(phone: string, who: AuditContext): Promise<boolean> {
-    return this.act("delete_user", who, async (tx) => {
-      await tx`delete from auth.challenges where phone_number = ${phone}`;
-      await tx`delete from auth.wrong_code_locks where phone_number = ${phone}`;
-      // Sessions go with the user (on delete cascade).
-      const rows = await tx`delete from auth.users where phone_number = ${phone} returning id`;
-      return rows.length > 0;
+  async deleteUser(phone: string, who: AuditContext): Promise<boolean> {
+    const deleted = await this.act("delete_user", who, async (tx) => {
+      const id = await userId(tx, phone);
+      return id !== null && await deleteUserIn(tx, id, "admin", who);
     }, (d) => d ? "ok" : "not_found");
+    if (deleted) this.onEnqueued();
+    return deleted;
   }
 
   auditEvents(
@@ -137,6 +136,11 @@ export class PgAdminStore implements AdminStore {
       }));
     }, (e) => `ok:${e.length}`);
   }
+}
+
+async function userId(tx: TxSql, phone: string): Promise<string | null> {
+  const [u] = await tx<{ id: string }[]>`select id from auth.users where phone_number = ${phone}`;
+  return u?.id ?? null;
 }
 
 const found = (u: unknown) => u === null ? "not_found" : "ok";

@@ -1,7 +1,7 @@
 // `deno task dev`: both services in one process with zero infrastructure: embedded
 // PostgreSQL (PGlite, same migrations), an in-process broker with the same topology,
-// the console SMS sender and generated secrets. DATABASE_URL / AMQP_URL, when set,
-// switch to the real ones. Development only.
+// the console SMS sender, generated secrets, and a page at / to try the whole journey in
+// a browser. DATABASE_URL / AMQP_URL, when set, switch to the real ones. Development only.
 import { connectAmqp } from "../shared/amqp.ts";
 import type { Broker } from "../shared/bus.ts";
 import { ConfigReader, processEnv, runMain } from "../shared/config.ts";
@@ -24,6 +24,7 @@ import { prometheusTelemetry } from "../shared/telemetry.ts";
 import { OTP_QUEUE } from "../shared/topology.ts";
 import { MemoryBroker } from "./memory_broker.ts";
 import { PGLITE_POOL_MAX, startPglite } from "./pglite_server.ts";
+import { webRoutes } from "./web/assets.ts";
 
 const bold = (s: string) => Deno.noColor ? s : `\x1b[1m${s}\x1b[0m`;
 
@@ -118,6 +119,7 @@ await runMain(async () => {
     metrics: authMetrics,
     telemetry: authTelemetry,
     hostname: "127.0.0.1",
+    plainRoutes: webRoutes(),
   });
   services.push(auth);
 
@@ -126,12 +128,13 @@ await runMain(async () => {
     "",
     bold("phone auth is running (development mode)"),
     `  auth-service  ${a}`,
+    `  try it        ${bold(`${a}/`)}  (open it in a browser)`,
     `  otp-service   http://127.0.0.1:${otp.port}`,
     `  database      ${pg ? `embedded PGlite in ${dataDir}` : "DATABASE_URL"}`,
     `  broker        ${realAmqp ? "AMQP_URL" : "in-process (not durable; dev only)"}`,
     `  key set       ${a}/.well-known/jwks.json`,
     "",
-    "Try it:",
+    "Or with curl:",
     `  curl -s ${a}/auth.v1.AuthService/SignupWithPhoneNumber \\`,
     `    -H 'content-type: application/json' -d '{"phone_number": "+14155550123"}'`,
     "",

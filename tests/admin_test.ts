@@ -2,6 +2,9 @@
 // answers unauthenticated without it (and whatever is presented while the variable is
 // unset), and every action leaves an audit row.
 import assert from "node:assert/strict";
+import amqp from "amqplib";
+import { DeletionOrigin, RevocationReason } from "../shared/gen/auth/events/v1/events_pb.ts";
+import { tapAuthEvents, until } from "../testing/auth_events.ts";
 import { parsePrometheusText, sampleValue } from "../shared/prometheus_text.ts";
 import { GET_PROFILE, rpc, SIGNUP, VALIDATE_LOGIN, VERIFY } from "../testing/rpc.ts";
 import type { RpcResult } from "../testing/rpc.ts";
@@ -9,7 +12,11 @@ import { codeFor } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 
 const TOKEN = "admin-token-for-tests-0123456789abcdef";
-const stack = await startStack({ authEnv: { ADMIN_API_TOKEN: TOKEN, LOCK_AFTER_FAILURES: "2" } });
+// No send cooldown: a number deleted by an operator signs up again straight away.
+const stack = await startStack({
+  authEnv: { ADMIN_API_TOKEN: TOKEN, LOCK_AFTER_FAILURES: "2", OTP_SEND_COOLDOWN_SECONDS: "0" },
+  otpEnv: { OTP_SEND_COOLDOWN_SECONDS: "0" },
+});
 
 Deno.test.afterAll?.(() => stack.stop());
 
@@ -41,8 +48,7 @@ async function adminAudit(phone: string): Promise<string[]> {
   return rows.map((r) => `${r.event}:${r.outcome}`);
 }
 
-async function verifiedUser(): Promise<{ phone: string; session: string }> {
-  const phone = randomPhone();
+async function verifiedUser(phone = randomPhone()): Promise<{ phone: string; session: string }> {
   const mark = stack.otp.lines.length;
   assert.equal((await rpc(stack.authUrl, SIGNUP, { phone_number: phone })).code, "ok");
   const code = await codeFor(stack, phone, "signup", mark);
@@ -158,6 +164,64 @@ Deno.test("each admin RPC does its work with the token and is audited", async ()
      where phone_number = ${phone} and event = 'admin.delete_user' limit 1`;
   assert.equal(row!.client_address, "127.0.0.1");
   assert.match(row!.request_id, /^[0-9a-f-]{36}$/);
+});
+
+const revokedByAdmin = async () =>
+  sampleValue(
+    parsePrometheusText(await (await fetch(`${stack.authUrl}/metrics`)).text()),
+    "auth_sessions_revoked_total",
+    { reason: "admin" },
+  );
+
+Deno.test("an operator's revocation and deletion publish their events once, and the number can sign up again", async () => {
+  const conn = await amqp.connect(stack.amqpUrl);
+  try {
+    const received = await tapAuthEvents(conn, "#");
+    const { phone } = await verifiedUser();
+    const userId = String(ok(await admin("GetUser", { phone_number: phone })).user_id);
+    const counted = await revokedByAdmin();
+
+    assert.equal(ok(await admin("RevokeUserSessions", { phone_number: phone })).revoked, 1);
+    assert.equal(await revokedByAdmin(), counted + 1);
+    assert.equal(ok(await admin("RevokeUserSessions", { phone_number: phone })).revoked, 0);
+    assert.equal(await revokedByAdmin(), counted + 1, "nothing revoked, nothing counted");
+    assert.equal(ok(await admin("DeleteUser", { phone_number: phone })).deleted, true);
+
+    await verifiedUser(phone);
+    const anew = String(ok(await admin("GetUser", { phone_number: phone })).user_id);
+    assert.notEqual(anew, userId, "signed up anew as another user");
+
+    const of = (id: string) =>
+      received.map((r) => r.event).filter((e) => "userId" in e.message && e.message.userId === id);
+    await until(
+      "the new user's verification",
+      () => of(anew).some((e) => e.name === "user.verified"),
+    );
+    // Anything late would be a duplicate: give it a moment to show up.
+    await new Promise((r) => setTimeout(r, 500));
+    const revoked = of(userId).filter((e) => e.name === "session.revoked");
+    const deleted = of(userId).filter((e) => e.name === "user.deleted");
+    assert.equal(revoked.length, 1, "one session.revoked for the revocation");
+    assert.ok(revoked[0]!.name === "session.revoked");
+    assert.equal(revoked[0]!.message.reason, RevocationReason.ADMIN);
+    assert.equal(revoked[0]!.message.sessionIds.length, 1);
+    assert.equal(deleted.length, 1, "one user.deleted for the deletion");
+    assert.ok(deleted[0]!.name === "user.deleted");
+    assert.equal(deleted[0]!.message.origin, DeletionOrigin.ADMIN);
+    assert.deepEqual((await adminAudit(phone)).filter((e) => !e.startsWith("admin.get_user")), [
+      "admin.revoke_user_sessions:ok:1",
+      "admin.revoke_user_sessions:ok:0",
+      "admin.delete_user:ok",
+    ]);
+    const [trail] = await stack.sql<{ n: number }[]>`
+      select count(*)::int as n from auth.audit_events
+       where phone_number = ${phone}
+         and ((event = 'session_revoked' and outcome = 'admin:all:1')
+           or (event = 'user_deleted' and outcome = 'admin'))`;
+    assert.equal(trail!.n, 2, "the account's own audit rows, with the operator as the cause");
+  } finally {
+    await conn.close();
+  }
 });
 
 Deno.test("with ADMIN_API_TOKEN unset the service starts and refuses every admin call", async () => {

@@ -3,11 +3,9 @@
 // protobuf with the message properties every bus message has.
 import assert from "node:assert/strict";
 import amqp from "amqplib";
-import type { ConsumeMessage } from "amqplib";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { decodeEvent } from "../shared/events.ts";
 import type { AuthEvent } from "../shared/events.ts";
-import { EVENTS_EXCHANGE } from "../shared/topology.ts";
+import { tapAuthEvents, until } from "../testing/auth_events.ts";
 import { authClient, bearer, logIn, loginCode, signUp } from "../testing/accounts.ts";
 import { codeFor } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
@@ -22,43 +20,6 @@ Deno.test.afterAll?.(async () => {
   await stack.stop();
 });
 
-interface Received {
-  event: AuthEvent;
-  message: ConsumeMessage;
-}
-
-async function tap(pattern: string) {
-  const ch = await conn.createChannel();
-  const { queue } = await ch.assertQueue("", { exclusive: true });
-  await ch.bindQueue(queue, EVENTS_EXCHANGE, pattern);
-  const got: Received[] = [];
-  await ch.consume(queue, (m) => {
-    if (!m) return;
-    got.push({
-      message: m,
-      event: decodeEvent({
-        messageId: m.properties.messageId,
-        type: m.properties.type,
-        contentType: m.properties.contentType,
-        correlationId: m.properties.correlationId,
-        timestamp: new Date(m.properties.timestamp * 1000),
-        body: new Uint8Array(m.content),
-        deliveryCount: 1,
-      }),
-    });
-    ch.ack(m);
-  });
-  return got;
-}
-
-async function until(what: string, cond: () => boolean) {
-  const signal = AbortSignal.timeout(15_000);
-  while (!cond()) {
-    assert.ok(!signal.aborted, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const userOf = (e: AuthEvent): string =>
   e.name === "session.created" || e.name === "session.revoked" ||
     e.name === "user.signed_up" || e.name === "user.verified" || e.name === "phone.changed" ||
@@ -67,8 +28,8 @@ const userOf = (e: AuthEvent): string =>
     : "";
 
 Deno.test("a consumer bound to auth.events receives each event once per action, with message properties", async () => {
-  const all = await tap("#");
-  const users = await tap("user.*");
+  const all = await tapAuthEvents(conn, "#");
+  const users = await tapAuthEvents(conn, "user.*");
   const client = authClient(stack);
 
   const me = await signUp(stack, client);
