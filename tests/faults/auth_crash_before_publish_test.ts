@@ -46,6 +46,8 @@ async function scenario(stack: Stack, services: Service[]) {
   const signup = await rpc(stack.authUrl, SIGNUP, { phone_number: phone }, { headers });
   assert.equal(signup.code, "ok", "signup succeeds with the broker down");
   // The server names each request itself; the client's X-Request-Id never replaces it.
+  // Log lines are written in batches: wait for this one rather than read too early.
+  await firstAuth.waitForLine((l) => l.includes('"signup queued code"'));
   const queued = jsonLogs(firstAuth.lines).filter((l) => l.msg === "signup queued code");
   assert.equal(queued.length, 1);
   const requestId = String(queued[0]!.request_id);
@@ -53,7 +55,7 @@ async function scenario(stack: Stack, services: Service[]) {
 
   // The commit happened: the request sits in the outbox, unpublished.
   const rows = await stack.sql<{ payload: Uint8Array; correlation_id: string }[]>`
-    select payload, correlation_id from auth.outbox`;
+    select payload, correlation_id from auth.outbox where type = ${"bus.v1.OtpRequested"}`;
   assert.equal(rows.length, 1);
   assert.equal(fromBinary(OtpRequestedSchema, new Uint8Array(rows[0]!.payload)).phoneNumber, phone);
   assert.equal(rows[0]!.correlation_id, requestId);
@@ -64,7 +66,8 @@ async function scenario(stack: Stack, services: Service[]) {
 
   const killed = await firstAuth.kill("SIGKILL");
   assert.equal(killed.signal, "SIGKILL");
-  const [still] = await stack.sql<{ n: number }[]>`select count(*)::int as n from auth.outbox`;
+  const [still] = await stack.sql<{ n: number }[]>`
+    select count(*)::int as n from auth.outbox where type = ${"bus.v1.OtpRequested"}`;
   assert.equal(still!.n, 1, "the request outlives the process");
 
   // A new auth-service starts without the broker, then publishes once it is back.

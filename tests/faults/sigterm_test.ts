@@ -90,7 +90,8 @@ async function scenario(stack: Stack, services: Service[]) {
 
   // Before anything restarts: each accepted request is in auth's outbox or was published.
   const pending = new Set(
-    (await stack.sql<{ payload: Uint8Array }[]>`select payload from auth.outbox`).map((r) =>
+    (await stack.sql<{ payload: Uint8Array }[]>`
+      select payload from auth.outbox where type = ${"bus.v1.OtpRequested"}`).map((r) =>
       fromBinary(OtpRequestedSchema, new Uint8Array(r.payload)).phoneNumber
     ),
   );
