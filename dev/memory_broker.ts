@@ -20,13 +20,13 @@
 import type {
   Broker,
   DeliveryObserver,
-  Disposition,
   IncomingMessage,
   MessageHandler,
   OutgoingMessage,
 } from "../shared/bus.ts";
 import { backoff, delay } from "../shared/async.ts";
 import { PublishError } from "../shared/bus.ts";
+import { handleInPlace } from "../shared/handle_in_place.ts";
 import type { Logger } from "../shared/log.ts";
 import {
   DEAD_LETTER_EXCHANGE,
@@ -53,7 +53,6 @@ export interface MemoryBrokerOptions {
 }
 
 /** How long a message may be retried in place before it is requeued (as in amqp.ts). */
-const TRANSIENT_RETRY_MS = 30_000;
 
 type Stored = Omit<IncomingMessage, "deliveryCount"> & {
   /** Deliveries from the queue it is in now. */
@@ -267,33 +266,13 @@ export class MemoryBroker implements Broker {
   }
 
   private async deliver(q: Queue, c: Consumer, m: Stored): Promise<void> {
-    const started = Date.now();
     if (m.deliveries > 1) this.observer?.redelivered(q.name);
-    let disposition: Disposition | undefined;
-    for (let attempt = 1; disposition === undefined; attempt++) {
-      try {
-        disposition = await c.handler(toIncoming(m));
-      } catch (err) {
-        const fields = {
-          queue: q.name,
-          message_id: m.messageId,
-          delivery: m.deliveries,
-          attempt,
-          error: (err as Error)?.message ?? String(err),
-        };
-        const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
-        if (
-          this.isTransient(err) && this.consuming &&
-          Date.now() - started + wait < TRANSIENT_RETRY_MS
-        ) {
-          this.log.warn("handler hit a transient failure; retrying in place", fields);
-          await delay(wait);
-          continue;
-        }
-        this.log.error("handler failed", fields);
-        disposition = "retry";
-      }
-    }
+    const disposition = await handleInPlace(c.handler, toIncoming(m), {
+      queue: q.name,
+      isTransient: this.isTransient,
+      keepHolding: () => this.consuming,
+      log: this.log,
+    });
     if (disposition === "ack") return;
     if (disposition === "dead-letter") {
       this.observer?.deadLettered(q.name, "poison");

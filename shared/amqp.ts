@@ -22,13 +22,13 @@ import { Buffer } from "node:buffer";
 import type {
   Broker,
   DeliveryObserver,
-  Disposition,
   IncomingMessage,
   MessageHandler,
   OutgoingMessage,
 } from "./bus.ts";
 import { PublishError } from "./bus.ts";
 import { AckBatcher } from "./amqp_acks.ts";
+import { handleInPlace } from "./handle_in_place.ts";
 import { backoff, delay, settlesWithin } from "./async.ts";
 import type { Logger } from "./log.ts";
 import {
@@ -57,7 +57,6 @@ export interface AmqpOptions {
 /** How long a publish may wait for its confirm before it counts as failed. */
 const CONFIRM_TIMEOUT_MS = 10_000;
 /** How long a message may be retried in place before it is requeued. */
-const TRANSIENT_RETRY_MS = 30_000;
 /** How long stopConsuming() waits for handlers in flight (within the stop deadline). */
 const DRAIN_TIMEOUT_MS = 8_000;
 
@@ -344,35 +343,12 @@ export class AmqpBroker implements Broker {
     const incoming = toIncoming(m);
     const observer = this.options.observer;
     if (incoming.deliveryCount > 1) observer?.redelivered(c.queue);
-    const budget = TRANSIENT_RETRY_MS;
-    const started = Date.now();
-    let disposition: Disposition | undefined;
-    for (let attempt = 1; disposition === undefined; attempt++) {
-      try {
-        disposition = await c.handler(incoming);
-      } catch (err) {
-        const transient = this.isTransient(err);
-        const fields = {
-          queue: c.queue,
-          message_id: incoming.messageId,
-          delivery: incoming.deliveryCount,
-          attempt,
-          error: (err as Error)?.message ?? String(err),
-        };
-        const wait = backoff(attempt, { baseMs: 100, maxMs: 3_000, jitter: 0.3 });
-        if (
-          transient && this.consuming && !this.closedChannels.has(ch) &&
-          Date.now() - started + wait < budget
-        ) {
-          // Holding the message costs no delivery; the dependency will come back.
-          this.log.warn("handler hit a transient failure; retrying in place", fields);
-          await delay(wait);
-          continue;
-        }
-        this.log.error("handler failed", fields);
-        disposition = "retry";
-      }
-    }
+    const disposition = await handleInPlace(c.handler, incoming, {
+      queue: c.queue,
+      isTransient: this.isTransient,
+      keepHolding: () => this.consuming && !this.closedChannels.has(ch),
+      log: this.log,
+    });
     if (this.closedChannels.has(ch)) {
       // The broker has already put the message back; its redelivery is deduplicated.
       this.log.warn("channel closed before settling; the message will be redelivered", {
