@@ -1,7 +1,7 @@
 // Changing the account: RequestPhoneChange / ConfirmPhoneChange and DeleteAccount. Both
 // need a live session and a fresh code: to the new number for a change (proving the
 // caller holds it), to the account's number for a deletion.
-import { DomainError, invalidArgument } from "../shared/errors.ts";
+import { invalidArgument } from "../shared/errors.ts";
 import type { Limits } from "../shared/limits/engine.ts";
 import type { LimitReason } from "../shared/limits/rules.ts";
 import type { Logger } from "../shared/log.ts";
@@ -16,6 +16,7 @@ import {
   auditContext,
   charge,
   lockedError,
+  requestChargedCode,
   sendablePhone,
   sendRules,
 } from "./rules.ts";
@@ -76,17 +77,12 @@ export class Account {
       { onRefused },
     );
     this.telemetry.codeRequested("phone_change", phone.country);
-    try {
-      await this.otp.requestCode(phone.e164, "phone_change", ctx, {
-        spentChallengeId: target.spentChallengeId,
-      });
-    } catch (err) {
-      // A refusal by otp-service sent nothing; anything else may have.
-      if (err instanceof DomainError && err.reason !== "UNAVAILABLE") {
-        await this.limits.refund(sending.reservation);
-      }
-      throw err;
-    }
+    await requestChargedCode(this.otp, this.limits, sending, {
+      phone: phone.e164,
+      purpose: "phone_change",
+      ctx,
+      spentChallengeId: target.spentChallengeId,
+    });
     await this.store.audit(EVENT, "phone_change", who);
     this.log.info("phone change code requested", {
       phone: maskPhone(phone.e164),

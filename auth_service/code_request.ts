@@ -21,6 +21,7 @@ import {
   auditContext,
   charge,
   lockedError,
+  requestChargedCode,
   sendablePhone,
   sendRules,
 } from "./rules.ts";
@@ -135,17 +136,12 @@ export class CodeRequests {
     }
     const sending = await this.charge(sendRules(this.settings, phone, "login", ctx), phone, who);
     this.telemetry.codeRequested("login", phone.country);
-    try {
-      await this.otp.requestCode(phone.e164, "login", ctx, {
-        spentChallengeId: target.spentChallengeId,
-      });
-    } catch (err) {
-      // A refusal by otp-service sent nothing; anything else may have.
-      if (err instanceof DomainError && err.reason !== "UNAVAILABLE") {
-        await this.limits.refund(sending.reservation);
-      }
-      throw err;
-    }
+    await requestChargedCode(this.otp, this.limits, sending, {
+      phone: phone.e164,
+      purpose: "login",
+      ctx,
+      spentChallengeId: target.spentChallengeId,
+    });
     await this.store.audit("code_requested", "login", who);
     return true;
   }

@@ -4,26 +4,12 @@ import { DomainError, permissionDenied, resourceExhausted } from "../shared/erro
 import { addressKey } from "../shared/ip.ts";
 import type { Admission, Limits } from "../shared/limits/engine.ts";
 import { REASONS, rule, sendRules as sharedSendRules } from "../shared/limits/rules.ts";
-import type { LimitReason, Rule, SendPolicy } from "../shared/limits/rules.ts";
-import type { SendLimits } from "../shared/limits_config.ts";
+import type { LimitReason, Rule } from "../shared/limits/rules.ts";
+import { sendPolicy } from "../shared/limits_config.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone, SMS_REFUSAL_MESSAGES, smsRefusal } from "../shared/phone.ts";
 import type { Phone } from "../shared/phone.ts";
-import type { AuditContext, AuthSettings, AuthStore, CallContext } from "./ports.ts";
-
-export function sendPolicy(s: SendLimits): SendPolicy {
-  return {
-    cooldownSeconds: s.cooldownSeconds,
-    pairPerHour: s.perHour,
-    pairPerDay: s.perDay,
-    numberPerHour: s.numberPerHour,
-    numberPerDay: s.numberPerDay,
-    countryPerHour: s.countryPerHour,
-    prefixPerHour: s.prefixPerHour,
-    hourSeconds: s.hourSeconds,
-    daySeconds: s.daySeconds,
-  };
-}
+import type { AuditContext, AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
 
 /** The per-number limits a code request is charged against: those otp-service applies. */
 export function sendRules(
@@ -110,4 +96,26 @@ export async function charge(
   const keyed = tripped.reason === "address" ? { ...who, phone: null } : who;
   await store.auditRefusal(event, a.reason, keyed, tripped.windowSeconds);
   throw resourceExhausted(REASONS[a.reason], a.retryAfterSeconds, "RATE_LIMITED");
+}
+
+/**
+ * Asks otp-service for a code the caller was charged for. A refusal there sent nothing,
+ * so the charge is given back; a dependency down may still have sent, so it stays.
+ */
+export async function requestChargedCode(
+  otp: OtpGateway,
+  limits: Limits,
+  charged: Extract<Admission, { admitted: true }>,
+  req: { phone: string; purpose: PurposeName; ctx: CallContext; spentChallengeId?: string },
+): Promise<void> {
+  try {
+    await otp.requestCode(req.phone, req.purpose, req.ctx, {
+      spentChallengeId: req.spentChallengeId,
+    });
+  } catch (err) {
+    if (err instanceof DomainError && err.reason !== "UNAVAILABLE") {
+      await limits.refund(charged.reservation);
+    }
+    throw err;
+  }
 }

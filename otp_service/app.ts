@@ -3,6 +3,7 @@ import type { Broker } from "../shared/bus.ts";
 import { derivedHmacKey, HmacKey } from "../shared/crypto.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
+import { sendPolicy } from "../shared/limits_config.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { Sql } from "../shared/postgres.ts";
@@ -66,17 +67,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
       codeLength: config.codes.length,
       ttlSeconds: config.codes.ttlSeconds,
       maxAttempts: config.smsRetryAttempts,
-      sending: {
-        cooldownSeconds: s.cooldownSeconds,
-        pairPerHour: s.perHour,
-        pairPerDay: s.perDay,
-        numberPerHour: s.numberPerHour,
-        numberPerDay: s.numberPerDay,
-        countryPerHour: s.countryPerHour,
-        prefixPerHour: s.prefixPerHour,
-        hourSeconds: s.hourSeconds,
-        daySeconds: s.daySeconds,
-      },
+      sending: sendPolicy(s),
       budgetPerHour: config.smsHourlyBudget,
       destinations: {
         allowedCountries: s.allowedCountries,

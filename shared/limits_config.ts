@@ -4,6 +4,7 @@ import { ConfigError } from "./config.ts";
 import type { ConfigReader } from "./config.ts";
 import { NUMBER_TYPES, SMS_NUMBER_TYPES } from "./phone.ts";
 import type { PhoneType } from "./phone.ts";
+import type { SendPolicy } from "./limits/rules.ts";
 
 export interface SendLimits {
   /** One code per number and purpose per this many seconds. */
@@ -83,4 +84,19 @@ export function readSendLimits(c: ConfigReader): SendLimits {
 /** Whether an SMS may go to `country` under the allow-list (an empty list allows all). */
 export function countryAllowed(allowed: readonly string[], country: string | undefined): boolean {
   return allowed.length === 0 || (country !== undefined && allowed.includes(country));
+}
+
+/** The per-number rules both services apply, from the same variables. */
+export function sendPolicy(s: SendLimits): SendPolicy {
+  return {
+    cooldownSeconds: s.cooldownSeconds,
+    pairPerHour: s.perHour,
+    pairPerDay: s.perDay,
+    numberPerHour: s.numberPerHour,
+    numberPerDay: s.numberPerDay,
+    countryPerHour: s.countryPerHour,
+    prefixPerHour: s.prefixPerHour,
+    hourSeconds: s.hourSeconds,
+    daySeconds: s.daySeconds,
+  };
 }
