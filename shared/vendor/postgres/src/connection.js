@@ -471,7 +471,10 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     // PATCHED: whatever was in flight on this socket can never complete; settle it all
     // (the 'error' event does not always come first) and forget the finished query.
     ;(query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
+    // PATCHED: the half-read result belongs to the failed query; the next one starts clean
+    // (a stale result.command would make it a "multi-statement" reply holding old rows).
     query = results = errorResponse = null
+    result = new Result()
     closedTime = performance.now()
     hadError && options.shared.retries++
     delay = (typeof backoff === 'function' ? backoff(options.shared.retries) : backoff) * 1000
