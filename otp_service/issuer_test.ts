@@ -8,8 +8,8 @@ import type { Admission, Limits } from "../shared/limits/engine.ts";
 import { REASONS } from "../shared/limits/rules.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import { createLogger } from "../shared/log.ts";
-import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
 import { OtpIssuer } from "./issuer.ts";
+import { testIssuerSettings } from "./issuer_fixture.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsMessage, SmsSender } from "./sms/sender.ts";
 import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
@@ -87,25 +87,14 @@ function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] }
 
 async function issuer(store: Store, limits: Limits, sms: SmsSender) {
   const key = await HmacKey.import("k".repeat(32));
-  return new OtpIssuer(store, limits, sms, { mac: key, code: key }, {
-    codeLength: 6,
-    ttlSeconds: 300,
-    maxAttempts: 3,
-    sending: {
-      cooldownSeconds: 60,
-      pairPerHour: 5,
-      pairPerDay: 10,
-      numberPerHour: 20,
-      numberPerDay: 50,
-      countryPerHour: 500,
-      prefixPerHour: 50,
-      hourSeconds: 3600,
-      daySeconds: 86400,
-    },
-    budgetPerHour: 10,
-    destinations: { allowedCountries: [], allowedNumberTypes: [...SMS_NUMBER_TYPES] },
-    retryBaseDelayMs: 1,
-  }, createLogger("test", "error"));
+  return new OtpIssuer(
+    store,
+    limits,
+    sms,
+    { mac: key, code: key },
+    testIssuerSettings(),
+    createLogger("test", "error"),
+  );
 }
 
 const request = (): CodeRequest => ({

@@ -10,6 +10,7 @@ import { createLogger } from "../shared/log.ts";
 import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
 import type { SmsDestinationPolicy } from "../shared/phone.ts";
 import { RecordingTelemetry } from "../shared/telemetry.ts";
+import { testIssuerSettings } from "./issuer_fixture.ts";
 import { ObservedIssuer } from "./observed.ts";
 import { instrumentedSms, providerOutcome } from "./sms/instrumented.ts";
 import { SmsError } from "./sms/sender.ts";
@@ -84,31 +85,18 @@ async function observed(
   types: SmsDestinationPolicy["allowedNumberTypes"] = SMS_NUMBER_TYPES,
 ) {
   const key = await HmacKey.import("k".repeat(32));
-  return ObservedIssuer.create(t, store(), limits, instrumentedSms(sms, t), {
-    mac: key,
-    code: key,
-  }, {
-    codeLength: 6,
-    ttlSeconds: 300,
-    maxAttempts: 3,
-    sending: {
-      cooldownSeconds: 60,
-      pairPerHour: 5,
-      pairPerDay: 10,
-      numberPerHour: 20,
-      numberPerDay: 50,
-      countryPerHour: 500,
-      prefixPerHour: 50,
-      hourSeconds: 3600,
-      daySeconds: 86400,
+  return ObservedIssuer.create(
+    t,
+    store(),
+    limits,
+    instrumentedSms(sms, t),
+    {
+      mac: key,
+      code: key,
     },
-    budgetPerHour: 10,
-    destinations: {
-      allowedCountries: [],
-      allowedNumberTypes: types,
-    },
-    retryBaseDelayMs: 1,
-  }, createLogger("test", "error"));
+    testIssuerSettings(types),
+    createLogger("test", "error"),
+  );
 }
 
 const request = (phoneNumber = "+14155550123"): CodeRequest => ({
