@@ -13,6 +13,11 @@ const sql = createPool({ url: db.url, applicationName: "tests", max: 20 });
 await sql.unsafe("create schema lt");
 await sql.unsafe(limitsIncludes("lt").limits_v1!);
 await sql.unsafe(limitsIncludes("lt").limits_v2!);
+await sql.unsafe(limitsIncludes("lt").limits_v3!);
+// The second version, to check that the third admits and counts the same.
+await sql.unsafe("create schema lt_second");
+await sql.unsafe(limitsIncludes("lt_second").limits_v1!);
+await sql.unsafe(limitsIncludes("lt_second").limits_v2!);
 // The first version alone, to check that the second computes the same counters.
 await sql.unsafe("create schema lt_first");
 await sql.unsafe(limitsIncludes("lt_first").limits_v1!);
@@ -175,6 +180,60 @@ Deno.test("the PL/pgSQL limit_slots returns exactly what the first version retur
       const [[first], [second]] = await Promise.all([q("lt_first"), q("lt")]);
       assert.deepEqual(second!.slots, first!.slots);
       assert.equal(second!.slots.length, 61);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("the lean admit admits, waits and counts exactly as the second version did", async () => {
+  const key = fc.record({
+    counts: fc.oneof(
+      fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 61, maxLength: 61 }),
+      fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 0, maxLength: 70 }),
+    ),
+    // Slots relative to the current one: old rows, a row of this slot, a clock gone back.
+    firstOffset: fc.constantFrom(-60, -60, -59, -30, -61, -200, -55, 3),
+    sameWidth: fc.boolean(),
+    limit: fc.integer({ min: 0, max: 40 }),
+    window: fc.constantFrom(60_000, 120_000),
+    stored: fc.boolean(),
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.array(key, { minLength: 1, maxLength: 3 }), async (keys) => {
+      const names = keys.map(() => fresh());
+      for (const schema of ["lt", "lt_second"]) {
+        for (const [i, k] of keys.entries()) {
+          if (!k.stored) continue;
+          const width = k.window / 60;
+          const cur = Math.floor(Date.now() / 1000 / width);
+          await sql.unsafe(
+            `insert into ${schema}.limit_counters (key, slot_seconds, first_slot, counts)
+             values ($1, $2, $3, $4::int[])`,
+            [names[i]!, k.sameWidth ? width : width / 2, cur + k.firstOffset, k.counts] as never,
+          );
+        }
+      }
+      const admit = (schema: string) =>
+        sql.unsafe<{ admitted: boolean; rule: number | null; retry_after: number; at: number }[]>(
+          `select * from ${schema}.admit($1::text[], $2::int[], $3::float8[])`,
+          [names, keys.map((k) => k.limit), keys.map((k) => k.window)] as never,
+        );
+      const [[lean], [second]] = [await admit("lt"), await admit("lt_second")];
+      const rows = (schema: string) =>
+        sql.unsafe(
+          `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
+            where key = any($1::text[]) order by key`,
+          [names] as never,
+        );
+      // Both calls in one slot of every window, or the comparison says nothing.
+      fc.pre(keys.every((k) => {
+        const w = k.window / 60;
+        return Math.floor(lean!.at / w) === Math.floor(second!.at / w);
+      }));
+      assert.equal(lean!.admitted, second!.admitted);
+      assert.equal(lean!.rule, second!.rule);
+      if (!lean!.admitted) assert.ok(Math.abs(lean!.retry_after - second!.retry_after) < 1);
+      assert.deepEqual(await rows("lt"), await rows("lt_second"));
     }),
     { numRuns: 300 },
   );

@@ -194,11 +194,141 @@ end
 $fn$;
 `;
 
+/**
+ * admit() again, the same outcomes for less CPU: it sums the counters in place instead
+ * of building the shifted array (that is built only to name a refusal's wait), bumps one
+ * counter when the row was last written in the current slot, and checks keys for
+ * duplicates while ordering them. The index on updated_at goes: the sweep's condition
+ * depends on each row's width, so it never used it, and without it an admission's
+ * update can stay on the row's page (a HOT update) instead of writing two indexes.
+ */
+const LIMITS_V3 = `
+drop index if exists {schema}.limit_counters_updated_idx;
+
+create or replace function {schema}.admit(
+  keys text[], limits integer[], windows float8[], event_id text default null,
+  out admitted boolean, out rule integer, out retry_after float8, out at float8)
+language plpgsql as $fn$
+declare
+  n integer := cardinality(keys);
+  ord integer[];
+  firsts bigint[];
+  widths float8[];
+  i integer;
+  width float8;
+  cur bigint;
+  fs bigint;
+  ow float8;
+  cnt integer[];
+  c integer[];
+  total bigint;
+  wait float8;
+begin
+  if n <> cardinality(limits) or n <> cardinality(windows) then
+    raise exception 'admit: keys, limits and windows differ in length';
+  end if;
+  if n = 1 then
+    ord := array[1];
+  else
+    ord := array(select o::int from unnest(keys) with ordinality u(k, o) order by k);
+    for j in 2 .. n loop
+      if keys[ord[j]] = keys[ord[j - 1]] then
+        raise exception 'admit: a key appears twice';
+      end if;
+    end loop;
+  end if;
+  at := extract(epoch from clock_timestamp());
+  admitted := true;
+  if event_id is not null then
+    -- A concurrent admission of the same event waits here on the key, then finds it.
+    insert into {schema}.limit_admissions as a (event_id, at) values (admit.event_id, admit.at)
+      on conflict on constraint limit_admissions_pkey do nothing;
+    if not found then
+      select a.at into at from {schema}.limit_admissions a where a.event_id = admit.event_id;
+      return;
+    end if;
+  end if;
+  firsts := array_fill(0::bigint, array[n]);
+  widths := array_fill(0::float8, array[n]);
+  for j in 1 .. n loop
+    i := ord[j];
+    if not (windows[i] > 0) or limits[i] is null or limits[i] < 0 then
+      raise exception 'admit: bad limit or window for %', keys[i];
+    end if;
+    width := windows[i] / 60;
+    cur := floor(at / width)::bigint;
+    select l.first_slot, l.slot_seconds, l.counts into fs, ow, cnt
+      from {schema}.limit_counters l where l.key = keys[i] for update;
+    if not found then
+      insert into {schema}.limit_counters (key, slot_seconds, first_slot, counts)
+      values (keys[i], width, cur - 60, array_fill(0, array[61]))
+      on conflict (key) do nothing;
+      select l.first_slot, l.slot_seconds, l.counts into fs, ow, cnt
+        from {schema}.limit_counters l where l.key = keys[i] for update;
+    end if;
+    -- Rows are written 61 counters long; anything else takes the general update.
+    firsts[i] := case when cardinality(cnt) = 61 then fs end;
+    widths[i] := ow;
+    -- What limit_slots would keep, summed without building it: every slot from cur-60
+    -- on (later ones too, after a clock went back), or everything after a change of
+    -- window.
+    total := 0;
+    for s in 1 .. coalesce(array_upper(cnt, 1), 0) loop
+      if ow <> width or fs + s - 1 >= cur - 60 then
+        total := total + coalesce(cnt[s], 0);
+      end if;
+    end loop;
+    if total >= limits[i] then
+      wait := windows[i];
+      if limits[i] > 0 then
+        -- The oldest slots leave the count first; wait until enough of them have.
+        c := {schema}.limit_slots(cnt, fs, ow, width, cur, 0);
+        for s in 0 .. 60 loop
+          total := total - c[s + 1];
+          if total < limits[i] then
+            wait := (cur + 1 + s) * width - at;
+            exit;
+          end if;
+        end loop;
+      end if;
+      if admitted or wait > retry_after then
+        rule := i;
+        retry_after := greatest(wait, 0);
+      end if;
+      admitted := false;
+    end if;
+  end loop;
+  if not admitted then
+    if event_id is not null then
+      delete from {schema}.limit_admissions a where a.event_id = admit.event_id;
+    end if;
+    return;
+  end if;
+  for j in 1 .. n loop
+    i := ord[j];
+    width := windows[i] / 60;
+    cur := floor(at / width)::bigint;
+    if widths[i] = width and firsts[i] = cur - 60 then
+      -- Still in the slot the row was last written in: one counter goes up.
+      update {schema}.limit_counters l set counts[61] = l.counts[61] + 1, updated_at = now()
+       where l.key = keys[i];
+    else
+      update {schema}.limit_counters l
+         set counts = {schema}.limit_slots(l.counts, l.first_slot, l.slot_seconds, width, cur, 1),
+             first_slot = cur - 60, slot_seconds = width, updated_at = now()
+       where l.key = keys[i];
+    end if;
+  end loop;
+end
+$fn$;
+`;
+
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
   return {
     limits_v1: LIMITS_V1.replaceAll("{schema}", schema),
     limits_v2: LIMITS_V2.replaceAll("{schema}", schema),
+    limits_v3: LIMITS_V3.replaceAll("{schema}", schema),
   };
 }
