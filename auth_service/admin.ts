@@ -18,13 +18,13 @@ export const MAX_PAGE_SIZE = 200;
 const NO_USER = "no user has this phone number";
 
 /** Checks the admin bearer in constant time; with no token configured, nothing passes. */
-export async function adminGate(token: string | undefined) {
-  const expected = token ? await sha256(token) : undefined;
-  return async (authorization: string | null): Promise<void> => {
+export function adminGate(token: string | undefined) {
+  const expected = token ? sha256(token) : undefined;
+  return (authorization: string | null): void => {
     const presented = bearerCredential(authorization);
     // Digests have equal length, so the comparison time says nothing about the token.
     const ok = expected !== undefined && presented !== null &&
-      constantTimeEqual(await sha256(presented), expected);
+      constantTimeEqual(sha256(presented), expected);
     if (!ok) throw unauthenticated("missing or invalid admin API token", "ADMIN_TOKEN_INVALID");
   };
 }
@@ -54,14 +54,14 @@ export function pageSize(requested: number): number {
 
 const iso = (d: Date | null) => d?.toISOString() ?? "";
 
-export async function adminRoutes(
+export function adminRoutes(
   store: AdminStore,
   token: string | undefined,
   telemetry: Telemetry = NO_TELEMETRY,
 ) {
-  const authorize = await adminGate(token);
-  const begin = async (ctx: HandlerContext, phoneInput: string) => {
-    await authorize(ctx.requestHeader.get("authorization"));
+  const authorize = adminGate(token);
+  const begin = (ctx: HandlerContext, phoneInput: string) => {
+    authorize(ctx.requestHeader.get("authorization"));
     const phone = parsePhone(phoneInput).e164;
     const who: AuditContext = {
       phone,
@@ -73,7 +73,7 @@ export async function adminRoutes(
   return (router: ConnectRouter) =>
     router.service(AdminService, {
       async getUser(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         const u = await store.user(phone, who);
         if (!u) throw notFound(NO_USER, "USER_NOT_FOUND");
         return {
@@ -86,7 +86,7 @@ export async function adminRoutes(
         };
       },
       async listUserSessions(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         const sessions = await store.sessions(phone, who);
         if (!sessions) throw notFound(NO_USER, "USER_NOT_FOUND");
         return {
@@ -99,22 +99,22 @@ export async function adminRoutes(
         };
       },
       async revokeUserSessions(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         const revoked = await store.revokeSessions(phone, who);
         if (revoked > 0) telemetry.sessionsRevoked("admin", revoked);
         return { revoked };
       },
       async unlockPhoneNumber(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         return { unlocked: await store.unlock(phone, who) };
       },
       async deleteUser(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         if (!(await store.deleteUser(phone, who))) throw notFound(NO_USER, "USER_NOT_FOUND");
         return { deleted: true };
       },
       async listAuditEvents(req, ctx) {
-        const { phone, who } = await begin(ctx, req.phoneNumber);
+        const { phone, who } = begin(ctx, req.phoneNumber);
         const size = pageSize(req.pageSize);
         // One more than asked tells whether another page follows.
         const rows = await store.auditEvents(phone, pageCursor(req.pageToken), size + 1, who);

@@ -87,7 +87,7 @@ async function verifiedUser(s: AdminUnderTest, phone = PHONE, token = 1) {
     phone,
     "signup",
     POLICY,
-    () => Promise.resolve(true),
+    () => true,
     session(token),
     who,
   );
@@ -107,7 +107,7 @@ async function login(s: AdminUnderTest, phone: string, token: number) {
     phone,
     "login",
     POLICY,
-    () => Promise.resolve(true),
+    () => true,
     session(token),
     who,
   );
@@ -129,7 +129,7 @@ const behaviours: Record<string, (s: AdminUnderTest) => Promise<void>> = {
       PHONE,
       "signup",
       POLICY,
-      () => Promise.resolve(false),
+      () => false,
       session(1),
       who,
     );
@@ -145,12 +145,12 @@ const behaviours: Record<string, (s: AdminUnderTest) => Promise<void>> = {
 
   async "unlocking lifts the number's lock-out so its code works again"(s) {
     await withChallenge(s);
-    await s.store.redeem(PHONE, "signup", POLICY, () => Promise.resolve(false), session(1), who);
+    await s.store.redeem(PHONE, "signup", POLICY, () => false, session(1), who);
     const refused = await s.store.redeem(
       PHONE,
       "signup",
       POLICY,
-      () => Promise.resolve(true),
+      () => true,
       session(1),
       who,
     );
@@ -161,7 +161,7 @@ const behaviours: Record<string, (s: AdminUnderTest) => Promise<void>> = {
       PHONE,
       "signup",
       POLICY,
-      () => Promise.resolve(true),
+      () => true,
       session(1),
       who,
     );

@@ -56,18 +56,18 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
   // auth-service's caps are per address and per number; otp-service keeps the exact budget.
   const limits = new LimitsEngine(sql, "auth", { asyncCommit: true });
-  const hmac = await HmacKey.import(config.otpHmacKey);
+  const hmac = HmacKey.import(config.otpHmacKey);
   const tokens = await AccessTokens.create(config.jwt);
   const useCases = createUseCases(
     { store, limits, otp: d.otp, hmac, tokens, log: logger, telemetry },
     authSettings(config),
   );
-  const admin = await adminRoutes(
+  const admin = adminRoutes(
     new PgAdminStore(sql, () => runtime.relay.poke()),
     config.adminApiToken,
     telemetry,
   );
-  const adminAuthorized = await adminGate(config.adminApiToken);
+  const adminAuthorized = adminGate(config.adminApiToken);
   if (!config.adminApiToken) logger.info("ADMIN_API_TOKEN unset: the admin API refuses every call");
 
   broker.consume(

@@ -65,7 +65,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
   let now = Date.now();
   const store = new MemoryAuthStore({ now: () => now });
   const limits = new MemoryLimits(() => now);
-  const hmac = await HmacKey.import("k".repeat(32));
+  const hmac = HmacKey.import("k".repeat(32));
   const asked: { phone: string; purpose: PurposeName }[] = [];
   /** The spent challenge each request to otp-service named, in order. */
   const spent: (string | undefined)[] = [];
@@ -105,7 +105,7 @@ export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGate
       requestId,
       phoneNumber: phone,
       purpose: purposeFromName(purpose),
-      codeMac: await otpMac(hmac, { challengeId: requestId, phone, purpose, expiresAt, code }),
+      codeMac: otpMac(hmac, { challengeId: requestId, phone, purpose, expiresAt, code }),
       issuedAt: timestampFromDate(issuedAt),
       expiresAt: timestampFromDate(expiresAt),
       traceId: "t",

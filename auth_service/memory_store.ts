@@ -197,11 +197,11 @@ export class MemoryAuthStore implements AuthStore {
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
-    matches: (c: Challenge) => Promise<boolean>,
+    matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
-    return this.serially(async (now): Promise<RedeemOutcome> => {
+    return this.serially((now): RedeemOutcome => {
       const locked = this.lockedFor(now, phone, who);
       if (locked) {
         this.record(now, "code_checked", "locked", who);
@@ -221,7 +221,7 @@ export class MemoryAuthStore implements AuthStore {
         return { kind: "exhausted" };
       }
       const { failedAttempts, consumedAt: _, ...challenge } = c;
-      if (!await matches(challenge)) {
+      if (!matches(challenge)) {
         c.failedAttempts++;
         const mine = this.locks.get(phone) ?? new Map<string, WrongCodeLock>();
         this.locks.set(phone, mine);

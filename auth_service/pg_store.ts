@@ -148,7 +148,7 @@ export class PgAuthStore implements AuthStore {
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
-    matches: (c: Challenge) => Promise<boolean>,
+    matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
@@ -195,7 +195,7 @@ export class PgAuthStore implements AuthStore {
         await insertAudit(tx, "code_checked", "exhausted", who);
         return { kind: "exhausted" };
       }
-      const ok = await matches({
+      const ok = matches({
         requestId: c!.request_id!,
         phoneNumber: phone,
         purpose,

@@ -28,7 +28,7 @@ await migrate(
 const store = new PgAuthStore(sql);
 const [user] = await sql`insert into auth.users (phone_number, verified_at)
   values ('+14155550123', now()) returning id`;
-const tokenHash = await sha256("bench-token");
+const tokenHash = sha256("bench-token");
 await sql`with s as (insert into auth.sessions (user_id, expires_at)
   values (${user!.id}, now() + interval '1 day') returning id)
   insert into auth.session_tokens (token_hash, session_id) select ${tokenHash}, id from s`;

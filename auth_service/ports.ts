@@ -227,7 +227,7 @@ export interface AuthStore {
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
-    matches: (challenge: Challenge) => Promise<boolean>,
+    matches: (challenge: Challenge) => boolean,
     effect: RedeemEffect,
     audit: AuditContext,
   ): Promise<RedeemOutcome>;

@@ -76,7 +76,7 @@ export class Redemption {
       kind: "session",
       session: {
         id: sessionId,
-        tokenHash: await sha256(sessionToken),
+        tokenHash: sha256(sessionToken),
         ttlSeconds: this.settings.sessionTtlSeconds,
         clientAddress: ctx.clientAddress,
         userAgent: ctx.userAgent ?? "",
@@ -121,8 +121,8 @@ export class Redemption {
         lockSeconds: this.settings.lockSeconds,
         failureWindowSeconds: this.settings.failureWindowSeconds,
       },
-      async (c) => {
-        const mac = await otpMac(this.hmac, {
+      (c) => {
+        const mac = otpMac(this.hmac, {
           challengeId: c.requestId,
           phone,
           purpose,

@@ -41,7 +41,7 @@ export class Sessions {
 
   /** The live session the Authorization header names and its user. */
   async authenticate(authorization: string | null): Promise<Caller> {
-    const caller = await this.store.authenticate(await tokenHash(authorization), this.policy);
+    const caller = await this.store.authenticate(tokenHash(authorization), this.policy);
     if (!caller) throw unauthenticated(NO_SESSION, "SESSION_INVALID");
     return caller;
   }
@@ -76,11 +76,11 @@ export class Sessions {
    * once both carry on; after the grace it is taken as stolen and the session ends.
    */
   async refresh(authorization: string | null, ctx: CallContext): Promise<OpenedSession> {
-    const presented = await tokenHash(authorization);
+    const presented = tokenHash(authorization);
     const sessionToken = randomToken();
     const outcome = await this.store.refresh(
       presented,
-      await sha256(sessionToken),
+      sha256(sessionToken),
       this.policy,
       auditContext(null, ctx),
     );
@@ -124,10 +124,10 @@ export class Sessions {
   }
 }
 
-async function tokenHash(authorization: string | null): Promise<Uint8Array> {
+function tokenHash(authorization: string | null): Uint8Array {
   const token = bearerCredential(authorization);
   if (token === null || !TOKEN.test(token)) {
     throw unauthenticated("missing or malformed bearer token", "SESSION_INVALID");
   }
-  return await sha256(token);
+  return sha256(token);
 }

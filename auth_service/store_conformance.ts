@@ -105,8 +105,8 @@ function challenge(
   };
 }
 
-const right = (c: Challenge) => Promise.resolve(constantTimeEqual(c.codeMac, MAC));
-const wrong = () => Promise.resolve(false);
+const right = (c: Challenge) => constantTimeEqual(c.codeMac, MAC);
+const wrong = () => false;
 
 /** A user with a live code of `purpose` waiting. */
 async function withChallenge(s: StoreUnderTest, purpose: PurposeName = "signup", phone = PHONE) {
@@ -447,7 +447,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     // The newer code is the live one, with its tries reset.
     const old = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who);
     assert.deepEqual(old, { kind: "wrong", remaining: 2, locked: false });
-    const matchesNewer = (c: Challenge) => Promise.resolve(c.codeMac[0] === 9);
+    const matchesNewer = (c: Challenge) => c.codeMac[0] === 9;
     const ok = await s.store.redeem(PHONE, "signup", POLICY, matchesNewer, session(1), who);
     assert.equal(ok.kind, "ok");
   },

@@ -60,8 +60,8 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     limits,
     instrumentedSms(d.sms, telemetry),
     {
-      mac: await HmacKey.import(config.otpHmacKey),
-      code: await derivedHmacKey(config.otpHmacKey, "otp.v1 challenge codes"),
+      mac: HmacKey.import(config.otpHmacKey),
+      code: derivedHmacKey(config.otpHmacKey, "otp.v1 challenge codes"),
     },
     {
       codeLength: config.codes.length,
@@ -82,7 +82,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     tracedHandler("otp.request.receive", OTP_QUEUE, (m) => issuer.handleRequested(m)),
     { prefetch: 16 },
   );
-  const authorize = await internalTokenCheck(config.internalApiToken);
+  const authorize = internalTokenCheck(config.internalApiToken);
   return runtime.serve({
     hostname: d.hostname ?? config.bindAddress,
     port: config.port,

@@ -132,8 +132,8 @@ export class OtpIssuer {
     refund?: () => Promise<void>,
   ): Promise<IssueOutcome> {
     const c = state.challenge;
-    const code = await challengeCode(this.keys.code, c.challengeId, this.settings.codeLength);
-    const issued = await this.issuedMessage(req, c, code);
+    const code = challengeCode(this.keys.code, c.challengeId, this.settings.codeLength);
+    const issued = this.issuedMessage(req, c, code);
     let made = state.attempts;
     const budget = budgetRule(this.settings.budgetPerHour, this.settings.sending.hourSeconds);
     const sender = withRetries(this.sms, {
@@ -225,8 +225,8 @@ export class OtpIssuer {
     return { kind: "unconfirmed" };
   }
 
-  private async issuedMessage(req: CodeRequest, c: Challenge, code: string) {
-    const codeMac = await otpMac(this.keys.mac, {
+  private issuedMessage(req: CodeRequest, c: Challenge, code: string) {
+    const codeMac = otpMac(this.keys.mac, {
       challengeId: c.challengeId,
       phone: req.phoneNumber,
       purpose: req.purpose,

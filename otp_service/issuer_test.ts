@@ -85,8 +85,8 @@ function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] }
   };
 }
 
-async function issuer(store: Store, limits: Limits, sms: SmsSender) {
-  const key = await HmacKey.import("k".repeat(32));
+function issuer(store: Store, limits: Limits, sms: SmsSender) {
+  const key = HmacKey.import("k".repeat(32));
   return new OtpIssuer(
     store,
     limits,

@@ -78,13 +78,13 @@ function provider(replies: (Error | "ok")[]): SmsSender {
   };
 }
 
-async function observed(
+function observed(
   t: RecordingTelemetry,
   limits: Limits,
   sms: SmsSender,
   types: SmsDestinationPolicy["allowedNumberTypes"] = SMS_NUMBER_TYPES,
 ) {
-  const key = await HmacKey.import("k".repeat(32));
+  const key = HmacKey.import("k".repeat(32));
   return ObservedIssuer.create(
     t,
     store(),

@@ -19,12 +19,12 @@ import type { OtpIssuer } from "./issuer.ts";
  * The internal API token check. The server runs it on the headers before it reads a
  * body; the handler runs it too, for transports that do not go through the server.
  */
-export async function internalTokenCheck(internalToken: string): Promise<Authorize> {
-  const expected = await sha256(internalToken);
-  return async (headers: Headers) => {
+export function internalTokenCheck(internalToken: string): Authorize {
+  const expected = sha256(internalToken);
+  return (headers: Headers) => {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(headers.get("authorization") ?? "");
     // Digests have equal length, so the comparison time says nothing about the token.
-    if (!m || !constantTimeEqual(await sha256(m[1]!), expected)) {
+    if (!m || !constantTimeEqual(sha256(m[1]!), expected)) {
       throw unauthenticated("missing or invalid internal API token");
     }
   };

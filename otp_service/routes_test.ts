@@ -57,10 +57,10 @@ const noLimits: Limits = {
 const TOKEN = "t".repeat(40);
 const log = createLogger("test", "error");
 
-async function setup() {
+function setup() {
   const store = new MemoryStore();
   const sms: string[] = [];
-  const key = await HmacKey.import("k".repeat(32));
+  const key = HmacKey.import("k".repeat(32));
   const issuer = new OtpIssuer(
     store,
     noLimits,
@@ -86,7 +86,7 @@ async function setup() {
     },
     log,
   );
-  const routes = otpRoutes(issuer, await internalTokenCheck(TOKEN));
+  const routes = otpRoutes(issuer, internalTokenCheck(TOKEN));
   const transport = createRouterTransport(routes, {
     router: { interceptors: [errorInterceptor(log)] },
   });

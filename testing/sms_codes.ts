@@ -53,7 +53,7 @@ export async function codeFor(
     from,
   );
   const code = codeInConsoleLine(line, { length: codeLength(stack) });
-  const key = await HmacKey.import(stack.secrets.OTP_HMAC_KEY);
+  const key = HmacKey.import(stack.secrets.OTP_HMAC_KEY);
   await pollUntil(
     async () => {
       const [c] = await stack.sql<
@@ -62,7 +62,7 @@ export async function codeFor(
       select request_id, code_mac, expires_at from auth.challenges
        where phone_number = ${phone} and purpose = ${purpose} and consumed_at is null`;
       if (!c) return false;
-      const mac = await otpMac(key, {
+      const mac = otpMac(key, {
         challengeId: c.request_id,
         phone,
         purpose,
