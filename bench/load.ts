@@ -19,6 +19,8 @@ export interface WrkCall {
   url: string;
   headers: Record<string, string>;
   body: Uint8Array;
+  /** Sent in X-Forwarded-For in turn, one address per request, when given. */
+  forwardedFor?: readonly string[];
 }
 
 /** A Lua string literal of arbitrary bytes. */
@@ -49,9 +51,24 @@ export async function wrk(call: WrkCall, seconds: number, serverPid?: number): P
   const script = `${dir}/call.lua`;
   const headers = Object.entries(call.headers)
     .map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`).join("\n");
+  // Requests are formatted once per address in init, so the loader only picks one.
+  const spread = call.forwardedFor === undefined ? "" : `
+local addresses = { ${call.forwardedFor.map((a) => JSON.stringify(a)).join(", ")} }
+local requests, n = {}, 0
+init = function(args)
+  for i, a in ipairs(addresses) do
+    wrk.headers["x-forwarded-for"] = a
+    requests[i] = wrk.format()
+  end
+end
+request = function()
+  n = n % #requests + 1
+  return requests[n]
+end
+`;
   await Deno.writeTextFile(
     script,
-    `wrk.method = "POST"\nwrk.body = ${luaBytes(call.body)}\n${headers}\n`,
+    `wrk.method = "POST"\nwrk.body = ${luaBytes(call.body)}\n${headers}\n${spread}`,
   );
   const before = serverPid === undefined ? undefined : await cpuTicks(serverPid);
   const started = performance.now();

@@ -41,6 +41,24 @@ export interface Phone {
  * so "+1 (415) 555-0123" and "+14155550123" are the same user.
  */
 export function parsePhone(input: string): Phone {
+  const known = parsed.get(input);
+  if (known !== undefined) return known;
+  const phone = Object.freeze(parseUncached(input));
+  // Insertion order makes the first key the oldest; random numbers only churn the cache.
+  if (parsed.size >= PARSED_KEPT) parsed.delete(parsed.keys().next().value!);
+  parsed.set(input, phone);
+  return phone;
+}
+
+/**
+ * Numbers parsed lately, by their input. Parsing with full metadata costs about as much
+ * as the rest of a tiny call, and the same few numbers arrive again and again (a user's
+ * code request, its check, every profile read). Only valid numbers are kept.
+ */
+const parsed = new Map<string, Phone>();
+const PARSED_KEPT = 10_000;
+
+function parseUncached(input: string): Phone {
   const trimmed = input.trim();
   if (trimmed.length === 0) throw new InvalidPhoneNumber("phone_number is required");
   if (trimmed.length > 32) throw new InvalidPhoneNumber("too long");

@@ -42,3 +42,16 @@ Deno.test("mobile and fixed-line-or-mobile numbers may, within the allowed count
     "number_type_not_allowed",
   );
 });
+
+Deno.test("a number parsed again gives the same answer, and a refused one is refused again", () => {
+  const first = parsePhone("+1 415 555 0199");
+  assert.equal(parsePhone("+1 415 555 0199"), first);
+  assert.ok(Object.isFrozen(first));
+  for (let i = 0; i < 2; i++) assert.throws(() => parsePhone("+1415555012"), InvalidPhoneNumber);
+  // Far more distinct numbers than are kept: every one still parses to itself.
+  for (let i = 0; i < 12_000; i++) {
+    const n = `+1415${String(2_000_000 + i)}`;
+    assert.equal(parsePhone(n).e164, n);
+  }
+  assert.deepEqual(parsePhone("+1 415 555 0199"), first);
+});
