@@ -1,7 +1,7 @@
 // The PostgreSQL pool. Options are passed explicitly so postgres.js does
 // not go looking through PG* environment variables the service is not allowed to read
 // (it still reads PGAPPNAME, which the service tasks therefore allow).
-// Runtime: shared/vendor/postgres (postgres.js 3.4.9 with the nextWrite fix, see its PATCHED.md);
+// Runtime: shared/vendor/postgres (postgres.js 3.4.9 with fixes, see its PATCHED.md);
 // types: the published package.
 // @ts-types="npm:postgres@3.4.9"
 import postgres from "postgres";
