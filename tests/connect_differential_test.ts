@@ -33,7 +33,10 @@ const ORIGIN = "https://app.example";
  * successes with headers and trailers, domain errors, errors with details and
  * metadata, and a failure the client must only see as `internal`.
  */
-function outcome(phoneNumber: string, ctx: { responseHeader: Headers; responseTrailer: Headers }) {
+function outcome(
+  phoneNumber: string,
+  ctx: { requestHeader: Headers; responseHeader: Headers; responseTrailer: Headers },
+) {
   const e164 = parsePhone(phoneNumber).e164;
   switch (e164.at(-1)) {
     case "0":
@@ -56,6 +59,15 @@ function outcome(phoneNumber: string, ctx: { responseHeader: Headers; responseTr
       throw unavailable("try later");
     case "7":
       throw new DomainError("NUMBER_LOCKED", "not yet");
+    case "8": {
+      // The request's headers as a handler may change them: its own copy.
+      const h = ctx.requestHeader;
+      h.append("x-added", "1");
+      h.append("x-added", "2");
+      h.delete("content-type");
+      ctx.responseHeader.set("x-request-view", [...h].map(([k, v]) => `${k}=${v}`).join(";"));
+      break;
+    }
   }
   return e164;
 }
@@ -320,6 +332,12 @@ Deno.test("rejections and edge cases get the same reply from both paths", async 
         body: json({ phone_number: "+14155550129" }),
       },
       400,
+      true,
+    ],
+    [
+      "a handler changes its copy of the request headers",
+      { path: VALIDATE, headers: JSON_TYPE, body: json({ phone_number: "+14155550128" }) },
+      200,
       true,
     ],
     [
