@@ -54,18 +54,24 @@ const toCaller = (r: CallerRow): Caller => ({
   },
 });
 
-/** Opens a session with its first token, in one statement; returns when it expires. */
-export async function insertSession(tx: TxSql, userId: string, s: NewSession): Promise<Date> {
-  const [row] = await tx<{ expires_at: Date }[]>`
+/**
+ * Opens a session with its first token, in one statement, to expire at `expiresAt`
+ * (chosen by the caller, so what announces the session can go out in the same round
+ * trip).
+ */
+export async function insertSession(
+  tx: TxSql,
+  userId: string,
+  s: NewSession,
+  expiresAt: Date,
+): Promise<void> {
+  await tx`
     with s as (
       insert into auth.sessions (id, user_id, expires_at, client_address, user_agent)
-      values (${s.id}, ${userId}, now() + make_interval(secs => ${s.ttlSeconds}),
-              ${s.clientAddress || null}, ${s.userAgent || null})
-      returning id, expires_at),
-    t as (insert into auth.session_tokens (token_hash, session_id)
-          select ${s.tokenHash}, id from s)
-    select expires_at from s`;
-  return row!.expires_at;
+      values (${s.id}, ${userId}, ${expiresAt}, ${s.clientAddress || null},
+              ${s.userAgent || null})
+      returning id)
+    insert into auth.session_tokens (token_hash, session_id) select ${s.tokenHash}, id from s`;
 }
 
 export async function authenticate(

@@ -208,22 +208,26 @@ export class PgAuthStore implements AuthStore {
         await insertAudit(tx, "code_checked", "taken", who);
         return { kind: "taken" };
       }
-      // Pipelined: these go out together. The caller's own failures and the number's
-      // count from every address start again; other addresses' locks stay.
-      await Promise.all([
+      // The caller's own failures and the number's count from every address start
+      // again; other addresses' locks stay. Sent with what the effect writes next.
+      const consumed = [
         tx`update auth.challenges set consumed_at = now()
             where phone_number = ${phone} and purpose = ${purpose}`,
         tx`delete from auth.wrong_code_locks
             where phone_number = ${phone}
               and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`,
         insertAudit(tx, "code_checked", "ok", who),
-      ]);
+      ];
       switch (effect.kind) {
         case "session":
-          return await this.openSession(tx, owner!, c!.verified_at, purpose, effect, phone, who);
+          return await this.openSession(tx, owner!, c!.verified_at, purpose, effect, phone, who, {
+            consumed,
+          });
         case "phone_change":
+          await Promise.all(consumed);
           return await this.changePhone(tx, effect.userId, owner, phone, who);
         case "delete_account":
+          await Promise.all(consumed);
           await deleteUserIn(tx, effect.userId, "user", who);
           return { kind: "ok", userId: effect.userId };
       }
@@ -240,21 +244,24 @@ export class PgAuthStore implements AuthStore {
     effect: Extract<RedeemEffect, { kind: "session" }>,
     phone: string,
     who: AuditContext,
+    o: { consumed: readonly PromiseLike<unknown>[] },
   ): Promise<RedeemOutcome> {
     const verifies = purpose === "signup" && verifiedAt === null;
-    // Pipelined; only the event needs what the insert returns.
-    const [expiresAt] = await Promise.all([
-      insertSession(tx, userId, effect.session),
+    const expiresAt = new Date(Date.now() + effect.session.ttlSeconds * 1000);
+    const origin = purpose === "signup" ? "verify" : "login";
+    // Everything a redeemed code writes, in one round trip.
+    await Promise.all([
+      ...o.consumed,
+      insertSession(tx, userId, effect.session, expiresAt),
       verifies ? tx`update auth.users set verified_at = now() where id = ${userId}` : undefined,
       verifies ? enqueue(tx, SCHEMA, userVerified(userId, phone, who)) : undefined,
       insertAudit(tx, "session_created", purpose, who),
+      enqueue(
+        tx,
+        SCHEMA,
+        sessionCreated({ sessionId: effect.session.id, userId, expiresAt, origin }, who),
+      ),
     ]);
-    const origin = purpose === "signup" ? "verify" : "login";
-    await enqueue(
-      tx,
-      SCHEMA,
-      sessionCreated({ sessionId: effect.session.id, userId, expiresAt, origin }, who),
-    );
     return { kind: "ok", userId, sessionExpiresAt: expiresAt };
   }
 
