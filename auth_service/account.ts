@@ -15,26 +15,28 @@ import {
   addressSendRule,
   auditContext,
   charge,
-  lockedError,
-  requestChargedCode,
+  CODE_REQUESTED,
   sendablePhone,
-  sendRules,
+  sendCode,
 } from "./rules.ts";
+import type { CodeSending } from "./rules.ts";
 import type { Sessions } from "./sessions.ts";
 
-const EVENT = "code_requested";
-
 export class Account {
+  private readonly sending: CodeSending;
+
   constructor(
     private readonly store: AuthStore,
     private readonly limits: Limits,
-    private readonly otp: OtpGateway,
+    otp: OtpGateway,
     private readonly sessions: Sessions,
     private readonly redemption: Redemption,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
     private readonly telemetry: Telemetry = NO_TELEMETRY,
-  ) {}
+  ) {
+    this.sending = { store, limits, otp, settings, telemetry };
+  }
 
   /**
    * Sends a phone_change code to the new number. Whether the number belongs to someone
@@ -55,35 +57,22 @@ export class Account {
     const who = auditContext(phone.e164, ctx);
     const onRefused = (reason: LimitReason) =>
       this.telemetry.codeRefused(refusalReason(reason), phone.country);
-    await charge(this.limits, this.store, [addressSendRule(this.settings, ctx)], EVENT, who, {
-      onRefused,
-    });
+    await charge(
+      this.limits,
+      this.store,
+      [addressSendRule(this.settings, ctx)],
+      CODE_REQUESTED,
+      who,
+      {
+        onRefused,
+      },
+    );
     const target = await this.store.admitPhoneChangeCode(
       phone.e164,
       this.settings.maxAttempts,
       who,
     );
-    if (target.kind === "locked") {
-      await this.store.auditRefusal(EVENT, "locked", who, this.settings.lockSeconds);
-      this.telemetry.codeRefused("locked", phone.country);
-      throw lockedError(target.retryAfterSeconds);
-    }
-    const sending = await charge(
-      this.limits,
-      this.store,
-      sendRules(this.settings, phone, "phone_change", ctx),
-      EVENT,
-      who,
-      { onRefused },
-    );
-    this.telemetry.codeRequested("phone_change", phone.country);
-    await requestChargedCode(this.otp, this.limits, sending, {
-      phone: phone.e164,
-      purpose: "phone_change",
-      ctx,
-      spentChallengeId: target.spentChallengeId,
-    });
-    await this.store.audit(EVENT, "phone_change", who);
+    await sendCode(this.sending, target, { phone, purpose: "phone_change", ctx, who });
     this.log.info("phone change code requested", {
       phone: maskPhone(phone.e164),
       request_id: ctx.requestId,

@@ -20,24 +20,30 @@ import {
   addressSendRule,
   auditContext,
   charge,
+  CODE_REQUESTED,
   lockedError,
-  requestChargedCode,
   sendablePhone,
+  sendCode,
   sendRules,
 } from "./rules.ts";
+import type { CodeSending } from "./rules.ts";
 
 const alreadyRegistered = () =>
   new DomainError("ALREADY_REGISTERED", "phone number is already registered; log in instead");
 
 export class CodeRequests {
+  private readonly sending: CodeSending;
+
   constructor(
     private readonly store: AuthStore,
     private readonly limits: Limits,
-    private readonly otp: OtpGateway,
+    otp: OtpGateway,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
     private readonly telemetry: Telemetry = NO_TELEMETRY,
-  ) {}
+  ) {
+    this.sending = { store, limits, otp, settings, telemetry };
+  }
 
   signup(phoneInput: string, ctx: CallContext): Promise<void> {
     return withSpan(
@@ -68,7 +74,7 @@ export class CodeRequests {
     who: AuditContext,
     beforeRefusal?: () => Promise<void>,
   ) {
-    return await charge(this.limits, this.store, rules, "code_requested", who, {
+    return await charge(this.limits, this.store, rules, CODE_REQUESTED, who, {
       beforeRefusal,
       onRefused: (reason) => this.telemetry.codeRefused(refusalReason(reason), phone.country),
     });
@@ -129,20 +135,7 @@ export class CodeRequests {
     await this.charge([addressSendRule(this.settings, ctx)], phone, who);
     const target = await this.store.loginTarget(phone.e164, this.settings.maxAttempts, who);
     if (target.kind === "not_verified") return false;
-    if (target.kind === "locked") {
-      await this.store.auditRefusal("code_requested", "locked", who, this.settings.lockSeconds);
-      this.telemetry.codeRefused("locked", phone.country);
-      throw lockedError(target.retryAfterSeconds);
-    }
-    const sending = await this.charge(sendRules(this.settings, phone, "login", ctx), phone, who);
-    this.telemetry.codeRequested("login", phone.country);
-    await requestChargedCode(this.otp, this.limits, sending, {
-      phone: phone.e164,
-      purpose: "login",
-      ctx,
-      spentChallengeId: target.spentChallengeId,
-    });
-    await this.store.audit("code_requested", "login", who);
+    await sendCode(this.sending, target, { phone, purpose: "login", ctx, who });
     return true;
   }
 }

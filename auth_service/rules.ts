@@ -9,7 +9,20 @@ import { sendPolicy } from "../shared/limits_config.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { parsePhone, SMS_REFUSAL_MESSAGES, smsRefusal } from "../shared/phone.ts";
 import type { Phone } from "../shared/phone.ts";
-import type { AuditContext, AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
+import { refusalReason } from "../shared/telemetry.ts";
+import type { Telemetry } from "../shared/telemetry.ts";
+import type {
+  AuditContext,
+  AuthSettings,
+  AuthStore,
+  CallContext,
+  CodeAdmitted,
+  Locked,
+  OtpGateway,
+} from "./ports.ts";
+
+/** The audit event of every code request. */
+export const CODE_REQUESTED = "code_requested";
 
 /** The per-number limits a code request is charged against: those otp-service applies. */
 export function sendRules(
@@ -102,7 +115,7 @@ export async function charge(
  * Asks otp-service for a code the caller was charged for. A refusal there sent nothing,
  * so the charge is given back; a dependency down may still have sent, so it stays.
  */
-export async function requestChargedCode(
+async function requestChargedCode(
   otp: OtpGateway,
   limits: Limits,
   charged: Extract<Admission, { admitted: true }>,
@@ -118,4 +131,48 @@ export async function requestChargedCode(
     }
     throw err;
   }
+}
+
+/** What the common end of a code request works with. */
+export interface CodeSending {
+  store: AuthStore;
+  limits: Limits;
+  otp: OtpGateway;
+  settings: AuthSettings;
+  telemetry: Telemetry;
+}
+
+/**
+ * The common end of a login or phone-change code request, once the number was looked
+ * up: a locked pair is refused (audited and counted, nothing charged); otherwise the
+ * number's send limits are charged, otp-service is asked for the code and the request
+ * is audited.
+ */
+export async function sendCode(
+  d: CodeSending,
+  target: CodeAdmitted | Locked,
+  req: { phone: Phone; purpose: "login" | "phone_change"; ctx: CallContext; who: AuditContext },
+): Promise<void> {
+  const { phone, purpose, ctx, who } = req;
+  if (target.kind === "locked") {
+    await d.store.auditRefusal(CODE_REQUESTED, "locked", who, d.settings.lockSeconds);
+    d.telemetry.codeRefused("locked", phone.country);
+    throw lockedError(target.retryAfterSeconds);
+  }
+  const sending = await charge(
+    d.limits,
+    d.store,
+    sendRules(d.settings, phone, purpose, ctx),
+    CODE_REQUESTED,
+    who,
+    { onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country) },
+  );
+  d.telemetry.codeRequested(purpose, phone.country);
+  await requestChargedCode(d.otp, d.limits, sending, {
+    phone: phone.e164,
+    purpose,
+    ctx,
+    spentChallengeId: target.spentChallengeId,
+  });
+  await d.store.audit(CODE_REQUESTED, purpose, who);
 }
