@@ -2,75 +2,15 @@
 // doubles: what a budget refusal, a permanent or an unsure provider failure and a
 // redelivery do. The limits themselves are tested against PostgreSQL.
 import assert from "node:assert/strict";
-import type { OutgoingMessage } from "../shared/bus.ts";
 import { HmacKey } from "../shared/crypto.ts";
-import type { Admission, Limits } from "../shared/limits/engine.ts";
+import type { Limits } from "../shared/limits/engine.ts";
 import { REASONS } from "../shared/limits/rules.ts";
-import type { Rule } from "../shared/limits/rules.ts";
 import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
-import { testIssuerSettings } from "./issuer_fixture.ts";
+import { BudgetOnlyLimits, MemoryOtpStore, testIssuerSettings } from "./issuer_fixture.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsMessage, SmsSender } from "./sms/sender.ts";
-import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
-
-class Store implements OtpStore {
-  readonly requests = new Map<string, RequestState>();
-  readonly published: OutgoingMessage[] = [];
-  find = (id: string) => Promise.resolve(this.requests.get(id) ?? null);
-  open(r: CodeRequest, ttl: number) {
-    const now = new Date();
-    const state: RequestState = {
-      status: "pending",
-      attempts: 0,
-      challenge: {
-        challengeId: r.requestId,
-        issuedAt: now,
-        expiresAt: new Date(now.getTime() + ttl * 1000),
-      },
-    };
-    this.requests.set(r.requestId, state);
-    return Promise.resolve({ created: true, state });
-  }
-  beginAttempt(id: string, max: number, publish?: OutgoingMessage) {
-    const s = this.requests.get(id)!;
-    if (s.status !== "pending" || s.attempts >= max) return Promise.resolve(false);
-    s.attempts++;
-    if (publish) this.published.push(publish);
-    return Promise.resolve(true);
-  }
-  finish(id: string, status: Exclude<RequestStatus, "pending">, _d: unknown, p?: OutgoingMessage) {
-    this.requests.get(id)!.status = status;
-    if (p) this.published.push(p);
-    return Promise.resolve();
-  }
-  audit = () => Promise.resolve();
-  sweep = () => Promise.resolve();
-}
-
-/** Admits everything except the SMS budget, which has `budget` places. */
-class BudgetOnly implements Limits {
-  refunds = 0;
-  constructor(private budget: number) {}
-  admit(rules: readonly Rule[]): Promise<Admission> {
-    if (rules.some((r) => r.reason === "budget")) {
-      if (this.budget <= 0) {
-        return Promise.resolve({
-          admitted: false,
-          reason: "budget",
-          message: REASONS.budget,
-          retryAfterSeconds: 60,
-        });
-      }
-      this.budget--;
-    }
-    return Promise.resolve({ admitted: true, reservation: { rules, at: 1 } });
-  }
-  refund() {
-    this.refunds++;
-    return Promise.resolve();
-  }
-}
+import type { CodeRequest } from "./store.ts";
 
 function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] } {
   const sent: SmsMessage[] = [];
@@ -85,7 +25,7 @@ function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] }
   };
 }
 
-function issuer(store: Store, limits: Limits, sms: SmsSender) {
+function issuer(store: MemoryOtpStore, limits: Limits, sms: SmsSender) {
   const key = HmacKey.import("k".repeat(32));
   return new OtpIssuer(
     store,
@@ -108,8 +48,8 @@ const timeout = () => new SmsError("twilio: timed out", false);
 const invalid = () => new SmsError("twilio: HTTP 400", true, 21211, 400);
 
 Deno.test("a spent budget before any call refuses the request and refunds the number's allowance", async () => {
-  const store = new Store();
-  const limits = new BudgetOnly(0);
+  const store = new MemoryOtpStore();
+  const limits = new BudgetOnlyLimits(0);
   const sms = provider([]);
   const r = request();
   const out = await (await issuer(store, limits, sms)).issue(r);
@@ -126,17 +66,17 @@ Deno.test("a spent budget before any call refuses the request and refunds the nu
 });
 
 Deno.test("a permanent refusal on the first call publishes nothing", async () => {
-  const store = new Store();
+  const store = new MemoryOtpStore();
   const sms = provider([invalid()]);
-  const out = await (await issuer(store, new BudgetOnly(10), sms)).issue(request());
+  const out = await (await issuer(store, new BudgetOnlyLimits(10), sms)).issue(request());
   assert.deepEqual(out, { kind: "undeliverable" });
   assert.equal(store.published.length, 0);
 });
 
 Deno.test("a permanent refusal after a timeout is unconfirmed, and the challenge is published", async () => {
-  const store = new Store();
+  const store = new MemoryOtpStore();
   const sms = provider([timeout(), invalid()]);
-  const out = await (await issuer(store, new BudgetOnly(10), sms)).issue(request());
+  const out = await (await issuer(store, new BudgetOnlyLimits(10), sms)).issue(request());
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(sms.sent.length, 2);
   assert.ok(store.published.length >= 1, "the code may have arrived: it must verify");
@@ -144,9 +84,9 @@ Deno.test("a permanent refusal after a timeout is unconfirmed, and the challenge
 
 Deno.test("calls stop at maxAttempts and at the budget, and every call carries one code", async () => {
   for (const [budget, calls] of [[10, 3], [2, 2]] as const) {
-    const store = new Store();
+    const store = new MemoryOtpStore();
     const sms = provider([timeout(), timeout(), timeout(), timeout()]);
-    const out = await (await issuer(store, new BudgetOnly(budget), sms)).issue(request());
+    const out = await (await issuer(store, new BudgetOnlyLimits(budget), sms)).issue(request());
     assert.deepEqual(out, { kind: "unconfirmed" });
     assert.equal(sms.sent.length, calls);
     assert.ok(sms.sent.every((m) => m.body === sms.sent[0]!.body));
@@ -154,13 +94,13 @@ Deno.test("calls stop at maxAttempts and at the budget, and every call carries o
 });
 
 Deno.test("a redelivery continues the persisted count and never exceeds maxAttempts", async () => {
-  const store = new Store();
+  const store = new MemoryOtpStore();
   const r = request();
   const first = provider([timeout(), timeout(), timeout()]);
-  await (await issuer(store, new BudgetOnly(10), first)).issue(r);
+  await (await issuer(store, new BudgetOnlyLimits(10), first)).issue(r);
   store.requests.get(r.requestId)!.status = "pending"; // as if the process died before finishing
   const again = provider([]);
-  const out = await (await issuer(store, new BudgetOnly(10), again)).issue(r);
+  const out = await (await issuer(store, new BudgetOnlyLimits(10), again)).issue(r);
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(again.sent.length, 0);
 });

@@ -9,81 +9,21 @@ import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
 import { internalTokenCheck, otpRoutes } from "./routes.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
-import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
-import type { Limits } from "../shared/limits/engine.ts";
-import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
-
-class MemoryStore implements OtpStore {
-  readonly requests = new Map<string, RequestState>();
-  readonly issued: string[] = [];
-  find(id: string) {
-    return Promise.resolve(this.requests.get(id) ?? null);
-  }
-  open(r: CodeRequest, ttlSeconds: number) {
-    const known = this.requests.get(r.requestId);
-    if (known) return Promise.resolve({ created: false, state: known });
-    const now = new Date();
-    const state: RequestState = {
-      status: "pending",
-      attempts: 0,
-      challenge: {
-        challengeId: r.requestId,
-        issuedAt: now,
-        expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
-      },
-    };
-    this.requests.set(r.requestId, state);
-    return Promise.resolve({ created: true, state });
-  }
-  beginAttempt(id: string) {
-    this.requests.get(id)!.attempts++;
-    return Promise.resolve(true);
-  }
-  finish(id: string, status: Exclude<RequestStatus, "pending">) {
-    this.requests.get(id)!.status = status;
-    if (status === "sent") this.issued.push(id);
-    return Promise.resolve();
-  }
-  audit = () => Promise.resolve();
-  sweep = () => Promise.resolve();
-}
-
-/** Admits everything: the limits themselves are tested against PostgreSQL. */
-const noLimits: Limits = {
-  admit: (rules) => Promise.resolve({ admitted: true, reservation: { rules, at: 0 } }),
-  refund: () => Promise.resolve(),
-};
+import { BudgetOnlyLimits, MemoryOtpStore, testIssuerSettings } from "./issuer_fixture.ts";
 
 const TOKEN = "t".repeat(40);
 const log = createLogger("test", "error");
 
 function setup() {
-  const store = new MemoryStore();
+  const store = new MemoryOtpStore();
   const sms: string[] = [];
   const key = HmacKey.import("k".repeat(32));
   const issuer = new OtpIssuer(
     store,
-    noLimits,
+    new BudgetOnlyLimits(),
     new ConsoleSmsSender((l) => sms.push(l)),
     { mac: key, code: key },
-    {
-      codeLength: 6,
-      ttlSeconds: 300,
-      maxAttempts: 2,
-      sending: {
-        cooldownSeconds: 60,
-        pairPerHour: 5,
-        pairPerDay: 10,
-        numberPerHour: 20,
-        numberPerDay: 50,
-        countryPerHour: 100,
-        prefixPerHour: 100,
-        hourSeconds: 3600,
-        daySeconds: 86400,
-      },
-      budgetPerHour: 10,
-      destinations: { allowedCountries: [], allowedNumberTypes: [...SMS_NUMBER_TYPES] },
-    },
+    { ...testIssuerSettings(), maxAttempts: 2 },
     log,
   );
   const routes = otpRoutes(issuer, internalTokenCheck(TOKEN));
