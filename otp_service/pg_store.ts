@@ -116,20 +116,12 @@ export class PgOtpStore implements OtpStore {
     publish?: OutgoingMessage,
   ): Promise<boolean> {
     // The count and the message commit together, in one statement.
-    const o = outboxParams(publish);
     const rows = await this.sql`
       with counted as (
         update otp.requests set attempts = attempts + 1, updated_at = now()
          where request_id = ${requestId} and status = 'pending' and attempts < ${maxAttempts}
         returning 1
-      ), queued as (
-        insert into otp.outbox (message_id, exchange, routing_key, type, content_type, payload,
-                                correlation_id, created_at, headers)
-        select ${o.messageId}, ${o.exchange}, ${o.routingKey}, ${o.type}, ${o.contentType},
-               ${o.body}::bytea, ${o.correlationId}, ${o.timestamp}::timestamptz,
-               ${o.headers as never}::jsonb
-          from counted where ${o.present}
-      )
+      ), queued as (${queuedAfter(this.sql, "counted", publish)})
       select from counted`;
     const counted = rows.length > 0;
     if (counted && publish) this.onEnqueued();
@@ -145,7 +137,6 @@ export class PgOtpStore implements OtpStore {
     // One statement: the final state, its message and its audit row commit together. A
     // concurrent delivery that ended the request first wins, except that a confirmed send
     // overrides "unconfirmed"; the audit row is written either way.
-    const o = outboxParams(publish);
     const a = d.audit;
     const rows = await this.sql`
       with ended as (
@@ -155,14 +146,7 @@ export class PgOtpStore implements OtpStore {
         where request_id = ${requestId}
           and (status = 'pending' or (status = 'unconfirmed' and ${status} = 'sent'))
         returning 1
-      ), queued as (
-        insert into otp.outbox (message_id, exchange, routing_key, type, content_type, payload,
-                                correlation_id, created_at, headers)
-        select ${o.messageId}, ${o.exchange}, ${o.routingKey}, ${o.type}, ${o.contentType},
-               ${o.body}::bytea, ${o.correlationId}, ${o.timestamp}::timestamptz,
-               ${o.headers as never}::jsonb
-          from ended where ${o.present}
-      ), audited as (
+      ), queued as (${queuedAfter(this.sql, "ended", publish)}), audited as (
         insert into otp.audit_events (event, phone_number, client_address, outcome, request_id)
         select ${a?.event ?? null}, ${a?.phoneNumber ?? null}, ${a?.clientAddress || null},
                ${a?.outcome ?? null}, ${requestId}
@@ -190,21 +174,19 @@ export class PgOtpStore implements OtpStore {
 }
 
 /**
- * The columns of an otp.outbox row (as shared/outbox.ts enqueue() writes them), or
- * nulls with `present` false when there is no message.
+ * An insert of `m` into otp.outbox (the row shared/outbox.ts enqueue() writes) for each
+ * row the CTE `after` returned, for a data-modifying CTE beside it; nothing without a
+ * message.
  */
-function outboxParams(m: OutgoingMessage | undefined) {
-  return {
-    present: m !== undefined,
-    messageId: m?.messageId ?? null,
-    exchange: m?.exchange ?? null,
-    routingKey: m?.routingKey ?? null,
-    type: m?.type ?? null,
-    contentType: m?.contentType ?? null,
-    body: m?.body ?? null,
-    correlationId: m?.correlationId ?? null,
-    timestamp: m?.timestamp ?? null,
-    // An object: the driver serialises it for the jsonb parameter, as enqueue() does.
-    headers: m === undefined ? null : (m.headers ?? traceHeaders()),
-  };
+function queuedAfter(sql: Sql, after: "counted" | "ended", m: OutgoingMessage | undefined) {
+  // An object: the driver serialises it for the jsonb parameter, as enqueue() does.
+  const headers = m === undefined ? null : (m.headers ?? traceHeaders());
+  return sql`
+    insert into otp.outbox (message_id, exchange, routing_key, type, content_type, payload,
+                            correlation_id, created_at, headers)
+    select ${m?.messageId ?? null}, ${m?.exchange ?? null}, ${m?.routingKey ?? null},
+           ${m?.type ?? null}, ${m?.contentType ?? null}, ${m?.body ?? null}::bytea,
+           ${m?.correlationId ?? null}, ${m?.timestamp ?? null}::timestamptz,
+           ${headers as never}::jsonb
+      from ${sql(after)} where ${m !== undefined}`;
 }
