@@ -23,9 +23,20 @@ export class Service {
   port = 0;
   private done = false;
 
-  constructor(readonly name: string, args: string[], env: Record<string, string>) {
-    this.child = new Deno.Command("deno", {
-      args,
+  constructor(
+    readonly name: string,
+    args: string[],
+    env: Record<string, string>,
+    o: {
+      /**
+       * Leader of a new session and process group (setsid: pid == pgid), so a signal
+       * can go to every process it starts, as a terminal or a container runtime sends it.
+       */
+      processGroup?: boolean;
+    } = {},
+  ) {
+    this.child = new Deno.Command(o.processGroup ? "setsid" : "deno", {
+      args: o.processGroup ? ["deno", ...args] : args,
       cwd: ROOT,
       env,
       clearEnv: true,
@@ -98,6 +109,13 @@ export class Service {
   signal(sig: Deno.Signal) {
     try {
       this.child.kill(sig);
+    } catch { /* already gone */ }
+  }
+
+  /** Sends `sig` to the whole process group (a service started with `processGroup`). */
+  signalGroup(sig: Deno.Signal) {
+    try {
+      Deno.kill(-this.child.pid, sig);
     } catch { /* already gone */ }
   }
 

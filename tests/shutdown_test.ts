@@ -12,6 +12,7 @@ import { startFakeTwilio, twilioEnv } from "../testing/fake_twilio.ts";
 import { createVhost, RawAmqp } from "../testing/broker.ts";
 import { createDatabase } from "../testing/database.ts";
 import { randomPhone } from "../testing/stack.ts";
+import { Service } from "../testing/processes.ts";
 import { createPool } from "../shared/postgres.ts";
 import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 
@@ -22,11 +23,7 @@ const JWT_SIGNING_KEY = await generateDevSigningKey();
 
 /** `deno task <task>` in a process group of its own, so a signal can go to the group. */
 class Task {
-  readonly lines: string[] = [];
-  readonly exited: Promise<Deno.CommandStatus>;
-  private readonly child: Deno.ChildProcess;
-  private readonly output: Promise<void>;
-  private wake: () => void = () => {};
+  private readonly process: Service;
 
   constructor(task: string, env: Record<string, string>) {
     const base: Record<string, string> = {
@@ -36,75 +33,41 @@ class Task {
     };
     const denoDir = Deno.env.get("DENO_DIR");
     if (denoDir) base.DENO_DIR = denoDir;
-    // setsid(1) makes the task the leader of a new session and group: pid == pgid.
-    this.child = new Deno.Command("setsid", {
-      args: ["deno", "task", task],
-      cwd: ROOT,
-      env: { ...base, ...env },
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.exited = this.child.status;
-    this.output = Promise.all([this.pump(this.child.stdout), this.pump(this.child.stderr)])
-      .then(() => {});
+    this.process = new Service(task, ["task", task], { ...base, ...env }, { processGroup: true });
   }
 
-  private async pump(stream: ReadableStream<Uint8Array>) {
-    let buf = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      const parts = buf.split("\n");
-      buf = parts.pop()!;
-      this.lines.push(...parts);
-      this.wake();
-    }
-    if (buf) this.lines.push(buf);
-    this.wake();
+  get lines(): string[] {
+    return this.process.lines;
   }
 
   /** The first line containing `text`, waiting at most `timeoutMs`. */
-  async line(text: string, timeoutMs: number): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find((l) => l.includes(text));
-      if (found) return found;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`no line with ${text}; last lines:\n${this.lines.slice(-15).join("\n")}`);
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 250));
-        this.wake = () => (clearTimeout(t), resolve());
-      });
-    }
+  line(text: string, timeoutMs: number): Promise<string> {
+    return this.process.waitForLine((l) => l.includes(text), timeoutMs);
   }
 
   /** Sends `signal` to `deno task` alone, or to its whole process group. */
   signal(signal: Deno.Signal, to: "task" | "group"): void {
-    Deno.kill(to === "group" ? -this.child.pid : this.child.pid, signal);
+    if (to === "group") this.process.signalGroup(signal);
+    else this.process.signal(signal);
   }
 
   /** The exit status if the task ends within `ms`, else undefined. */
   async exitWithin(ms: number): Promise<Deno.CommandStatus | undefined> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const status = await Promise.race([
-      this.exited,
+      this.process.exited,
       new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
     ]);
     clearTimeout(timer);
-    if (status) await this.output;
+    if (status) await this.process.outputDone;
     return status;
   }
 
   /** For finally blocks: nothing of the group outlives the test. */
   async kill(): Promise<void> {
-    try {
-      Deno.kill(-this.child.pid, "SIGKILL");
-    } catch { /* already gone */ }
-    await this.exited;
-    await this.output.catch(() => {});
+    this.process.signalGroup("SIGKILL");
+    await this.process.exited;
+    await this.process.outputDone;
   }
 
   describe(): string {
