@@ -7,7 +7,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ValidatePhoneNumberLoginRequestSchema } from "../shared/gen/auth/v1/auth_pb.ts";
 import { DATABASE_URL } from "../testing/database.ts";
-import { Service } from "../testing/processes.ts";
+import { processEnv, Service } from "../testing/processes.ts";
 import { codeFor } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
@@ -41,7 +41,7 @@ async function tinyServer(kind: string): Promise<{ url: string; service: Service
     "bench/tiny_server.ts",
     kind,
     "0",
-  ], { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1" });
+  ], processEnv());
   const line = await service.waitForLine((l) => l.startsWith("listening "), 30_000);
   return { url: `http://127.0.0.1:${line.split(" ")[1]}${VALIDATE}`, service };
 }

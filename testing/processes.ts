@@ -13,6 +13,21 @@ export async function taskArgs(task: "auth" | "otp" | "dev"): Promise<string[]> 
   return args.slice(1);
 }
 
+/**
+ * What a process the tests start takes from the tests' own environment, and nothing
+ * else: a service reads only what a test hands it on top.
+ */
+export function processEnv(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "",
+    HOME: Deno.env.get("HOME") ?? "",
+    NO_COLOR: "1",
+  };
+  const denoDir = Deno.env.get("DENO_DIR");
+  if (denoDir) env.DENO_DIR = denoDir;
+  return env;
+}
+
 export class Service {
   readonly lines: string[] = [];
   private waiters: (() => void)[] = [];

@@ -1,5 +1,6 @@
 // Plain Connect RPCs that report how they ended, the RPC paths, and simulated clients
 // (each with its own address) for the end-to-end and fault tests.
+import { Code, ConnectError } from "@connectrpc/connect";
 
 export interface RpcResult {
   /** HTTP status; 0 when no HTTP answer came (refused, reset, or our timeout). */
@@ -8,6 +9,11 @@ export interface RpcResult {
   code: string;
   json: Record<string, unknown>;
   ms: number;
+}
+
+/** How a connect-es client call ended: "ok", or its Connect code's name ("ResourceExhausted"). */
+export async function outcomeOf(call: Promise<unknown>): Promise<string> {
+  return await call.then(() => "ok", (e) => Code[ConnectError.from(e).code]);
 }
 
 /** One Connect unary call in JSON over fetch; never throws. */

@@ -8,7 +8,7 @@ import type { Sql } from "../shared/postgres.ts";
 import { createVhost } from "./broker.ts";
 import { createDatabase, HARNESS_APPLICATION } from "./database.ts";
 import { randomHex } from "./names.ts";
-import { Service, taskArgs } from "./processes.ts";
+import { processEnv, Service, taskArgs } from "./processes.ts";
 
 export interface StackOptions {
   authEnv?: Record<string, string>;
@@ -39,10 +39,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   if (o.beforeStart) await o.beforeStart(vh.url);
   const secrets = { OTP_HMAC_KEY: randomHex(32), INTERNAL_API_TOKEN: randomHex(32) };
   const base = {
-    PATH: Deno.env.get("PATH") ?? "",
-    HOME: Deno.env.get("HOME") ?? "",
-    DENO_DIR: Deno.env.get("DENO_DIR") ?? "",
-    NO_COLOR: "1",
+    ...processEnv(),
     DATABASE_URL: db.url,
     AMQP_URL: vh.url,
     ...secrets,
@@ -67,7 +64,6 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     COUNTRY_HOURLY_LIMIT: "1000000",
     ...o.authEnv,
   };
-  for (const env of [otpEnv, authEnv]) if (!env.DENO_DIR) delete env.DENO_DIR;
   const sql = createPool({ url: db.url, applicationName: HARNESS_APPLICATION, max: 4 });
 
   const stack: Stack = {

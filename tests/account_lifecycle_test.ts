@@ -2,9 +2,9 @@
 // otp-service, purposes never mix, and the old number, the tokens and the account are
 // really gone afterwards.
 import assert from "node:assert/strict";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { authClient, bearer, loginCode, signUp } from "../testing/accounts.ts";
+import { outcomeOf } from "../testing/rpc.ts";
 import { codeFor } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 
@@ -13,10 +13,6 @@ const stack = await startStack({
   otpEnv: { OTP_SEND_COOLDOWN_SECONDS: "0" },
 });
 Deno.test.afterAll?.(() => stack.stop());
-
-async function code(call: Promise<unknown>): Promise<string> {
-  return await call.then(() => "ok", (e) => Code[ConnectError.from(e).code]);
-}
 
 Deno.test("a phone change moves the account: the new number logs in, the old one and the code cannot", async () => {
   const client = authClient(stack);
@@ -28,7 +24,7 @@ Deno.test("a phone change moves the account: the new number logs in, the old one
   const otp = await codeFor(stack, newPhone, "phone_change", mark);
   // A phone_change code logs no one in.
   assert.equal(
-    await code(client.loginWithPhoneNumber({ phoneNumber: newPhone, otp })),
+    await outcomeOf(client.loginWithPhoneNumber({ phoneNumber: newPhone, otp })),
     "Unauthenticated",
   );
   const done = await client.confirmPhoneChange(
@@ -56,7 +52,7 @@ Deno.test("a number that belongs to another account gets already_exists once its
   await client.requestPhoneChange({ newPhoneNumber: other.phone }, bearer(me.sessionToken));
   const otp = await codeFor(stack, other.phone, "phone_change", mark);
   assert.equal(
-    await code(client.confirmPhoneChange(
+    await outcomeOf(client.confirmPhoneChange(
       { newPhoneNumber: other.phone, otp },
       bearer(me.sessionToken),
     )),
@@ -71,17 +67,24 @@ Deno.test("deleting the account needs a fresh login code; then every session is 
   const me = await signUp(stack, client);
   const { userId } = await client.getSession({}, bearer(me.sessionToken));
   assert.equal(
-    await code(client.deleteAccount({ otp: "000000" }, bearer(me.sessionToken))),
+    await outcomeOf(client.deleteAccount({ otp: "000000" }, bearer(me.sessionToken))),
     "Unauthenticated",
   );
   const otp = await loginCode(stack, client, me.phone);
-  assert.equal(await code(client.deleteAccount({ otp })), "Unauthenticated", "needs a session");
+  assert.equal(
+    await outcomeOf(client.deleteAccount({ otp })),
+    "Unauthenticated",
+    "needs a session",
+  );
   assert.equal((await client.deleteAccount({ otp }, bearer(me.sessionToken))).deleted, true);
 
-  assert.equal(await code(client.getSession({}, bearer(me.sessionToken))), "Unauthenticated");
-  assert.equal(await code(client.refreshSession({}, bearer(me.sessionToken))), "Unauthenticated");
+  assert.equal(await outcomeOf(client.getSession({}, bearer(me.sessionToken))), "Unauthenticated");
   assert.equal(
-    await code(client.loginWithPhoneNumber({ phoneNumber: me.phone, otp })),
+    await outcomeOf(client.refreshSession({}, bearer(me.sessionToken))),
+    "Unauthenticated",
+  );
+  assert.equal(
+    await outcomeOf(client.loginWithPhoneNumber({ phoneNumber: me.phone, otp })),
     "Unauthenticated",
   );
   // An access token is not looked up: it verifies until it expires, minutes at most.

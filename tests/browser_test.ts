@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import type { Browser, Page } from "playwright-core";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
-import { Service, taskArgs } from "../testing/processes.ts";
+import { processEnv, Service, taskArgs } from "../testing/processes.ts";
 import { codeInConsoleLine } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 
@@ -272,10 +272,8 @@ async function withPage(body: (j: Journey) => Promise<void>): Promise<void> {
 }
 
 function devEnv(dataDir: string): Record<string, string> {
-  const env: Record<string, string> = {
-    PATH: Deno.env.get("PATH") ?? "",
-    HOME: Deno.env.get("HOME") ?? "",
-    NO_COLOR: "1",
+  return {
+    ...processEnv(),
     AUTH_PORT: "0",
     OTP_PORT: "0",
     DEV_DATA_DIR: dataDir,
@@ -283,9 +281,6 @@ function devEnv(dataDir: string): Record<string, string> {
     // per-number cooldown has tests of its own.
     OTP_SEND_COOLDOWN_SECONDS: "0",
   };
-  const denoDir = Deno.env.get("DENO_DIR");
-  if (denoDir) env.DENO_DIR = denoDir;
-  return env;
 }
 
 /**

@@ -12,7 +12,7 @@ import { codeInConsoleLine } from "../testing/sms_codes.ts";
 import { retryUntil } from "../shared/async.ts";
 import { createVhost } from "../testing/broker.ts";
 import { randomPhone } from "../testing/stack.ts";
-import { Service, taskArgs } from "../testing/processes.ts";
+import { processEnv, Service, taskArgs } from "../testing/processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -39,15 +39,11 @@ async function journey(extra: Record<string, string>, brokerLine: string) {
   const dataDir = `.dev/test-${crypto.randomUUID()}`;
   const env: Record<string, string> = {
     ...extra,
-    PATH: Deno.env.get("PATH") ?? "",
-    HOME: Deno.env.get("HOME") ?? "",
-    NO_COLOR: "1",
+    ...processEnv(),
     AUTH_PORT: "0",
     OTP_PORT: "0",
     DEV_DATA_DIR: dataDir,
   };
-  const deno = Deno.env.get("DENO_DIR");
-  if (deno) env.DENO_DIR = deno;
   const dev = new Service("dev", await taskArgs("dev"), env);
   try {
     const banner = await dev.waitForLine((l) => l.includes("auth-service  http://"), 60_000);

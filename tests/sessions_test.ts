@@ -2,8 +2,8 @@
 // revokes the session; list shows the caller's sessions only, with where they were
 // opened; revoke ends one; introspection of a dead session is unauthenticated.
 import assert from "node:assert/strict";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { authClient, bearer, logIn, signUp } from "../testing/accounts.ts";
+import { outcomeOf } from "../testing/rpc.ts";
 import { startStack } from "../testing/stack.ts";
 
 const stack = await startStack({
@@ -11,10 +11,6 @@ const stack = await startStack({
   otpEnv: { OTP_SEND_COOLDOWN_SECONDS: "0" },
 });
 Deno.test.afterAll?.(() => stack.stop());
-
-async function code(call: Promise<unknown>): Promise<string> {
-  return await call.then(() => "ok", (e) => Code[ConnectError.from(e).code]);
-}
 
 /** Lets the grace pass for every replaced token, as the clock would. */
 async function pastTheGrace(): Promise<void> {
@@ -35,14 +31,17 @@ Deno.test("refresh rotates the session token; a replaced one presented after the
   assert.equal((await client.getSession({}, bearer(tab.sessionToken))).sessionId, sessionId);
 
   await pastTheGrace();
-  assert.equal(await code(client.getSession({}, bearer(first.sessionToken))), "Unauthenticated");
-  assert.equal(await code(client.getSession({}, bearer(second.sessionToken))), "ok");
   assert.equal(
-    await code(client.refreshSession({}, bearer(first.sessionToken))),
+    await outcomeOf(client.getSession({}, bearer(first.sessionToken))),
+    "Unauthenticated",
+  );
+  assert.equal(await outcomeOf(client.getSession({}, bearer(second.sessionToken))), "ok");
+  assert.equal(
+    await outcomeOf(client.refreshSession({}, bearer(first.sessionToken))),
     "Unauthenticated",
   );
   for (const t of [second.sessionToken, tab.sessionToken]) {
-    assert.equal(await code(client.getSession({}, bearer(t))), "Unauthenticated");
+    assert.equal(await outcomeOf(client.getSession({}, bearer(t))), "Unauthenticated");
   }
   const [audit] = await stack.sql<{ n: number }[]>`select count(*)::int as n
     from auth.audit_events where event = 'session_revoked' and outcome = 'token_reuse'`;
@@ -72,16 +71,19 @@ Deno.test("sessions list the caller's own, with address and user agent; revoke e
     (await laptop.revokeSession({ sessionId: theirs.sessionId }, bearer(me.sessionToken))).revoked,
     0,
   );
-  assert.equal(await code(laptop.getSession({}, bearer(stranger.sessionToken))), "ok");
+  assert.equal(await outcomeOf(laptop.getSession({}, bearer(stranger.sessionToken))), "ok");
 
   const phoneSession = sessions.find((s) => !s.current)!.sessionId;
   assert.equal(
     (await laptop.revokeSession({ sessionId: phoneSession }, bearer(me.sessionToken))).revoked,
     1,
   );
-  assert.equal(await code(phoneApp.getSession({}, bearer(other.sessionToken))), "Unauthenticated");
   assert.equal(
-    await code(phoneApp.listSessions({}, bearer(other.sessionToken))),
+    await outcomeOf(phoneApp.getSession({}, bearer(other.sessionToken))),
+    "Unauthenticated",
+  );
+  assert.equal(
+    await outcomeOf(phoneApp.listSessions({}, bearer(other.sessionToken))),
     "Unauthenticated",
   );
   const left = await laptop.listSessions({}, bearer(me.sessionToken));
@@ -96,10 +98,13 @@ Deno.test("a session that sat idle cannot act, not even to log out the others", 
   await stack.sql`update auth.sessions set last_seen_at = now() - interval '2 days'
     where id = ${sessionId}`;
   assert.equal(
-    await code(client.logout({ all: true }, bearer(idle.sessionToken))),
+    await outcomeOf(client.logout({ all: true }, bearer(idle.sessionToken))),
     "Unauthenticated",
   );
-  assert.equal(await code(client.getSession({}, bearer(idle.sessionToken))), "Unauthenticated");
-  assert.equal(await code(client.getSession({}, bearer(active.sessionToken))), "ok");
+  assert.equal(
+    await outcomeOf(client.getSession({}, bearer(idle.sessionToken))),
+    "Unauthenticated",
+  );
+  assert.equal(await outcomeOf(client.getSession({}, bearer(active.sessionToken))), "ok");
   assert.equal((await client.logout({ all: true }, bearer(active.sessionToken))).revoked, 2);
 });

@@ -12,7 +12,7 @@ import { startFakeTwilio, twilioEnv } from "../testing/fake_twilio.ts";
 import { createVhost, RawAmqp } from "../testing/broker.ts";
 import { createDatabase } from "../testing/database.ts";
 import { randomPhone } from "../testing/stack.ts";
-import { Service } from "../testing/processes.ts";
+import { processEnv, Service } from "../testing/processes.ts";
 import { createPool } from "../shared/postgres.ts";
 import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
 
@@ -26,14 +26,9 @@ class Task {
   private readonly process: Service;
 
   constructor(task: string, env: Record<string, string>) {
-    const base: Record<string, string> = {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      NO_COLOR: "1",
-    };
-    const denoDir = Deno.env.get("DENO_DIR");
-    if (denoDir) base.DENO_DIR = denoDir;
-    this.process = new Service(task, ["task", task], { ...base, ...env }, { processGroup: true });
+    this.process = new Service(task, ["task", task], { ...processEnv(), ...env }, {
+      processGroup: true,
+    });
   }
 
   get lines(): string[] {

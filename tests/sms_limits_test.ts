@@ -3,8 +3,9 @@
 // must never get a code, one code per live challenge however often it is resent, and
 // per-number limits keyed by number and client address.
 import assert from "node:assert/strict";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { outcomeOf } from "../testing/rpc.ts";
 import { AuthService } from "../shared/gen/auth/v1/auth_pb.ts";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
 import { parseConsoleSmsLine } from "../otp_service/sms/console_sender.ts";
@@ -70,22 +71,13 @@ async function sentExactly(s: Stack, printed: () => number, n: number) {
   assert.equal(printed(), n);
 }
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return Code[ConnectError.from(err).code];
-  }
-  return "OK";
-}
-
 Deno.test("with SMS_HOURLY_BUDGET=0 nothing is sent, by the bus or the RPC", async () => {
   const phones = [randomPhone(), randomPhone(), randomPhone()];
   for (const phoneNumber of phones) await authOf(off).signupWithPhoneNumber({ phoneNumber });
   await settled(off, phones);
   const direct = randomPhone();
   assert.equal(
-    await code(otpAt(off.otpUrl).generateOtp({ phoneNumber: direct }, internal(off))),
+    await outcomeOf(otpAt(off.otpUrl).generateOtp({ phoneNumber: direct }, internal(off))),
     "ResourceExhausted",
   );
   assert.deepEqual(smsLines(off.otp.lines), []);
@@ -117,12 +109,14 @@ Deno.test("two otp-service replicas share one budget of 4 across the bus and the
     const outcomes = await Promise.all([
       ...viaBus.map((phoneNumber) => authOf(shared).signupWithPhoneNumber({ phoneNumber })),
       ...viaRpc.map((phoneNumber, i) =>
-        code(otpAt(i % 2 ? url2 : shared.otpUrl).generateOtp({ phoneNumber }, internal(shared)))
+        outcomeOf(
+          otpAt(i % 2 ? url2 : shared.otpUrl).generateOtp({ phoneNumber }, internal(shared)),
+        )
       ),
     ]);
     await settled(shared, [...viaBus, ...viaRpc]);
     await sentExactly(shared, () => smsLines([...shared.otp.lines, ...otp2.lines]).length, 4);
-    assert.ok(outcomes.slice(12).every((c) => c === "OK" || c === "ResourceExhausted"));
+    assert.ok(outcomes.slice(12).every((c) => c === "ok" || c === "ResourceExhausted"));
   } finally {
     await otp2.stop();
   }
@@ -138,10 +132,10 @@ Deno.test("premium-rate and country-less (satellite) numbers never get an SMS", 
   ];
   const auth = authOf(resend);
   for (const phoneNumber of numbers) {
-    const signup = await code(auth.signupWithPhoneNumber({ phoneNumber }));
-    assert.ok(["OK", "InvalidArgument", "PermissionDenied"].includes(signup), signup);
+    const signup = await outcomeOf(auth.signupWithPhoneNumber({ phoneNumber }));
+    assert.ok(["ok", "InvalidArgument", "PermissionDenied"].includes(signup), signup);
     assert.equal(
-      await code(otpAt(resend.otpUrl).generateOtp({ phoneNumber }, internal(resend))),
+      await outcomeOf(otpAt(resend.otpUrl).generateOtp({ phoneNumber }, internal(resend))),
       "PermissionDenied",
       phoneNumber,
     );
@@ -164,7 +158,7 @@ Deno.test("a resend while the code is live carries the same code, and wrong trie
   const wrong = first === "000000" ? "000001" : "000000";
   for (let i = 0; i < 4; i++) {
     assert.equal(
-      await code(auth.verifyPhoneNumber({ phoneNumber: phone, otp: wrong })),
+      await outcomeOf(auth.verifyPhoneNumber({ phoneNumber: phone, otp: wrong })),
       "Unauthenticated",
     );
   }
@@ -186,15 +180,15 @@ Deno.test("one address cannot use up a number's allowance: limits are keyed by n
   const ask = (address: string) => {
     // Each request waits out the 1 s cooldown first.
     return delay(1_100).then(() =>
-      code(otp.generateOtp({ phoneNumber: phone }, internal(resend, address)))
+      outcomeOf(otp.generateOtp({ phoneNumber: phone }, internal(resend, address)))
     );
   };
   assert.deepEqual(
     [await ask("203.0.113.1"), await ask("203.0.113.1"), await ask("203.0.113.1")],
-    ["OK", "OK", "ResourceExhausted"],
+    ["ok", "ok", "ResourceExhausted"],
     "2 per number and address",
   );
-  assert.deepEqual([await ask("203.0.113.2"), await ask("203.0.113.2")], ["OK", "OK"]);
+  assert.deepEqual([await ask("203.0.113.2"), await ask("203.0.113.2")], ["ok", "ok"]);
   assert.equal(await ask("203.0.113.3"), "ResourceExhausted", "4 per number from all addresses");
   await pollUntil(() => smsLines(resend.otp.lines, phone).length >= 4, { what: "4 SMS" });
   assert.equal(smsLines(resend.otp.lines, phone).length, 4);
@@ -208,7 +202,7 @@ Deno.test("a budget refusal gives back the number's allowance: the next try is r
   const phone = randomPhone();
   for (let i = 0; i < 3; i++) {
     assert.equal(
-      await code(otp.generateOtp({ phoneNumber: phone }, internal(off))),
+      await outcomeOf(otp.generateOtp({ phoneNumber: phone }, internal(off))),
       "ResourceExhausted",
     );
   }
@@ -256,14 +250,15 @@ Deno.test("otp-service refuses a call without the internal token before decoding
 
 Deno.test("per-prefix and per-country hourly caps stop pumping through a block of numbers", async () => {
   const otp = otpAt(velocity.otpUrl);
-  const ask = (phoneNumber: string) => code(otp.generateOtp({ phoneNumber }, internal(velocity)));
+  const ask = (phoneNumber: string) =>
+    outcomeOf(otp.generateOtp({ phoneNumber }, internal(velocity)));
   // One block: the numbers differ only in their last 4 digits.
   assert.deepEqual(
     [await ask("+14155550101"), await ask("+14155550102"), await ask("+14155550103")],
-    ["OK", "OK", "ResourceExhausted"],
+    ["ok", "ok", "ResourceExhausted"],
   );
   assert.deepEqual([await ask("+14152340101"), await ask("+14153450101")], [
-    "OK",
+    "ok",
     "ResourceExhausted",
   ]);
   const reasons = await velocity.sql`select outcome from otp.audit_events

@@ -2,28 +2,17 @@
 // naming it (and never the value of a secret).
 import assert from "node:assert/strict";
 import { generateDevSigningKey } from "../auth_service/access_tokens.ts";
-import { taskArgs } from "../testing/processes.ts";
+import { processEnv, taskArgs } from "../testing/processes.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const KEY = "k".repeat(64);
-
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {
-    PATH: Deno.env.get("PATH") ?? "",
-    HOME: Deno.env.get("HOME") ?? "",
-    NO_COLOR: "1",
-  };
-  const denoDir = Deno.env.get("DENO_DIR");
-  if (denoDir) env.DENO_DIR = denoDir;
-  return env;
-}
 
 async function start(task: "auth" | "otp", env: Record<string, string>) {
   const out = await new Deno.Command("deno", {
     args: await taskArgs(task),
     cwd: ROOT,
     clearEnv: true,
-    env: { ...baseEnv(), ...env },
+    env: { ...processEnv(), ...env },
     stdin: "null",
   }).output();
   const stderr = new TextDecoder().decode(out.stderr).trim();
