@@ -4,6 +4,7 @@
 // start, so issuing a token costs one signature.
 import { Buffer } from "node:buffer";
 import { createPrivateKey, sign } from "node:crypto";
+import { toBase64Url } from "../shared/crypto.ts";
 import type { KeyObject } from "node:crypto";
 import { calculateJwkThumbprint, compactVerify, exportJWK, generateKeyPair, importJWK } from "jose";
 import type { CryptoKey, JWK } from "jose";
@@ -175,7 +176,7 @@ export class AccessTokens {
     /** The body of GET /.well-known/jwks.json. */
     readonly jwksJson: string,
   ) {
-    this.header = base64Url(JSON.stringify({ alg: algorithm, kid, typ: "JWT" }));
+    this.header = toBase64Url(JSON.stringify({ alg: algorithm, kid, typ: "JWT" }));
   }
 
   /** Imports the keys and builds the key set; a key that cannot sign stops the start. */
@@ -229,12 +230,12 @@ export class AccessTokens {
     if (this.config.audience !== undefined) claims.aud = this.config.audience;
     claims.iat = iat;
     claims.exp = iat + this.config.ttlSeconds;
-    const input = `${this.header}.${base64Url(JSON.stringify(claims))}`;
+    const input = `${this.header}.${toBase64Url(JSON.stringify(claims))}`;
     const signature = this.algorithm === "EdDSA"
       ? sign(null, Buffer.from(input), this.signer)
       : sign("sha256", Buffer.from(input), { key: this.signer, dsaEncoding: "ieee-p1363" });
     return Promise.resolve({
-      token: `${input}.${signature.toString("base64url")}`,
+      token: `${input}.${toBase64Url(signature)}`,
       expiresIn: this.config.ttlSeconds,
     });
   }
@@ -261,8 +262,4 @@ export class AccessTokens {
 export async function generateDevSigningKey(): Promise<string> {
   const { privateKey } = await generateKeyPair("EdDSA", { extractable: true });
   return JSON.stringify(await exportJWK(privateKey));
-}
-
-function base64Url(text: string): string {
-  return Buffer.from(text).toString("base64url");
 }

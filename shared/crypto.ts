@@ -2,6 +2,7 @@
 // on their way to the SMS or the client.
 import { createHash, createHmac, createSecretKey, timingSafeEqual } from "node:crypto";
 import type { KeyObject } from "node:crypto";
+import { Buffer } from "node:buffer";
 
 const encoder = new TextEncoder();
 
@@ -25,10 +26,12 @@ export function randomToken(): string {
   return toBase64Url(bytes);
 }
 
-export function toBase64Url(bytes: Uint8Array): string {
-  let bin = "";
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+/** Base64url without padding, of bytes or of a string's UTF-8. */
+export function toBase64Url(data: Uint8Array | string): string {
+  const b = typeof data === "string"
+    ? Buffer.from(data)
+    : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return b.toString("base64url");
 }
 
 // node:crypto hashes in the calling thread: WebCrypto's digest and sign hand every call

@@ -8,6 +8,7 @@ import {
   randomCode,
   randomToken,
   sha256,
+  toBase64Url,
 } from "./crypto.ts";
 
 Deno.test("codes are six decimal digits, leading zeros kept, and spread over all digits", () => {
@@ -89,4 +90,11 @@ Deno.test("SHA-256 and HMAC-SHA256 give the standard answers (FIPS 180-2, RFC 42
     hex(HmacKey.import("Jefe").sign(["what do ya want for nothing?"])),
     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
   );
+});
+
+Deno.test("base64url has no padding and the URL-safe alphabet, for bytes, views and text", () => {
+  assert.equal(toBase64Url(new Uint8Array([0xfb, 0xff, 0xbf])), "-_-_");
+  assert.equal(toBase64Url(new Uint8Array([1, 0xfb, 0xff, 9]).subarray(1, 3)), "-_8");
+  assert.equal(toBase64Url('{"alg":"EdDSA"}'), "eyJhbGciOiJFZERTQSJ9");
+  assert.equal(toBase64Url(""), "");
 });
