@@ -155,20 +155,43 @@ export function resolveClientAddress(
   forwardedFor: string | null,
   trusted: readonly Cidr[],
 ): string {
-  const peerBytes = parseAddress(peer);
-  if (!peerBytes) return "";
+  const known = knownAddress(peer);
+  if (known === null) return "";
   const isTrusted = (b: Uint8Array) => trusted.some((c) => cidrContains(c, b));
-  if (trusted.length === 0 || forwardedFor === null || !isTrusted(peerBytes)) {
-    return format(peerBytes);
+  if (trusted.length === 0 || forwardedFor === null || !isTrusted(known.bytes)) {
+    return known.text;
   }
   const chain = forwardedFor.split(",");
   for (let i = chain.length - 1; i >= 0; i--) {
-    const b = parseAddress(chain[i]!);
+    const hop = knownAddress(chain[i]!);
     // An entry a trusted proxy wrote that is not an address: nothing left of it is sure.
-    if (!b) return format(peerBytes);
-    if (!isTrusted(b)) return format(b);
+    if (hop === null) return known.text;
+    if (!isTrusted(hop.bytes)) return hop.text;
   }
   // Every hop is a proxy of ours: the left-most is as close to the client as we know.
-  const first = parseAddress(chain[0]!);
-  return first ? format(first) : format(peerBytes);
+  return knownAddress(chain[0]!)?.text ?? known.text;
+}
+
+interface KnownAddress {
+  readonly bytes: Uint8Array;
+  readonly text: string;
+}
+
+const ADDRESSES_KEPT = 4096;
+const addresses = new Map<string, KnownAddress | null>();
+
+/**
+ * An address as written, parsed and spelled once: every request names its peer, and a
+ * keep-alive connection or a proxy sends many from the same one. Cleared when full, so
+ * a stream of distinct forwarded addresses costs a parse each and nothing more.
+ */
+function knownAddress(raw: string): KnownAddress | null {
+  let known = addresses.get(raw);
+  if (known === undefined) {
+    const bytes = parseAddress(raw);
+    known = bytes ? { bytes, text: format(bytes) } : null;
+    if (addresses.size >= ADDRESSES_KEPT) addresses.clear();
+    addresses.set(raw, known);
+  }
+  return known;
 }

@@ -74,3 +74,15 @@ Deno.test("behind trusted proxies the right-most untrusted entry is the client",
   assert.equal(resolveClientAddress("10.0.0.2", "198.51.100.1, junk", t), "10.0.0.2");
   assert.equal(resolveClientAddress("10.0.0.2", "10.0.0.7, 10.0.0.1", t), "10.0.0.7");
 });
+
+Deno.test("addresses resolve the same the first time, again, and past the ones kept", () => {
+  const proxies = [parseCidr("10.0.0.0/8")!];
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 5_000; i++) {
+      const client = `198.51.${i >> 8}.${i & 255}`;
+      assert.equal(resolveClientAddress(`::ffff:${client}`, null, []), client);
+      assert.equal(resolveClientAddress("10.0.0.1", `${client}, 10.1.2.3`, proxies), client);
+      assert.equal(resolveClientAddress("10.0.0.1", `${client}:1, junk`, proxies), "10.0.0.1");
+    }
+  }
+});
