@@ -149,7 +149,10 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
       reply = await serveUniversal(h, req, contentType, contextValues(req, info));
     }
     if (reply instanceof Response) return reply;
-    if (reply.status >= 500 || contentType.startsWith("application/grpc-web")) {
+    if (
+      typeof reply.body !== "string" &&
+      (reply.status >= 500 || contentType.startsWith("application/grpc-web"))
+    ) {
       const fixed = frameworkRequestError(reply.status, contentType, reply.body);
       if (fixed) return fixed;
     }
@@ -182,7 +185,10 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
     try {
       const uRes = await h(uReq);
       const body = uRes.body === undefined ? null : await collect(uRes.body);
-      return { status: uRes.status, header: new Headers(uRes.header), body: body! };
+      const header = new Headers(uRes.header);
+      // Deno writes the length of a whole body itself, as for the fast path's replies.
+      header.delete("content-length");
+      return { status: uRes.status, header, body: body! };
     } catch (err) {
       return malformed(err, contentType);
     }
@@ -219,16 +225,21 @@ const NOSNIFF: [string, string] = ["x-content-type-options", "nosniff"];
 /** A reply whose headers are complete already. */
 class Final {
   constructor(
-    private readonly body: Uint8Array,
+    private readonly body: Uint8Array | string,
     private readonly status: number,
     private readonly headers: [string, string][],
   ) {}
   response(): Response {
-    // Appending to the new response's headers costs about half of passing them in the
-    // init, which Deno converts and validates as a generic sequence; 200 needs no init.
+    const body = this.body;
+    // Text given its headers in the init keeps Deno's prepared reply; a byte array is
+    // copied either way, and then appending to its headers costs about half of passing
+    // them in the init, which Deno converts and validates as a generic sequence.
+    if (typeof body === "string") {
+      return new Response(body, { status: this.status, headers: this.headers });
+    }
     const res = this.status === 200
-      ? new Response(this.body as BodyInit)
-      : new Response(this.body as BodyInit, { status: this.status });
+      ? new Response(body as BodyInit)
+      : new Response(body as BodyInit, { status: this.status });
     const h = res.headers;
     for (const [name, value] of this.headers) h.append(name, value);
     return res;

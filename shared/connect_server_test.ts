@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { AuthService } from "./gen/auth/v1/auth_pb.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { AuthService, ValidatePhoneNumberLoginRequestSchema } from "./gen/auth/v1/auth_pb.ts";
 import { OtpService } from "./gen/otp/v1/otp_pb.ts";
-import { clientRequestId, connectHandler, kClientRequestId, kRequestId } from "./connect_server.ts";
+import {
+  clientRequestId,
+  connectHandler,
+  kClientRequestId,
+  kRequestId,
+  serveConnect,
+} from "./connect_server.ts";
 import type { ServeOptions } from "./connect_server.ts";
 import { unauthenticated } from "./errors.ts";
 import { createLogger } from "./log.ts";
@@ -218,4 +225,46 @@ Deno.test("authorize runs before the body is read and refuses with the domain er
   const other = await call(h, VALIDATE, post('{"phone_number":"+14155550123"}'));
   await other.body?.cancel();
   assert.equal(other.status, 200);
+});
+
+Deno.test("on the wire every reply states its exact length, on both paths", async () => {
+  const server = serveConnect({
+    hostname: "127.0.0.1",
+    port: 0,
+    logger: createLogger("test", "error", {}, () => {}),
+    health: { ready: () => Promise.resolve({}) },
+    routes,
+  });
+  try {
+    const url = `http://127.0.0.1:${server.port}${VALIDATE}`;
+    const binary = toBinary(
+      ValidatePhoneNumberLoginRequestSchema,
+      create(ValidatePhoneNumberLoginRequestSchema, { phoneNumber: "+14155550123" }),
+    );
+    const calls: [string, RequestInit][] = [
+      ["fast JSON", post('{"phone_number":"+14155550123"}')],
+      ["fast JSON error", post('{"phone_number":""}')],
+      ["fast binary", {
+        method: "POST",
+        headers: { "content-type": "application/proto" },
+        body: binary,
+      }],
+      [
+        "connect-es (compressed request)",
+        post('{"phone_number":"+14155550123"}', { "content-encoding": "br" }),
+      ],
+    ];
+    for (const [what, init] of calls) {
+      const res = await fetch(url, init);
+      const body = new Uint8Array(await res.arrayBuffer());
+      assert.ok(body.byteLength > 0, what);
+      assert.equal(res.headers.get("content-length"), String(body.byteLength), what);
+      assert.equal(res.headers.get("cache-control"), "no-store", what);
+    }
+    const get = await fetch(`${url}?connect=v1&encoding=json&message=${encodeURIComponent("{}")}`);
+    const body = new Uint8Array(await get.arrayBuffer());
+    assert.equal(get.headers.get("content-length"), String(body.byteLength), "connect-es GET");
+  } finally {
+    await server.shutdown();
+  }
 });

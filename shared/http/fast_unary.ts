@@ -15,6 +15,7 @@ import type {
 } from "@connectrpc/connect";
 import {
   createMethodSerializationLookup,
+  getJsonOptions,
   mergeNonProtocolHeaders,
   validateUniversalHandlerOptions,
 } from "@connectrpc/connect/protocol";
@@ -25,7 +26,7 @@ import {
   errorToJsonBytes,
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
-import { create } from "@bufbuild/protobuf";
+import { create, toJsonString } from "@bufbuild/protobuf";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 
 /** Runs before the body is read; throwing refuses the call. */
@@ -40,13 +41,19 @@ export interface FastMethod {
   spec: UnarySpec;
   opt: Options;
   serialization: Serialization;
+  /** The JSON reply as text, exactly as connect-es would encode it. */
+  jsonText: (message: unknown) => string;
 }
 
-/** What the bridge turns into a Response, the same shape for both paths. */
+/**
+ * What the bridge turns into a Response, the same shape for both paths. A JSON reply
+ * of the fast path is text: Deno writes a string body without the copy it makes of a
+ * byte array, and encodes it on the way out. Deno adds Content-Length for either.
+ */
 export interface UnaryReply {
   status: number;
   header: Headers | [string, string][];
-  body: Uint8Array;
+  body: Uint8Array | string;
 }
 
 /**
@@ -75,15 +82,17 @@ export function recordingRouter(
     const opt = validateUniversalHandlerOptions(merged);
     // The version check's messages are connect-es's own; leave such methods to it.
     if (opt.requireConnectProtocolHeader) return;
+    const serialization = createMethodSerializationLookup(
+      method,
+      opt.binaryOptions,
+      opt.jsonOptions,
+      opt,
+    );
     into.set(`/${method.parent.typeName}/${method.name}`, {
       spec: spec as UnarySpec,
       opt,
-      serialization: createMethodSerializationLookup(
-        method,
-        opt.binaryOptions,
-        opt.jsonOptions,
-        opt,
-      ),
+      serialization,
+      jsonText: jsonWriter(method, opt, serialization),
     });
   };
   const wrapped: ConnectRouter = {
@@ -106,6 +115,28 @@ export function recordingRouter(
     },
   };
   return wrapped;
+}
+
+/**
+ * connect-es's JSON serializer for a method's output, stopping short of the UTF-8
+ * encoding: its options, its error, and its size limit (text too long to be surely
+ * within writeMaxBytes goes through connect-es's own serializer, which checks).
+ */
+function jsonWriter(method: DescMethod, opt: Options, serialization: Serialization) {
+  const options = getJsonOptions(opt.jsonOptions);
+  const schema = method.output;
+  return (message: unknown): string => {
+    let text: string;
+    try {
+      text = toJsonString(schema, message as never, options);
+    } catch (e) {
+      throw ConnectError.from(e, Code.Internal);
+    }
+    if (text.length * 3 > opt.writeMaxBytes) {
+      return new TextDecoder().decode(serialization.getO(false).serialize(message as never));
+    }
+    return text;
+  };
 }
 
 /** The spec connect-es builds for one method of a service implementation. */
@@ -186,15 +217,11 @@ class LazyContext {
     if (c !== undefined && !c.signal.aborted) c.abort(reason);
   }
   /** The reply's headers; plain pairs when nobody touched them. */
-  replyHeader(contentType: string, length: number): Headers | [string, string][] {
+  replyHeader(contentType: string): Headers | [string, string][] {
     const header = this.#responseHeader;
-    if (header === undefined) {
-      return [["content-type", contentType], ["content-length", length.toString(10)]];
-    }
+    if (header === undefined) return [["content-type", contentType]];
     const trailer = this.#responseTrailer;
-    const out = trailer === undefined ? header : trailerMux(header, trailer);
-    out.set("Content-Length", length.toString(10));
-    return out;
+    return trailer === undefined ? header : trailerMux(header, trailer);
   }
 }
 
@@ -344,13 +371,13 @@ export async function serveFast(
   const replyType = binary ? contentTypeUnaryProto : contentTypeUnaryJson;
   const context = new LazyContext(spec.method, call.url, contextValues, req.headers, replyType);
   let status = 200;
-  let body: Uint8Array;
+  let body: Uint8Array | string;
   let type = replyType;
   try {
     if (opt.requestGate !== undefined) await opt.requestGate(context);
     const input = m.serialization.getI(binary).parse(await readBody(req, length, opt.readMaxBytes));
     const output = await invoke(m, context, input);
-    body = m.serialization.getO(binary).serialize(output as never);
+    body = binary ? m.serialization.getO(true).serialize(output as never) : m.jsonText(output);
   } catch (e) {
     context.abort(e);
     const error = e instanceof ConnectError
@@ -364,7 +391,7 @@ export async function serveFast(
   } finally {
     context.abort();
   }
-  return { status, header: context.replyHeader(type, body.byteLength), body };
+  return { status, header: context.replyHeader(type), body };
 }
 
 /** The body, refused unread when its declared length is over the limit. */
