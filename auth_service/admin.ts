@@ -3,7 +3,7 @@
 // call is refused. Each action is audited by the store, in the action's transaction.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "../shared/gen/admin/v1/admin_pb.ts";
-import { kClientAddress, kRequestId } from "../shared/connect_server.ts";
+import { kClientAddress, kRequestId, receivedHeader } from "../shared/connect_server.ts";
 import { bearerCredential } from "../shared/bearer.ts";
 import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
 import { invalidArgument, notFound, unauthenticated } from "../shared/errors.ts";
@@ -61,7 +61,7 @@ export function adminRoutes(
 ) {
   const authorize = adminGate(token);
   const begin = (ctx: HandlerContext, phoneInput: string) => {
-    authorize(ctx.requestHeader.get("authorization"));
+    authorize(receivedHeader(ctx, "authorization"));
     const phone = parsePhone(phoneInput).e164;
     const who: AuditContext = {
       phone,

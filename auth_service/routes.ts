@@ -1,7 +1,12 @@
 // Thin Connect handlers: read the request, call the use case, shape the reply.
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AuthService as AuthServiceDesc } from "../shared/gen/auth/v1/auth_pb.ts";
-import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
+import {
+  kClientAddress,
+  kClientRequestId,
+  kRequestId,
+  receivedHeader,
+} from "../shared/connect_server.ts";
 import type { CallContext, SessionInfo } from "./ports.ts";
 import type { AuthUseCases } from "./use_cases.ts";
 
@@ -13,7 +18,7 @@ function callContext(ctx: HandlerContext): CallContext {
     requestId: ctx.values.get(kRequestId),
     clientAddress: ctx.values.get(kClientAddress),
     clientRequestId: ctx.values.get(kClientRequestId),
-    userAgent: cleanUserAgent(ctx.requestHeader.get("user-agent")),
+    userAgent: cleanUserAgent(receivedHeader(ctx, "user-agent")),
   };
 }
 
@@ -23,7 +28,7 @@ function cleanUserAgent(raw: string | null): string {
   return (raw ?? "").replace(/[\u0000-\u001f\u007f]/g, "").slice(0, 256);
 }
 
-const auth = (ctx: HandlerContext) => ctx.requestHeader.get("authorization");
+const auth = (ctx: HandlerContext) => receivedHeader(ctx, "authorization");
 
 function sessionJson(s: SessionInfo) {
   return {

@@ -1,8 +1,14 @@
 // Thin Connect handler for GenerateOtp, guarded by the internal API token.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { OtpService } from "../shared/gen/otp/v1/otp_pb.ts";
-import { kClientAddress, kClientRequestId, kRequestId } from "../shared/connect_server.ts";
-import type { Authorize } from "../shared/connect_server.ts";
+import {
+  kClientAddress,
+  kClientRequestId,
+  kRequestId,
+  receivedHeader,
+  receivedHeaders,
+} from "../shared/connect_server.ts";
+import type { Authorize, ReceivedHeaders } from "../shared/connect_server.ts";
 import { constantTimeEqual, sha256 } from "../shared/crypto.ts";
 import {
   invalidArgument,
@@ -21,7 +27,7 @@ import type { OtpIssuer } from "./issuer.ts";
  */
 export function internalTokenCheck(internalToken: string): Authorize {
   const expected = sha256(internalToken);
-  return (headers: Headers) => {
+  return (headers: ReceivedHeaders) => {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(headers.get("authorization") ?? "");
     // Digests have equal length, so the comparison time says nothing about the token.
     if (!m || !constantTimeEqual(sha256(m[1]!), expected)) {
@@ -34,7 +40,7 @@ export function otpRoutes(issuer: OtpIssuer, authorize: Authorize) {
   return (router: ConnectRouter) =>
     router.service(OtpService, {
       async generateOtp(req, ctx) {
-        await authorize(ctx.requestHeader);
+        await authorize(receivedHeaders(ctx));
         const phone = parsePhone(req.phoneNumber).e164;
         const purpose = req.purpose === OtpPurpose.UNSPECIFIED ? "login" : purposeName(req.purpose);
         if (!purpose) throw invalidArgument("unknown purpose");
@@ -47,7 +53,7 @@ export function otpRoutes(issuer: OtpIssuer, authorize: Authorize) {
           purpose,
           // Forwarded by auth-service, which saw the client; trusted because the caller is.
           clientAddress: cleanText(
-            ctx.requestHeader.get("x-client-address") ?? ctx.values.get(kClientAddress),
+            receivedHeader(ctx, "x-client-address") ?? ctx.values.get(kClientAddress),
           ),
           // The caller is authenticated, so its request id carries the trace on.
           traceId: ctx.values.get(kClientRequestId) || ctx.values.get(kRequestId),

@@ -42,8 +42,38 @@ export interface HealthChecks {
 /** A plain GET route beside the RPCs (metrics, a key set, a page). */
 export type PlainRoute = (req: Request) => Response | Promise<Response>;
 
+/** Headers to read, not to change. */
+export type ReceivedHeaders = Pick<Headers, "get" | "has">;
+
+const NOT_RECEIVED = new Headers();
+
+/**
+ * The call's headers as they arrived, to read. A handler's ctx.requestHeader is its own
+ * copy (as connect-es gives it), made the first time it is asked for; reading through
+ * receivedHeaders() costs no copy.
+ */
+export const kReceivedHeaders = createContextKey<ReceivedHeaders>(NOT_RECEIVED, {
+  description: "received headers",
+});
+
+interface CallWithHeaders {
+  values: ContextValues;
+  requestHeader: Headers;
+}
+
+/** The call's headers: as received by this server, else (another transport) the copy. */
+export function receivedHeaders(ctx: CallWithHeaders): ReceivedHeaders {
+  const received = ctx.values.get(kReceivedHeaders);
+  return received === NOT_RECEIVED ? ctx.requestHeader : received;
+}
+
+/** One header of the call. */
+export function receivedHeader(ctx: CallWithHeaders, name: string): string | null {
+  return receivedHeaders(ctx).get(name);
+}
+
 /** Checks a call's headers before its body is read; throws (a domain error) to refuse. */
-export type Authorize = (headers: Headers) => void | Promise<void>;
+export type Authorize = (headers: ReceivedHeaders) => void | Promise<void>;
 
 export interface ServeOptions {
   hostname?: string;
@@ -120,7 +150,7 @@ export function connectHandler(o: ServeOptions): ConnectHandler {
   const served = { fast: 0, connectEs: 0 };
 
   const contextValues = (req: Request, info: Deno.ServeHandlerInfo): ContextValues =>
-    new RequestValues(clientAddress(req, info, proxies), req.headers.get("x-request-id"));
+    new RequestValues(clientAddress(req, info, proxies), req.headers);
 
   const serve = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response | Final> => {
     const url = req.url;
@@ -265,7 +295,7 @@ function gates(
   return Object.fromEntries(
     Object.entries(authorize).map(([service, check]) => [service, async (ctx) => {
       try {
-        await check(ctx.requestHeader);
+        await check(receivedHeaders(ctx));
       } catch (err) {
         const refusal = toConnectError(err, log, ctx.method.name, errors);
         refused?.(service, ctx.method.name, refusal);
@@ -332,15 +362,16 @@ class RequestValues implements ContextValues {
   #own: Record<symbol, unknown> | undefined;
   #requestId: string | undefined;
   #clientRequestId: string | undefined;
-  constructor(private readonly address: string, private readonly rawClientId: string | null) {}
+  constructor(private readonly address: string, private readonly headers: Headers) {}
   get<T>(key: ContextKey<T>): T {
     const own = this.#own;
     if (own !== undefined && key.id in own) return own[key.id] as T;
     if (key === kClientAddress) return this.address as T;
     if (key === kRequestId) return (this.#requestId ??= crypto.randomUUID()) as T;
     if (key === kClientRequestId) {
-      return (this.#clientRequestId ??= clientRequestId(this.rawClientId)) as T;
+      return (this.#clientRequestId ??= clientRequestId(this.headers.get("x-request-id"))) as T;
     }
+    if (key === kReceivedHeaders) return this.headers as T;
     return key.defaultValue;
   }
   set<T>(key: ContextKey<T>, value: T): this {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createClient, createRouterTransport } from "@connectrpc/connect";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AuthService, ValidatePhoneNumberLoginRequestSchema } from "./gen/auth/v1/auth_pb.ts";
@@ -8,6 +9,7 @@ import {
   connectHandler,
   kClientRequestId,
   kRequestId,
+  receivedHeader,
   serveConnect,
 } from "./connect_server.ts";
 import type { ServeOptions } from "./connect_server.ts";
@@ -267,4 +269,33 @@ Deno.test("on the wire every reply states its exact length, on both paths", asyn
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("a handler reads the call's headers alike on both paths and through any transport", async () => {
+  const agents: (string | null)[] = [];
+  const readAgent = (r: ConnectRouter) =>
+    r.rpc(AuthService.method.validatePhoneNumberLogin, (_req, ctx) => {
+      agents.push(receivedHeader(ctx, "user-agent"));
+      return { isValid: true };
+    });
+  const body = '{"phone_number":"+14155550123"}';
+  for (const fastPath of [true, false]) {
+    const h = handler({ routes: readAgent, fastPath });
+    const res = await call(h, VALIDATE, post(body, { "user-agent": `agent-${fastPath}` }));
+    await res.body?.cancel();
+    assert.equal(h.served.fast, fastPath ? 1 : 0);
+  }
+  const client = createClient(
+    AuthService,
+    createRouterTransport(readAgent, {
+      transport: {
+        interceptors: [(next) => (req) => {
+          req.header.set("user-agent", "in-memory");
+          return next(req);
+        }],
+      },
+    }),
+  );
+  await client.validatePhoneNumberLogin({ phoneNumber: "+14155550123" });
+  assert.deepEqual(agents, ["agent-true", "agent-false", "in-memory"]);
 });
