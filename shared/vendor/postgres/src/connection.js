@@ -251,7 +251,8 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
   }
 
   function write(x, fn) {
-    chunk = chunk ? Buffer.concat([chunk, x]) : Buffer.from(x)
+    // PATCHED: every x is a fresh message or a constant nobody writes to: no copy of it
+    chunk = chunk ? Buffer.concat([chunk, x]) : x
     if (fn || chunk.length >= 1024)
       return nextWrite(fn)
     nextWriteTimer === null && (nextWriteTimer = setImmediate(nextWrite))
