@@ -3,19 +3,17 @@
 // caller holds it), to the account's number for a deletion.
 import { invalidArgument } from "../shared/errors.ts";
 import type { Limits } from "../shared/limits/engine.ts";
-import type { LimitReason } from "../shared/limits/rules.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import { parsePhone } from "../shared/phone.ts";
-import { NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
+import { NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
 import type { AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
 import type { Redemption } from "./redemption.ts";
 import {
   addressSendRule,
   auditContext,
-  charge,
-  CODE_REQUESTED,
+  chargeCodeRequest,
   sendablePhone,
   sendCode,
 } from "./rules.ts";
@@ -27,13 +25,13 @@ export class Account {
 
   constructor(
     private readonly store: AuthStore,
-    private readonly limits: Limits,
+    limits: Limits,
     otp: OtpGateway,
     private readonly sessions: Sessions,
     private readonly redemption: Redemption,
     private readonly settings: AuthSettings,
     private readonly log: Logger,
-    private readonly telemetry: Telemetry = NO_TELEMETRY,
+    telemetry: Telemetry = NO_TELEMETRY,
   ) {
     this.sending = { store, limits, otp, settings, telemetry };
   }
@@ -55,18 +53,7 @@ export class Account {
       throw invalidArgument("new_phone_number is already this account's number");
     }
     const who = auditContext(phone.e164, ctx);
-    const onRefused = (reason: LimitReason) =>
-      this.telemetry.codeRefused(refusalReason(reason), phone.country);
-    await charge(
-      this.limits,
-      this.store,
-      [addressSendRule(this.settings, ctx)],
-      CODE_REQUESTED,
-      who,
-      {
-        onRefused,
-      },
-    );
+    await chargeCodeRequest(this.sending, [addressSendRule(this.settings, ctx)], phone, who);
     const target = await this.store.admitPhoneChangeCode(
       phone.e164,
       this.settings.maxAttempts,

@@ -7,20 +7,18 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DomainError } from "../shared/errors.ts";
 import type { Limits } from "../shared/limits/engine.ts";
-import type { Rule } from "../shared/limits/rules.ts";
-import { countryOf, NO_TELEMETRY, refusalReason } from "../shared/telemetry.ts";
+import { countryOf, NO_TELEMETRY } from "../shared/telemetry.ts";
 import type { Telemetry } from "../shared/telemetry.ts";
 import { withSpan } from "../shared/tracing.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import { encodeOtpRequested, OtpPurpose, OtpRequestedSchema } from "../shared/messages.ts";
 import type { Phone } from "../shared/phone.ts";
-import type { AuditContext, AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
+import type { AuthSettings, AuthStore, CallContext, OtpGateway } from "./ports.ts";
 import {
   addressSendRule,
   auditContext,
-  charge,
-  CODE_REQUESTED,
+  chargeCodeRequest,
   lockedError,
   sendablePhone,
   sendCode,
@@ -68,23 +66,12 @@ export class CodeRequests {
   }
 
   /** Charges `rules`; a refusal is counted, audited and thrown. */
-  private async charge(
-    rules: readonly Rule[],
-    phone: Phone,
-    who: AuditContext,
-    beforeRefusal?: () => Promise<void>,
-  ) {
-    return await charge(this.limits, this.store, rules, CODE_REQUESTED, who, {
-      beforeRefusal,
-      onRefused: (reason) => this.telemetry.codeRefused(refusalReason(reason), phone.country),
-    });
-  }
-
   private async doSignup(phoneInput: string, ctx: CallContext): Promise<void> {
     const phone = this.admissible(phoneInput);
     const who = auditContext(phone.e164, ctx);
-    await this.charge([addressSendRule(this.settings, ctx)], phone, who);
-    const sending = await this.charge(
+    await chargeCodeRequest(this.sending, [addressSendRule(this.settings, ctx)], phone, who);
+    const sending = await chargeCodeRequest(
+      this.sending,
       sendRules(this.settings, phone, "signup", ctx),
       phone,
       who,
@@ -132,7 +119,7 @@ export class CodeRequests {
   private async doValidateLogin(phoneInput: string, ctx: CallContext): Promise<boolean> {
     const phone = this.admissible(phoneInput);
     const who = auditContext(phone.e164, ctx);
-    await this.charge([addressSendRule(this.settings, ctx)], phone, who);
+    await chargeCodeRequest(this.sending, [addressSendRule(this.settings, ctx)], phone, who);
     const target = await this.store.loginTarget(phone.e164, this.settings.maxAttempts, who);
     if (target.kind === "not_verified") return false;
     await sendCode(this.sending, target, { phone, purpose: "login", ctx, who });

@@ -143,6 +143,23 @@ export interface CodeSending {
 }
 
 /**
+ * Charges a code request under `rules`; a refusal is audited, counted by its reason and
+ * the number's country, and thrown. `beforeRefusal` may throw a refusal of its own first.
+ */
+export function chargeCodeRequest(
+  d: Pick<CodeSending, "limits" | "store" | "telemetry">,
+  rules: readonly Rule[],
+  phone: Phone,
+  who: AuditContext,
+  beforeRefusal?: () => Promise<void>,
+): Promise<Extract<Admission, { admitted: true }>> {
+  return charge(d.limits, d.store, rules, CODE_REQUESTED, who, {
+    beforeRefusal,
+    onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country),
+  });
+}
+
+/**
  * The common end of a login or phone-change code request, once the number was looked
  * up: a locked pair is refused (audited and counted, nothing charged); otherwise the
  * number's send limits are charged, otp-service is asked for the code and the request
@@ -159,13 +176,11 @@ export async function sendCode(
     d.telemetry.codeRefused("locked", phone.country);
     throw lockedError(target.retryAfterSeconds);
   }
-  const sending = await charge(
-    d.limits,
-    d.store,
+  const sending = await chargeCodeRequest(
+    d,
     sendRules(d.settings, phone, purpose, ctx),
-    CODE_REQUESTED,
+    phone,
     who,
-    { onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country) },
   );
   d.telemetry.codeRequested(purpose, phone.country);
   await requestChargedCode(d.otp, d.limits, sending, {
