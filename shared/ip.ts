@@ -2,6 +2,7 @@
 // "1.2.3.4:5678" and "1.2.3.4" are one caller), IPv6 bucketed per /64 (a single host is
 // usually given a whole /64, so a full address would let it rotate through 2^64 keys),
 // and the proxies allowed to name the client in X-Forwarded-For.
+import { remembered } from "./remembered.ts";
 
 /** An address as 4 (IPv4) or 16 (IPv6) bytes; IPv4-mapped IPv6 comes back as IPv4. */
 export function parseAddress(raw: string): Uint8Array | null {
@@ -177,21 +178,12 @@ interface KnownAddress {
   readonly text: string;
 }
 
-const ADDRESSES_KEPT = 4096;
-const addresses = new Map<string, KnownAddress | null>();
-
 /**
  * An address as written, parsed and spelled once: every request names its peer, and a
- * keep-alive connection or a proxy sends many from the same one. Cleared when full, so
- * a stream of distinct forwarded addresses costs a parse each and nothing more.
+ * keep-alive connection or a proxy sends many from the same one. At most 4,096 are kept,
+ * so a stream of distinct forwarded addresses costs a parse each and nothing more.
  */
-function knownAddress(raw: string): KnownAddress | null {
-  let known = addresses.get(raw);
-  if (known === undefined) {
-    const bytes = parseAddress(raw);
-    known = bytes ? { bytes, text: format(bytes) } : null;
-    if (addresses.size >= ADDRESSES_KEPT) addresses.clear();
-    addresses.set(raw, known);
-  }
-  return known;
-}
+const knownAddress = remembered(4_096, (raw): KnownAddress | null => {
+  const bytes = parseAddress(raw);
+  return bytes ? { bytes, text: format(bytes) } : null;
+});

@@ -1,5 +1,6 @@
 import { parsePhoneNumberWithError } from "libphonenumber-js/max";
 import type { NumberType } from "libphonenumber-js/max";
+import { remembered } from "./remembered.ts";
 
 export class InvalidPhoneNumber extends Error {
   constructor(reason: string) {
@@ -41,22 +42,16 @@ export interface Phone {
  * so "+1 (415) 555-0123" and "+14155550123" are the same user.
  */
 export function parsePhone(input: string): Phone {
-  const known = parsed.get(input);
-  if (known !== undefined) return known;
-  const phone = Object.freeze(parseUncached(input));
-  // Insertion order makes the first key the oldest; random numbers only churn the cache.
-  if (parsed.size >= PARSED_KEPT) parsed.delete(parsed.keys().next().value!);
-  parsed.set(input, phone);
-  return phone;
+  return recentPhones(input);
 }
 
 /**
  * Numbers parsed lately, by their input. Parsing with full metadata costs about as much
  * as the rest of a tiny call, and the same few numbers arrive again and again (a user's
- * code request, its check, every profile read). Only valid numbers are kept.
+ * code request, its check, every profile read). Only valid numbers are kept; random
+ * numbers only churn the oldest out.
  */
-const parsed = new Map<string, Phone>();
-const PARSED_KEPT = 10_000;
+const recentPhones = remembered(10_000, (input) => Object.freeze(parseUncached(input)));
 
 function parseUncached(input: string): Phone {
   const trimmed = input.trim();
