@@ -47,12 +47,19 @@ async function tinyServer(kind: string): Promise<{ url: string; service: Service
   return { url: `http://127.0.0.1:${line.split(" ")[1]}${VALIDATE}`, service };
 }
 
+/**
+ * A short warm-up so the JIT has seen the path before the measured run (pgbench, the
+ * anchor, measures a server that is warm already).
+ */
+async function warmWrk(call: WrkCall, pid: number): Promise<Measured> {
+  await wrk(call, 1);
+  return await wrk(call, SECONDS, pid);
+}
+
 async function measureTiny(kind: string, call: Omit<WrkCall, "url">): Promise<Measured> {
   const { url, service } = await tinyServer(kind);
   try {
-    // A short warm-up so the JIT has seen the path before the measured run.
-    await wrk({ ...call, url }, 1);
-    return await wrk({ ...call, url }, SECONDS, service.pid);
+    return await warmWrk({ ...call, url }, service.pid);
   } finally {
     await service.stop();
   }
@@ -108,15 +115,11 @@ async function databaseFigures(): Promise<void> {
     });
     const authPid = stack.auth.pid;
     const fx = await signupAndVerify(stack);
-    const profile = await wrk(
-      {
-        url: `${stack.authUrl}/auth.v1.AuthService/GetProfile`,
-        headers: { "content-type": "application/json", authorization: `Bearer ${fx.token}` },
-        body: enc.encode(JSON.stringify({ phone_number: fx.phone })),
-      },
-      SECONDS,
-      authPid,
-    );
+    const profile = await warmWrk({
+      url: `${stack.authUrl}/auth.v1.AuthService/GetProfile`,
+      headers: { "content-type": "application/json", authorization: `Bearer ${fx.token}` },
+      body: enc.encode(JSON.stringify({ phone_number: fx.phone })),
+    }, authPid);
     rows.push({
       figure: "GetProfile with a session (auth-service)",
       value: profile,
@@ -124,27 +127,19 @@ async function databaseFigures(): Promise<void> {
       anchorValue: selectOnly,
       note: pgNote.slice(2) || undefined,
     });
-    const validate = await wrk(
-      {
-        url: `${stack.authUrl}${VALIDATE}`,
-        headers: { "content-type": "application/json" },
-        body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
-      },
-      SECONDS,
-      authPid,
-    );
+    const validate = await warmWrk({
+      url: `${stack.authUrl}${VALIDATE}`,
+      headers: { "content-type": "application/json" },
+      body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
+    }, authPid);
     // Every call is charged to its address's counter first: from one address those
     // admissions queue on one row; from many, they do not.
-    const validateSpread = await wrk(
-      {
-        url: `${stack.authUrl}${VALIDATE}`,
-        headers: { "content-type": "application/json" },
-        body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
-        forwardedFor: Array.from({ length: CONNECTIONS }, (_, i) => `198.18.1.${i + 1}`),
-      },
-      SECONDS,
-      authPid,
-    );
+    const validateSpread = await warmWrk({
+      url: `${stack.authUrl}${VALIDATE}`,
+      headers: { "content-type": "application/json" },
+      body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
+      forwardedFor: Array.from({ length: CONNECTIONS }, (_, i) => `198.18.1.${i + 1}`),
+    }, authPid);
     rows.push({
       figure: "ValidatePhoneNumberLogin, unknown number, 1 address (auth-service)",
       value: validate,
