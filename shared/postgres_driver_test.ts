@@ -1,6 +1,7 @@
-// The vendored driver's own patches to its connection queue and query results (see
-// shared/vendor/postgres/PATCHED.md), without a database.
+// The vendored driver's own patches to its connection queue, query results and message
+// building (see shared/vendor/postgres/PATCHED.md), without a database.
 import assert from "node:assert/strict";
+import bytes from "./vendor/postgres/src/bytes.js";
 import Queue from "./vendor/postgres/src/queue.js";
 import Result from "./vendor/postgres/src/result.js";
 
@@ -49,4 +50,38 @@ Deno.test("a result's fields start empty, keep what is set, and are not among it
   assert.equal(JSON.stringify(r), '[{"a":1}]');
   assert.deepEqual([...r], [{ a: 1 }]);
   assert.ok(!(r.map((x) => x) instanceof Result));
+});
+
+/** The part of the driver's message builder used here (its message methods are made at run time). */
+interface Builder {
+  (): Builder;
+  Q(): Builder;
+  str(x: string): Builder;
+  readonly N: string;
+  end(): Uint8Array;
+  endWith(tail: Uint8Array): Uint8Array;
+}
+const b = bytes as unknown as Builder;
+
+Deno.test("messages cut from one slab keep their own bytes while later ones are built", () => {
+  const tail = new Uint8Array([69, 0, 0, 0, 9, 0, 0, 0, 0, 0, 83, 0, 0, 0, 4]);
+  const built: { m: Uint8Array; text: string; withTail: boolean }[] = [];
+  for (let n = 0; n < 3000; n++) {
+    // Small and large ones, a few longer than a whole slab.
+    const text = n % 997 === 0 ? "y".repeat(40_000) + n : "x".repeat(n % 300) + n;
+    const withTail = n % 3 === 0;
+    const msg = b().Q().str(text + b.N);
+    built.push({ m: withTail ? msg.endWith(tail) : msg.end(), text, withTail });
+  }
+  const dec = new TextDecoder();
+  for (const { m, text, withTail } of built) {
+    const v = new DataView(m.buffer, m.byteOffset, m.byteLength);
+    const length = 4 + text.length + 1;
+    assert.equal(m[0], 81);
+    assert.equal(v.getUint32(1), length);
+    assert.equal(dec.decode(m.subarray(5, length)), text);
+    assert.equal(m[length], 0);
+    assert.equal(m.byteLength, 1 + length + (withTail ? tail.length : 0));
+    if (withTail) assert.deepEqual([...m.subarray(1 + length)], [...tail]);
+  }
 });
