@@ -98,7 +98,11 @@ export class PgAuthStore implements AuthStore {
 
   async loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
     // One statement: the user, a lock for this caller, a spent challenge, and the audit
-    // row of a lookup that found no user.
+    // row of a lookup that found no user. That row is the statement's only write and is
+    // committed without waiting for the WAL flush (the setting lasts for this statement's
+    // own transaction): a database crash may forget the last fraction of a second of
+    // such rows, and the callers of an unknown number, one after another, do not wait
+    // on a disk flush each (about 1.4 times the rate, measured).
     const [r] = await this.sql<
       { verified: boolean; locked: number | null; spent: string | null }[]
     >`
@@ -114,7 +118,8 @@ export class PgAuthStore implements AuthStore {
              (${lockedSql(this.sql, phone, who)}) as locked,
              (select request_id from auth.challenges
                where phone_number = ${phone} and purpose = 'login'
-                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent`;
+                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent
+        from (select set_config('synchronous_commit', 'off', true)) as async_commit`;
     if (!r!.verified) return { kind: "not_verified" };
     if (r!.locked !== null) return locked(r!.locked);
     return r!.spent ? { kind: "ok", spentChallengeId: r!.spent } : { kind: "ok" };

@@ -121,3 +121,27 @@ Deno.test("two deliveries of one message at once store it once, and a newer code
     await db.drop();
   }
 });
+
+Deno.test("a lookup of an unknown number still records its audit row, and its commit setting ends with the statement", async () => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
+  const one = await sql.reserve();
+  try {
+    await migrateAuth(sql);
+    const store = new PgAuthStore(one as unknown as typeof sql);
+    const who = { phone: "+14155550142", clientAddress: "192.0.2.9", requestId: "r-async" };
+    assert.deepEqual(await store.loginTarget(who.phone, 3, who), { kind: "not_verified" });
+    const rows = await sql`select outcome, client_address from auth.audit_events
+                            where request_id = 'r-async'`;
+    assert.deepEqual(rows.map((r) => ({ ...r })), [
+      { outcome: "not_verified", client_address: "192.0.2.9" },
+    ]);
+    // The next statement on the same connection commits as configured again.
+    const [c] = await one`select current_setting('synchronous_commit') as v`;
+    assert.equal(c!.v, "on");
+  } finally {
+    one.release();
+    await sql.end();
+    await db.drop();
+  }
+});
