@@ -66,13 +66,6 @@ export function clientHeaders(extra: Record<string, string> = {}): Record<string
   return { "x-forwarded-for": `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, ...extra };
 }
 
-/** Distinct fresh US numbers. */
-export function distinctPhones(n: number, fresh: () => string): string[] {
-  const set = new Set<string>();
-  for (let i = 0; set.size < n && i < n * 100; i++) set.add(fresh());
-  return [...set];
-}
-
 /** Runs `fn` over `items` with at most `limit` at once. */
 export async function mapLimit<T, R>(
   items: T[],

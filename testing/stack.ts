@@ -107,8 +107,18 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   return stack;
 }
 
-/** A fresh, valid, unused US number. */
+const drawn = new Set<string>();
+
+/**
+ * A fresh, valid, unused US number: never one this process drew before (a repeat would
+ * be a resend inside its cooldown, or a signup of a number already taken).
+ */
 export function randomPhone(): string {
-  const n = 2_000_000 + Math.floor(Math.random() * 7_000_000);
-  return `+1415${n}`;
+  for (;;) {
+    const phone = `+1415${2_000_000 + Math.floor(Math.random() * 7_000_000)}`;
+    if (!drawn.has(phone)) {
+      drawn.add(phone);
+      return phone;
+    }
+  }
 }

@@ -3,7 +3,7 @@
 // both services reconnect, redeclare and resume on their own, and in the end every
 // number has exactly one live challenge, received exactly one SMS, and its code verifies.
 import assert from "node:assert/strict";
-import { clientHeaders, distinctPhones, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { clientHeaders, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
 import { onFreshStack } from "../../testing/faults.ts";
 import { codeIn } from "../../testing/sms_codes.ts";
 import { queuesSettled, startBroker, stopBroker } from "../../testing/broker.ts";
@@ -23,7 +23,7 @@ Deno.test({
 });
 
 async function scenario(stack: Stack) {
-  const phones = distinctPhones(USERS, randomPhone);
+  const phones = Array.from({ length: USERS }, randomPhone);
   const headers = new Map(phones.map((p) => [p, clientHeaders()]));
   const wave = (list: string[]) =>
     Promise.all(list.map(async (phone, i) => {

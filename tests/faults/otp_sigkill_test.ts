@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { startFakeTwilio, twilioEnv } from "../../testing/fake_twilio.ts";
 import type { FakeTwilio } from "../../testing/fake_twilio.ts";
-import { clientHeaders, distinctPhones, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
+import { clientHeaders, mapLimit, rpc, SIGNUP, VERIFY } from "../../testing/rpc.ts";
 import { codeIn } from "../../testing/sms_codes.ts";
 import { onFreshStack } from "../../testing/faults.ts";
 import { queuesSettled } from "../../testing/broker.ts";
@@ -45,7 +45,7 @@ Deno.test({
 async function scenario(stack: Stack, fake: FakeTwilio, services: Service[]) {
   // Twilio stalls on every first send: otp-service sits on each message it was given.
   fake.script(Array.from({ length: USERS }, () => ({ delayMs: TWILIO_STALL_MS })));
-  const phones = distinctPhones(USERS, randomPhone);
+  const phones = Array.from({ length: USERS }, randomPhone);
   const headers = new Map(phones.map((p) => [p, clientHeaders()]));
   const signups = await mapLimit(
     phones,
