@@ -52,7 +52,13 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   budgetGauges(runtime.metrics, sql, { perHour: config.smsHourlyBudget });
   const store = new PgOtpStore(sql, () => runtime.relay.poke());
-  const limits = new LimitsEngine(sql, "otp");
+  // Admissions commit without waiting for the WAL flush, so the rows every SMS shares
+  // (the budget, a country, a prefix) are locked for a statement, not for a disk flush.
+  // The budget still holds exactly: no SMS goes out before the issuer's next write for
+  // that request (beginAttempt) commits synchronously, and that flush carries every
+  // earlier commit, the admission's too. A crash before it loses a charge of an SMS
+  // that was never sent.
+  const limits = new LimitsEngine(sql, "otp", { asyncCommit: true });
   const s = config.sending;
   const issuer = ObservedIssuer.create(
     telemetry,

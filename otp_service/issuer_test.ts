@@ -104,3 +104,33 @@ Deno.test("a redelivery continues the persisted count and never exceeds maxAttem
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(again.sent.length, 0);
 });
+
+Deno.test("every provider call comes after its budget charge and then its recorded attempt", async () => {
+  // The order the budget's exactness rests on: admissions commit without waiting for the
+  // disk, and the attempt's synchronous commit, before the call, makes them durable.
+  const events: string[] = [];
+  const store = new MemoryOtpStore();
+  const begin = store.beginAttempt.bind(store);
+  store.beginAttempt = async (...args) => {
+    const counted = await begin(...args);
+    events.push(counted ? "attempt" : "no attempt");
+    return counted;
+  };
+  const limits = new BudgetOnlyLimits();
+  const admit = limits.admit.bind(limits);
+  limits.admit = (rules) => {
+    events.push(rules.some((r) => r.reason === "budget") ? "budget" : "send limits");
+    return admit(rules);
+  };
+  const sms = provider([timeout(), timeout(), "ok"]);
+  const send = sms.send.bind(sms);
+  sms.send = (m) => {
+    events.push("call");
+    return send(m);
+  };
+  assert.deepEqual(await issuer(store, limits, sms).issue(request()), { kind: "sent" });
+  assert.deepEqual(events, [
+    "send limits",
+    ...Array.from({ length: 3 }, () => ["budget", "attempt", "call"]).flat(),
+  ]);
+});

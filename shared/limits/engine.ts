@@ -47,8 +47,9 @@ export class LimitsEngine implements Limits {
       /**
        * Commit admissions without waiting for the WAL flush, so a hot key's row lock is
        * held only while the statement runs. A crash may then forget the last fraction of
-       * a second of counted events: fine for per-address and per-number caps, not for
-       * a budget that must hold exactly.
+       * a second of counted events: fine for per-address and per-number caps; a budget
+       * that must hold exactly may use it only if a synchronous commit always follows
+       * before the counted event happens (that flush carries the admission's commit).
        */
       asyncCommit?: boolean;
     } = {},
