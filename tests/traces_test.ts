@@ -4,6 +4,7 @@
 // trace id, and nothing exported carries the code or the full number.
 import assert from "node:assert/strict";
 import { pollUntil } from "../shared/async.ts";
+import { AUTH_ROUTING_KEY, OTP_ROUTING_KEY } from "../shared/topology.ts";
 import { rpc, SIGNUP, VERIFY } from "../testing/rpc.ts";
 import { codeFor } from "../testing/sms_codes.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
@@ -63,9 +64,23 @@ Deno.test("one signup is one trace through auth-service, the bus, otp-service an
   const code = await codeFor(stack, phone, "signup", mark);
   assert.equal((await rpc(stack.authUrl, VERIFY, { phone_number: phone, otp: code })).code, "ok");
 
-  const find = (all: OtlpSpan[], service: string, name: string, traceId?: string) =>
+  // A signup publishes two messages in its trace (the code request and the signed-up
+  // event): a relay span is told apart by its routing key.
+  const find = (
+    all: OtlpSpan[],
+    service: string,
+    name: string,
+    traceId?: string,
+    routingKey?: string,
+  ) =>
     all.find((s) =>
-      s.service === service && s.name === name && (traceId === undefined || s.traceId === traceId)
+      s.service === service && s.name === name &&
+      (traceId === undefined || s.traceId === traceId) &&
+      (routingKey === undefined ||
+        s.attributes.some((a) =>
+          a.key === "messaging.rabbitmq.destination.routing_key" &&
+          a.value.stringValue === routingKey
+        ))
     );
   // Spans are exported in batches: wait until the last hop (the challenge stored) is in.
   const trace = await pollUntil(() => {
@@ -74,14 +89,14 @@ Deno.test("one signup is one trace through auth-service, the bus, otp-service an
     if (!signup) return false;
     const id = signup.traceId;
     const names = [
-      ["auth-service", "outbox.relay publish"],
+      ["auth-service", "outbox.relay publish", OTP_ROUTING_KEY],
       ["otp-service", "otp.request.receive"],
       ["otp-service", "otp.issue"],
       ["otp-service", "sms.send"],
-      ["otp-service", "outbox.relay publish"],
+      ["otp-service", "outbox.relay publish", AUTH_ROUTING_KEY],
       ["auth-service", "auth.challenge.store"],
     ] as const;
-    const found = names.map(([service, name]) => find(all, service, name, id));
+    const found = names.map(([service, name, key]) => find(all, service, name, id, key));
     return found.every(Boolean) ? { signup, id, all, found: found as OtlpSpan[] } : false;
   }, { timeoutMs: 20_000, what: "the spans of one signup in both services" }).catch((err) => {
     const seen = spans().map((s) => `${s.service} ${s.name} ${s.traceId} ${s.parentSpanId}`);
