@@ -12,6 +12,13 @@ import { isDatabaseUnavailable } from "./postgres_errors.ts";
 export type Sql = postgres.Sql;
 export type TxSql = postgres.TransactionSql;
 
+/**
+ * A FROM item that makes its statement's own transaction commit without waiting for the
+ * WAL flush (set_config(..., true) lasts for that transaction only): for writes that may
+ * be forgotten by a database crash, so a row lock is held for the statement alone.
+ */
+export const ASYNC_COMMIT = "(select set_config('synchronous_commit', 'off', true))";
+
 export interface PoolOptions {
   url: string;
   max?: number;

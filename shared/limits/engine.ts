@@ -1,6 +1,7 @@
 // Admits or refuses an event under several limits in one autocommit statement (the
 // schema's admit() function), so no lock outlives the statement and unrelated keys
 // never wait for each other; the counts live in PostgreSQL, so replicas share them.
+import { ASYNC_COMMIT } from "../postgres.ts";
 import type { Sql } from "../postgres.ts";
 import { REASONS } from "./rules.ts";
 import type { LimitReason, Rule } from "./rules.ts";
@@ -55,8 +56,7 @@ export class LimitsEngine implements Limits {
     } = {},
   ) {
     if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
-    // set_config(..., true) lasts for this statement's own transaction.
-    const from = o.asyncCommit ? `(select set_config('synchronous_commit', 'off', true)) s, ` : "";
+    const from = o.asyncCommit ? `${ASYNC_COMMIT} s, ` : "";
     this.admitSql = `select admitted, rule, retry_after, at
       from ${from}${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
     this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
