@@ -323,6 +323,114 @@ end
 $fn$;
 `;
 
+/**
+ * admit() again, the same outcomes in fewer statements: each key is one upsert that
+ * creates its row with the event counted or counts it in the row already there (moving
+ * the row to the current slot when it was written in an earlier one), and returns the
+ * counters it left. v3 read every row first and wrote them after, four statements for a
+ * key with no row yet, two for one with a row. A refusal takes its event back out of the
+ * current slot of every key it counted it in, still inside the statement, so no other
+ * caller ever sees it; a moved row stays moved, which counts exactly what the old one did.
+ * Keys are still written in key order, each row locked by its upsert until the statement
+ * ends, so concurrent calls over overlapping keys cannot deadlock.
+ */
+const LIMITS_V4 = `
+create or replace function {schema}.admit(
+  keys text[], limits integer[], windows float8[], event_id text default null,
+  out admitted boolean, out rule integer, out retry_after float8, out at float8)
+language plpgsql as $fn$
+declare
+  n integer := cardinality(keys);
+  ord integer[];
+  i integer;
+  width float8;
+  cur bigint;
+  cnt integer[];
+  total bigint;
+  wait float8;
+begin
+  if n <> cardinality(limits) or n <> cardinality(windows) then
+    raise exception 'admit: keys, limits and windows differ in length';
+  end if;
+  for i in 1 .. n loop
+    if not (windows[i] > 0) or limits[i] is null or limits[i] < 0 then
+      raise exception 'admit: bad limit or window for %', keys[i];
+    end if;
+  end loop;
+  if n = 1 then
+    ord := array[1];
+  else
+    ord := array(select o::int from unnest(keys) with ordinality u(k, o) order by k);
+    for j in 2 .. n loop
+      if keys[ord[j]] = keys[ord[j - 1]] then
+        raise exception 'admit: a key appears twice';
+      end if;
+    end loop;
+  end if;
+  at := extract(epoch from clock_timestamp());
+  admitted := true;
+  if event_id is not null then
+    -- A concurrent admission of the same event waits here on the key, then finds it.
+    insert into {schema}.limit_admissions as a (event_id, at) values (admit.event_id, admit.at)
+      on conflict on constraint limit_admissions_pkey do nothing;
+    if not found then
+      select a.at into at from {schema}.limit_admissions a where a.event_id = admit.event_id;
+      return;
+    end if;
+  end if;
+  for j in 1 .. n loop
+    i := ord[j];
+    width := windows[i] / 60;
+    cur := floor(at / width)::bigint;
+    insert into {schema}.limit_counters as l (key, slot_seconds, first_slot, counts)
+    values (keys[i], width, cur - 60, array_fill(0, array[60]) || 1)
+    on conflict (key) do update set
+      counts = case
+        when l.slot_seconds = excluded.slot_seconds and l.first_slot = excluded.first_slot
+             and cardinality(l.counts) = 61
+        then l.counts[1:60] || (l.counts[61] + 1)
+        else {schema}.limit_slots(l.counts, l.first_slot, l.slot_seconds, width, cur, 1)
+      end,
+      first_slot = excluded.first_slot, slot_seconds = excluded.slot_seconds,
+      updated_at = now()
+    returning l.counts into cnt;
+    -- The 61 counters now hold exactly the window's events, this one included.
+    total := 0;
+    for s in 1 .. 61 loop
+      total := total + cnt[s];
+    end loop;
+    if total > limits[i] then
+      wait := windows[i];
+      if limits[i] > 0 then
+        -- The oldest slots leave the count first; wait until enough of them have.
+        total := total - 1;
+        for s in 1 .. 61 loop
+          total := total - cnt[s];
+          if total < limits[i] then
+            wait := (cur + s) * width - at;
+            exit;
+          end if;
+        end loop;
+      end if;
+      if admitted or wait > retry_after then
+        rule := i;
+        retry_after := greatest(wait, 0);
+      end if;
+      admitted := false;
+    end if;
+  end loop;
+  if not admitted then
+    -- Every key counted the event in its current slot; none of them keeps it.
+    update {schema}.limit_counters l set counts[61] = l.counts[61] - 1
+     where l.key = any(keys);
+    if event_id is not null then
+      delete from {schema}.limit_admissions a where a.event_id = admit.event_id;
+    end if;
+  end if;
+end
+$fn$;
+`;
+
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
@@ -330,5 +438,6 @@ export function limitsIncludes(schema: string): Record<string, string> {
     limits_v1: LIMITS_V1.replaceAll("{schema}", schema),
     limits_v2: LIMITS_V2.replaceAll("{schema}", schema),
     limits_v3: LIMITS_V3.replaceAll("{schema}", schema),
+    limits_v4: LIMITS_V4.replaceAll("{schema}", schema),
   };
 }
