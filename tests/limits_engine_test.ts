@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createPool } from "../shared/postgres.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
-import { rule } from "../shared/limits/rules.ts";
+import { rule, SHARED_REASONS } from "../shared/limits/rules.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createDatabase } from "../testing/database.ts";
 import fc from "fast-check";
@@ -128,6 +128,71 @@ Deno.test("a key locked by another transaction does not hold up a different key"
     await holder`rollback`;
     holder.release();
   }
+});
+
+Deno.test("a shared counter is locked after the others, so a call waiting on a number does not hold its country", async () => {
+  const number = rule("number_hourly", fresh(), 5, 3600);
+  const country = rule("country_velocity", fresh(), 1000, 3600);
+  assert.ok((await engine.admit([number, country])).admitted);
+  const holder = await sql.reserve();
+  try {
+    await holder`begin`;
+    await holder`select 1 from lt.limit_counters where key = ${number.key} for update`;
+    // Waits on the held number row; in plain key order it would hold the country first.
+    const waiting = engine.admit([country, number]);
+    await sleep(100);
+    const probe = await sql.reserve();
+    try {
+      await probe`set lock_timeout = '300ms'`;
+      const [r] = await probe.unsafe<{ admitted: boolean }[]>(
+        "select admitted from lt.admit($1::text[], '{1000}', '{3600}')",
+        [[country.key]],
+      );
+      assert.equal(r!.admitted, true);
+    } finally {
+      probe.release();
+    }
+    await holder`rollback`;
+    assert.equal((await waiting).admitted, true);
+  } finally {
+    await holder`rollback`;
+    holder.release();
+  }
+});
+
+Deno.test("concurrent admits mixing shared and per-number counters neither deadlock nor overshoot", async () => {
+  const [a, b] = [fresh(), fresh()];
+  const [x, y] = [fresh(), fresh()];
+  const sets = [
+    [rule("number_hourly", a, 10, 3600), rule("country_velocity", x, 30, 3600)],
+    [rule("country_velocity", x, 30, 3600), rule("number_daily", b, 10, 3600)],
+    [rule("budget", y, 30, 3600), rule("number_hourly", a, 10, 3600)],
+    [
+      rule("number_daily", b, 10, 3600),
+      rule("budget", y, 30, 3600),
+      rule("country_velocity", x, 30, 3600),
+    ],
+  ];
+  const results = await Promise.all(
+    Array.from({ length: 160 }, (_, i) => {
+      const s = sets[i % 4]!;
+      return engine.admit(i % 2 ? [...s].reverse() : s);
+    }),
+  );
+  const admitted = results.flatMap((r, i) => r.admitted ? sets[i % 4]!.map((q) => q.key) : []);
+  for (const r of sets.flat()) {
+    assert.ok(admitted.filter((k) => k === r.key).length <= r.limit, `${r.key} within its limit`);
+  }
+  assert.ok(admitted.length > 0);
+});
+
+Deno.test("the schema locks last exactly the reasons the rules call shared", () => {
+  const sql4 = limitsIncludes("lt").limits_v4!;
+  const listed = /split_part\(k, ':', 1\) in \(([^)]*)\)/.exec(sql4)![1]!;
+  assert.deepEqual(
+    [...listed.matchAll(/'([a-z_]+)'/g)].map((m) => m[1]).sort(),
+    [...SHARED_REASONS].sort(),
+  );
 });
 
 Deno.test("an event admitted once is admitted again without being counted again, even concurrently", async () => {

@@ -17,6 +17,18 @@ export const REASONS = {
 
 export type LimitReason = keyof typeof REASONS;
 
+/**
+ * The reasons whose counter many events share (every SMS, a whole country, a number
+ * block, a client address and all it asks about). The engine locks these rows after the
+ * others (schema v4 names the same list), so each is held only for the end of a call.
+ */
+export const SHARED_REASONS = [
+  "budget",
+  "country_velocity",
+  "prefix_velocity",
+  "address",
+] as const satisfies readonly LimitReason[];
+
 /** At most `limit` events per `windowSeconds` for `key`; a limit of 0 allows none. */
 export interface Rule {
   reason: LimitReason;

@@ -331,8 +331,12 @@ $fn$;
  * key with no row yet, two for one with a row. A refusal takes its event back out of the
  * current slot of every key it counted it in, still inside the statement, so no other
  * caller ever sees it; a moved row stays moved, which counts exactly what the old one did.
- * Keys are still written in key order, each row locked by its upsert until the statement
- * ends, so concurrent calls over overlapping keys cannot deadlock.
+ * Each row stays locked by its upsert until the statement ends, and every call locks in
+ * one order, so concurrent calls over overlapping keys cannot deadlock: the counters
+ * many events share (a budget, a country, a number block, a client address; the reason
+ * is the key's first segment) come after the others, each class in key order, so a
+ * shared row is held only through the end of the statement instead of through every
+ * key after it.
  */
 const LIMITS_V4 = `
 create or replace function {schema}.admit(
@@ -360,7 +364,10 @@ begin
   if n = 1 then
     ord := array[1];
   else
-    ord := array(select o::int from unnest(keys) with ordinality u(k, o) order by k);
+    ord := array(
+      select o::int from unnest(keys) with ordinality u(k, o)
+       order by split_part(k, ':', 1) in ('budget', 'country_velocity', 'prefix_velocity',
+                                          'address'), k);
     for j in 2 .. n loop
       if keys[ord[j]] = keys[ord[j - 1]] then
         raise exception 'admit: a key appears twice';
