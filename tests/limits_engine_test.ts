@@ -160,7 +160,7 @@ Deno.test("a shared counter is locked after the others, so a call waiting on a n
   }
 });
 
-Deno.test("concurrent admits mixing shared and per-number counters neither deadlock nor overshoot", async () => {
+Deno.test("concurrent admits and refunds mixing shared and per-number counters neither deadlock nor overshoot", async () => {
   const [a, b] = [fresh(), fresh()];
   const [x, y] = [fresh(), fresh()];
   const sets = [
@@ -173,10 +173,16 @@ Deno.test("concurrent admits mixing shared and per-number counters neither deadl
       rule("country_velocity", x, 30, 3600),
     ],
   ];
+  // Every third admitted event is refunded straight away, while the others still run.
   const results = await Promise.all(
-    Array.from({ length: 160 }, (_, i) => {
+    Array.from({ length: 160 }, async (_, i) => {
       const s = sets[i % 4]!;
-      return engine.admit(i % 2 ? [...s].reverse() : s);
+      const a = await engine.admit(i % 2 ? [...s].reverse() : s);
+      if (a.admitted && i % 3 === 0) {
+        await engine.refund(a.reservation);
+        return { admitted: false };
+      }
+      return a;
     }),
   );
   const admitted = results.flatMap((r, i) => r.admitted ? sets[i % 4]!.map((q) => q.key) : []);
@@ -186,13 +192,40 @@ Deno.test("concurrent admits mixing shared and per-number counters neither deadl
   assert.ok(admitted.length > 0);
 });
 
-Deno.test("the schema locks last exactly the reasons the rules call shared", () => {
+Deno.test("the schema locks last exactly the reasons the rules call shared, in admit and refund", () => {
   const sql4 = limitsIncludes("lt").limits_v4!;
-  const listed = /split_part\(k, ':', 1\) in \(([^)]*)\)/.exec(sql4)![1]!;
-  assert.deepEqual(
-    [...listed.matchAll(/'([a-z_]+)'/g)].map((m) => m[1]).sort(),
-    [...SHARED_REASONS].sort(),
+  const lists = [...sql4.matchAll(/split_part\(k, ':', 1\) in \(([^)]*)\)/g)].map((m) =>
+    [...m[1]!.matchAll(/'([a-z_]+)'/g)].map((r) => r[1]).sort()
   );
+  assert.equal(lists.length, 2);
+  for (const l of lists) assert.deepEqual(l, [...SHARED_REASONS].sort());
+});
+
+Deno.test("the sweep deletes stale counters but never waits on one an admission holds", async () => {
+  const [held, idle] = [fresh(), fresh()];
+  for (const k of [held, idle]) {
+    await sql`insert into lt.limit_counters (key, slot_seconds, first_slot, counts, updated_at)
+              values (${k}, 1, 0, array_fill(0, array[61]), now() - interval '1 day')`;
+  }
+  const holder = await sql.reserve();
+  try {
+    await holder`begin`;
+    await holder`select 1 from lt.limit_counters where key = ${held} for update`;
+    const probe = await sql.reserve();
+    try {
+      await probe`set lock_timeout = '500ms'`;
+      await new LimitsEngine(probe as unknown as typeof sql, "lt").sweep();
+    } finally {
+      probe.release();
+    }
+  } finally {
+    await holder`rollback`;
+    holder.release();
+  }
+  const left = await sql`select key from lt.limit_counters where key in (${held}, ${idle})`;
+  assert.deepEqual(left.map((r) => r.key), [held]);
+  await engine.sweep();
+  assert.equal((await sql`select 1 from lt.limit_counters where key = ${held}`).length, 0);
 });
 
 Deno.test("an event admitted once is admitted again without being counted again, even concurrently", async () => {

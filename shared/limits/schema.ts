@@ -436,6 +436,30 @@ begin
   end if;
 end
 $fn$;
+
+-- refund() as before, locking in admit()'s order, so a refund and an admission over
+-- the same keys cannot deadlock either.
+create or replace function {schema}.refund(keys text[], windows float8[], at float8)
+returns void language plpgsql as $fn$
+declare
+  i integer;
+  n integer;
+begin
+  for i in
+    select o from unnest(keys) with ordinality u(k, o)
+     order by split_part(k, ':', 1) in ('budget', 'country_velocity', 'prefix_velocity',
+                                        'address'), k
+  loop
+    select (floor(at / l.slot_seconds)::bigint - l.first_slot + 1)::int into n
+      from {schema}.limit_counters l
+     where l.key = keys[i] and l.slot_seconds = windows[i] / 60 for update;
+    if n between 1 and 61 then
+      update {schema}.limit_counters l set counts[n] = l.counts[n] - 1
+       where l.key = keys[i] and l.counts[n] > 0;
+    end if;
+  end loop;
+end
+$fn$;
 `;
 
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
