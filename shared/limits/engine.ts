@@ -60,8 +60,12 @@ export class LimitsEngine implements Limits {
     this.admitSql = `select admitted, rule, retry_after, at
       from ${from}${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
     this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
-    this.sweepSql = `with c as (delete from ${schema}.limit_counters
-      where updated_at < now() - make_interval(secs => slot_seconds * 62))
+    // A row an admission holds is left for the next sweep: waiting on it while holding
+    // rows that admission locks next would deadlock the two.
+    this.sweepSql = `with c as (delete from ${schema}.limit_counters where key in (
+        select key from ${schema}.limit_counters
+         where updated_at < now() - make_interval(secs => slot_seconds * 62)
+         for update skip locked))
       delete from ${schema}.limit_admissions where created_at < now() - interval '2 days'`;
   }
 
