@@ -122,6 +122,8 @@ Deno.test("a key locked by another transaction does not hold up a different key"
         /lock timeout/,
       );
     } finally {
+      // The setting stays with the pooled connection; the next test must not inherit it.
+      await probe`reset lock_timeout`;
       probe.release();
     }
   } finally {
@@ -150,6 +152,8 @@ Deno.test("a shared counter is locked after the others, so a call waiting on a n
       );
       assert.equal(r!.admitted, true);
     } finally {
+      // The setting stays with the pooled connection; the next test must not inherit it.
+      await probe`reset lock_timeout`;
       probe.release();
     }
     await holder`rollback`;
@@ -216,6 +220,8 @@ Deno.test("the sweep deletes stale counters but never waits on one an admission 
       await probe`set lock_timeout = '500ms'`;
       await new LimitsEngine(probe as unknown as typeof sql, "lt").sweep();
     } finally {
+      // The setting stays with the pooled connection; the next test must not inherit it.
+      await probe`reset lock_timeout`;
       probe.release();
     }
   } finally {
