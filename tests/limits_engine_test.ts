@@ -32,6 +32,38 @@ let n = 0;
 const fresh = () => `k${++n}-${crypto.randomUUID()}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+type Reserved = Awaited<ReturnType<typeof sql.reserve>>;
+
+/**
+ * Runs `fn` while another transaction holds `key`'s counter row; `release` (also run
+ * afterwards) ends that transaction.
+ */
+async function whileHeld<T>(key: string, fn: (release: () => Promise<void>) => Promise<T>) {
+  const holder = await sql.reserve();
+  const release = async () => void await holder`rollback`;
+  try {
+    await holder`begin`;
+    await holder`select 1 from lt.limit_counters where key = ${key} for update`;
+    return await fn(release);
+  } finally {
+    await release();
+    holder.release();
+  }
+}
+
+/** Runs `fn` on a connection that gives up waiting for a lock after `ms`. */
+async function withLockTimeout<T>(ms: number, fn: (c: Reserved) => Promise<T>): Promise<T> {
+  const probe = await sql.reserve();
+  try {
+    await probe.unsafe(`set lock_timeout = '${ms}ms'`);
+    return await fn(probe);
+  } finally {
+    // The setting stays with the pooled connection; the next test must not inherit it.
+    await probe`reset lock_timeout`;
+    probe.release();
+  }
+}
+
 Deno.test("200 concurrent admits under a limit of 7 admit exactly 7", async () => {
   const r = rule("budget", fresh(), 7, 3600);
   const results = await Promise.all(Array.from({ length: 200 }, () => engine.admit([r])));
@@ -108,60 +140,34 @@ Deno.test("a key locked by another transaction does not hold up a different key"
   const busy = rule("number_hourly", fresh(), 5, 3600);
   const other = rule("number_hourly", fresh(), 5, 3600);
   assert.ok((await engine.admit([busy])).admitted);
-  const holder = await sql.reserve();
-  try {
-    await holder`begin`;
-    await holder`select 1 from lt.limit_counters where key = ${busy.key} for update`;
+  await whileHeld(busy.key, async () => {
     // Would wait on the held row; admit on another key must not.
     assert.equal((await engine.admit([other])).admitted, true);
-    const probe = await sql.reserve();
-    try {
-      await probe`set lock_timeout = '200ms'`;
-      await assert.rejects(
+    await withLockTimeout(200, (probe) =>
+      assert.rejects(
         probe.unsafe("select * from lt.admit($1::text[], '{5}', '{3600}')", [[busy.key]]),
         /lock timeout/,
-      );
-    } finally {
-      // The setting stays with the pooled connection; the next test must not inherit it.
-      await probe`reset lock_timeout`;
-      probe.release();
-    }
-  } finally {
-    await holder`rollback`;
-    holder.release();
-  }
+      ));
+  });
 });
 
 Deno.test("a shared counter is locked after the others, so a call waiting on a number does not hold its country", async () => {
   const number = rule("number_hourly", fresh(), 5, 3600);
   const country = rule("country_velocity", fresh(), 1000, 3600);
   assert.ok((await engine.admit([number, country])).admitted);
-  const holder = await sql.reserve();
-  try {
-    await holder`begin`;
-    await holder`select 1 from lt.limit_counters where key = ${number.key} for update`;
+  await whileHeld(number.key, async (release) => {
     // Waits on the held number row; in plain key order it would hold the country first.
     const waiting = engine.admit([country, number]);
     await sleep(100);
-    const probe = await sql.reserve();
-    try {
-      await probe`set lock_timeout = '300ms'`;
-      const [r] = await probe.unsafe<{ admitted: boolean }[]>(
+    const [r] = await withLockTimeout(300, (probe) =>
+      probe.unsafe<{ admitted: boolean }[]>(
         "select admitted from lt.admit($1::text[], '{1000}', '{3600}')",
         [[country.key]],
-      );
-      assert.equal(r!.admitted, true);
-    } finally {
-      // The setting stays with the pooled connection; the next test must not inherit it.
-      await probe`reset lock_timeout`;
-      probe.release();
-    }
-    await holder`rollback`;
+      ));
+    assert.equal(r!.admitted, true);
+    await release();
     assert.equal((await waiting).admitted, true);
-  } finally {
-    await holder`rollback`;
-    holder.release();
-  }
+  });
 });
 
 Deno.test("concurrent admits and refunds mixing shared and per-number counters neither deadlock nor overshoot", async () => {
@@ -211,23 +217,11 @@ Deno.test("the sweep deletes stale counters but never waits on one an admission 
     await sql`insert into lt.limit_counters (key, slot_seconds, first_slot, counts, updated_at)
               values (${k}, 1, 0, array_fill(0, array[61]), now() - interval '1 day')`;
   }
-  const holder = await sql.reserve();
-  try {
-    await holder`begin`;
-    await holder`select 1 from lt.limit_counters where key = ${held} for update`;
-    const probe = await sql.reserve();
-    try {
-      await probe`set lock_timeout = '500ms'`;
-      await new LimitsEngine(probe as unknown as typeof sql, "lt").sweep();
-    } finally {
-      // The setting stays with the pooled connection; the next test must not inherit it.
-      await probe`reset lock_timeout`;
-      probe.release();
-    }
-  } finally {
-    await holder`rollback`;
-    holder.release();
-  }
+  await whileHeld(held, () =>
+    withLockTimeout(
+      500,
+      (probe) => new LimitsEngine(probe as unknown as typeof sql, "lt").sweep(),
+    ));
   const left = await sql`select key from lt.limit_counters where key in (${held}, ${idle})`;
   assert.deepEqual(left.map((r) => r.key), [held]);
   await engine.sweep();
