@@ -20,6 +20,7 @@ import {
   auditContext,
   chargeCodeRequest,
   lockedError,
+  refuseCodeRequest,
   sendablePhone,
   sendCode,
   sendRules,
@@ -119,8 +120,14 @@ export class CodeRequests {
   private async doValidateLogin(phoneInput: string, ctx: CallContext): Promise<boolean> {
     const phone = this.admissible(phoneInput);
     const who = auditContext(phone.e164, ctx);
-    await chargeCodeRequest(this.sending, [addressSendRule(this.settings, ctx)], phone, who);
-    const target = await this.store.loginTarget(phone.e164, this.settings.maxAttempts, who);
+    // The address charge and the lookup it guards go to the store as one step.
+    const charge = [addressSendRule(this.settings, ctx)];
+    const target = await this.store.loginTarget(phone.e164, this.settings.maxAttempts, who, {
+      charge,
+    });
+    if (target.kind === "refused") {
+      return await refuseCodeRequest(this.sending, charge, target.refusal, phone, who);
+    }
     if (target.kind === "not_verified") return false;
     await sendCode(this.sending, target, { phone, purpose: "login", ctx, who });
     return true;

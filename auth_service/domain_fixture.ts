@@ -63,8 +63,8 @@ const clientAddress: Interceptor = (next) => (req) => {
 
 export async function setup(o: { settings?: Partial<AuthSettings>; otp?: OtpGateway } = {}) {
   let now = Date.now();
-  const store = new MemoryAuthStore({ now: () => now });
   const limits = new MemoryLimits(() => now);
+  const store = new MemoryAuthStore({ now: () => now, limits });
   const hmac = HmacKey.import("k".repeat(32));
   const asked: { phone: string; purpose: PurposeName }[] = [];
   /** The spent challenge each request to otp-service named, in order. */

@@ -8,6 +8,8 @@ import type { OutgoingMessage } from "../shared/bus.ts";
 import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import type { Limits } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
 import {
   phoneChanged,
@@ -82,6 +84,8 @@ export interface MemoryStoreOptions {
   /** The clock, in milliseconds; tests move it to let windows and timers pass. */
   now?: () => number;
   onEnqueued?: () => void;
+  /** The limits a charged lookup is charged to (the same the use cases use). */
+  limits?: Limits;
 }
 
 export class MemoryAuthStore implements AuthStore {
@@ -111,11 +115,13 @@ export class MemoryAuthStore implements AuthStore {
   private readonly locks = new Map<string, Map<string, WrongCodeLock>>();
   private readonly now: () => number;
   private readonly onEnqueued: () => void;
+  private readonly limits: Limits | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
     this.onEnqueued = options.onEnqueued ?? (() => {});
+    this.limits = options.limits;
   }
 
   signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
@@ -152,8 +158,18 @@ export class MemoryAuthStore implements AuthStore {
     return this.serially(() => Boolean(this.users.get(phone)?.verifiedAt));
   }
 
-  loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
-    return this.serially((now): LoginTarget => {
+  async loginTarget(
+    phone: string,
+    maxAttempts: number,
+    who: AuditContext,
+    o: { charge?: readonly Rule[] } = {},
+  ): Promise<LoginTarget> {
+    if (o.charge?.length) {
+      if (!this.limits) throw new Error("a charged lookup needs the store's limits");
+      const a = await this.limits.admit(o.charge);
+      if (!a.admitted) return { kind: "refused", refusal: a };
+    }
+    return await this.serially((now): LoginTarget => {
       if (!this.users.get(phone)?.verifiedAt) {
         this.record(now, "code_requested", "not_verified", who);
         return { kind: "not_verified" };

@@ -7,10 +7,11 @@ import { adminStoreConformance } from "./admin_store_conformance.ts";
 
 function open(): StoreUnderTest & { store: MemoryAuthStore } {
   let now = Date.now();
-  const store = new MemoryAuthStore({ now: () => now });
+  const limits = new MemoryLimits(() => now);
+  const store = new MemoryAuthStore({ now: () => now, limits });
   return {
     store,
-    limits: new MemoryLimits(() => now),
+    limits,
     now: () => new Date(now),
     elapse: (seconds) => {
       now += seconds * 1000;

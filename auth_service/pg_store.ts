@@ -1,10 +1,14 @@
 // PostgreSQL adapter of AuthStore. Limits are the limits engine's (charged by the use
-// cases before they call here); nothing here holds a lock past its own transaction, and
-// the only rows a redemption locks are the number's own.
+// cases before they call here, or, for a login lookup, by its own statement through the
+// engine's admit() call); nothing here holds a lock past its own transaction, and the
+// only rows a redemption locks are the number's own.
 import { enqueue } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
+import { admissionOf, admitCall } from "../shared/limits/engine.ts";
+import type { AdmitRow } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
@@ -39,6 +43,9 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
+/** What admit() answers for no rules, to stand in for it in a statement. */
+const NO_CHARGE =
+  "(select true as admitted, null::int as rule, null::float8 as retry_after, 0::float8 as at)";
 /** The wrong-code row that counts failures from every address for a number. */
 const EVERY_ADDRESS = "*";
 
@@ -97,29 +104,46 @@ export class PgAuthStore implements AuthStore {
     return u !== undefined && u.verified_at !== null;
   }
 
-  async loginTarget(phone: string, maxAttempts: number, who: AuditContext): Promise<LoginTarget> {
-    // One statement: the user, a lock for this caller, a spent challenge, and the audit
-    // row of a lookup that found no user. That row is the statement's only write and is
-    // committed without waiting for the WAL flush: a database crash may forget the last
-    // fraction of a second of such rows, and the callers of an unknown number, one after
-    // another, do not wait on a disk flush each (about 1.4 times the rate, measured).
+  async loginTarget(
+    phone: string,
+    maxAttempts: number,
+    who: AuditContext,
+    o: { charge?: readonly Rule[] } = {},
+  ): Promise<LoginTarget> {
+    // One statement: the caller's charge, then (only if admitted) the user, a lock for
+    // this caller, a spent challenge, and the audit row of a lookup that found no user.
+    // It commits without waiting for the WAL flush, as every admission does: a database
+    // crash may forget the last fraction of a second of charges and such rows, and the
+    // callers of an unknown number, one after another, do not wait on a disk flush each
+    // (about 1.4 times the rate, measured).
+    const charge = o.charge ?? [];
+    const admit = charge.length > 0
+      ? admitCall(this.sql, SCHEMA, charge)
+      : this.sql.unsafe(NO_CHARGE);
     const [r] = await this.sql<
-      { verified: boolean; locked: number | null; spent: string | null }[]
+      (AdmitRow & { verified: boolean; locked: number | null; spent: string | null })[]
     >`
-      with u as (
-        select verified_at is not null as verified from auth.users where phone_number = ${phone}),
+      with a as (
+        select admitted, rule, retry_after, at
+          from ${admit} a),
+      u as (
+        select verified_at is not null as verified from auth.users
+         where phone_number = ${phone} and (select admitted from a)),
       miss as (
         insert into auth.audit_events
           (event, phone_number, client_address, outcome, request_id, client_request_id)
         select 'code_requested', ${phone}, ${who.clientAddress || null}, 'not_verified',
                ${who.requestId || null}, ${who.clientRequestId || null}
-         where not coalesce((select verified from u), false))
-      select coalesce((select verified from u), false) as verified,
-             (${lockedSql(this.sql, phone, who)}) as locked,
-             (select request_id from auth.challenges
+         where (select admitted from a) and not coalesce((select verified from u), false))
+      select a.admitted, a.rule, a.retry_after, a.at,
+             coalesce((select verified from u), false) as verified,
+             case when a.admitted then (${lockedSql(this.sql, phone, who)}) end as locked,
+             case when a.admitted then (select request_id from auth.challenges
                where phone_number = ${phone} and purpose = 'login'
-                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent
-        from ${this.sql.unsafe(ASYNC_COMMIT)} as async_commit`;
+                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) end as spent
+        from a, ${this.sql.unsafe(ASYNC_COMMIT)} as async_commit`;
+    const admission = admissionOf(charge, r!);
+    if (!admission.admitted) return { kind: "refused", refusal: admission };
     if (!r!.verified) return { kind: "not_verified" };
     if (r!.locked !== null) return locked(r!.locked);
     return r!.spent ? { kind: "ok", spentChallengeId: r!.spent } : { kind: "ok" };

@@ -4,6 +4,8 @@
 import type { OutgoingMessage } from "../shared/bus.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { SendLimits } from "../shared/limits_config.ts";
+import type { Refusal } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 
 /** Who is calling, as the transport saw it. */
 export interface CallContext {
@@ -134,7 +136,13 @@ export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | 
 export type CodeAdmitted = { kind: "ok"; spentChallengeId?: string };
 
 /** Whether a login code may be requested, looked up once the address was charged. */
-export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted;
+/** The caller's charge was refused: nothing was looked up or recorded. */
+export interface ChargeRefused {
+  kind: "refused";
+  refusal: Refusal;
+}
+
+export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted | ChargeRefused;
 
 export interface RedeemPolicy {
   maxAttempts: number;
@@ -192,9 +200,16 @@ export interface AuthStore {
   isVerified(phone: string): Promise<boolean>;
   /**
    * Whether a login code may go to the number for this caller: a verified user whose
-   * number is not locked for the caller's address. Audits an unknown number.
+   * number is not locked for the caller's address. Audits an unknown number. With
+   * `charge`, those rules are charged first, in the same step (one statement on
+   * PostgreSQL), and a refusal looks nothing up and records nothing.
    */
-  loginTarget(phone: string, maxAttempts: number, audit: AuditContext): Promise<LoginTarget>;
+  loginTarget(
+    phone: string,
+    maxAttempts: number,
+    audit: AuditContext,
+    options?: { charge?: readonly Rule[] },
+  ): Promise<LoginTarget>;
   /** Appends one audit row. */
   audit(event: string, outcome: string, audit: AuditContext): Promise<void>;
   /**

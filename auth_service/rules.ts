@@ -2,7 +2,7 @@
 // destination policy, and how a refusal becomes a domain error.
 import { DomainError, permissionDenied, resourceExhausted } from "../shared/errors.ts";
 import { addressKey } from "../shared/ip.ts";
-import type { Admission, Limits } from "../shared/limits/engine.ts";
+import type { Admission, Limits, Refusal } from "../shared/limits/engine.ts";
 import { REASONS, rule, sendRules as sharedSendRules } from "../shared/limits/rules.ts";
 import type { LimitReason, Rule } from "../shared/limits/rules.ts";
 import { sendPolicy } from "../shared/limits_config.ts";
@@ -101,6 +101,18 @@ export async function charge(
 ): Promise<Extract<Admission, { admitted: true }>> {
   const a = await limits.admit(rules);
   if (a.admitted) return a;
+  return await refuse(store, rules, a, event, who, o);
+}
+
+/** Reports a refused charge of `rules` as `charge` does: audited, then thrown. */
+export async function refuse(
+  store: AuthStore,
+  rules: readonly Rule[],
+  a: Refusal,
+  event: string,
+  who: AuditContext,
+  o: Parameters<typeof charge>[5] = {},
+): Promise<never> {
   await o.beforeRefusal?.();
   o.onRefused?.(a.reason);
   const tripped = rules.find((r) => r.reason === a.reason)!;
@@ -155,6 +167,19 @@ export function chargeCodeRequest(
 ): Promise<Extract<Admission, { admitted: true }>> {
   return charge(d.limits, d.store, rules, CODE_REQUESTED, who, {
     beforeRefusal,
+    onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country),
+  });
+}
+
+/** Reports a code request whose charge the store refused, as chargeCodeRequest does. */
+export function refuseCodeRequest(
+  d: Pick<CodeSending, "store" | "telemetry">,
+  rules: readonly Rule[],
+  refusal: Refusal,
+  phone: Phone,
+  who: AuditContext,
+): Promise<never> {
+  return refuse(d.store, rules, refusal, CODE_REQUESTED, who, {
     onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country),
   });
 }

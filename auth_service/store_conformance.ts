@@ -148,6 +148,37 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal((await s.auditTrail()).at(-1), "code_requested:already_verified");
   },
 
+  async "a charged lookup counts under the limits; once refused it looks up and records nothing"(
+    s,
+  ) {
+    await verifiedUser(s);
+    const charge = [r("lookup", 2, 600)];
+    const other = { ...who, phone: OTHER };
+    assert.deepEqual(await s.store.loginTarget(OTHER, 3, other, { charge }), {
+      kind: "not_verified",
+    });
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who, { charge }), { kind: "ok" });
+    const trail = await s.auditTrail();
+    assert.equal(trail.at(-1), "code_requested:not_verified");
+    for (const [phone, w] of [[OTHER, other], [PHONE, who]] as const) {
+      const refused = await s.store.loginTarget(phone, 3, w, { charge });
+      assert.equal(refused.kind, "refused");
+      if (refused.kind !== "refused") return;
+      assert.equal(refused.refusal.reason, "address");
+      assert.ok(
+        refused.refusal.retryAfterSeconds >= 599 && refused.refusal.retryAfterSeconds <= 611,
+        `${refused.refusal.retryAfterSeconds}`,
+      );
+    }
+    assert.deepEqual(await s.auditTrail(), trail, "a refused lookup records nothing");
+    // The same counter the limits keep for everyone else.
+    assert.equal(await admitted(s, charge), false);
+    await s.elapse(620);
+    assert.deepEqual(await s.store.loginTarget(OTHER, 3, other, { charge }), {
+      kind: "not_verified",
+    });
+  },
+
   async "a limit admits its count per window, then refuses until the window passes"(s) {
     const rules = [r("k", 2, 120)];
     assert.ok(await admitted(s, rules));

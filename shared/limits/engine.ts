@@ -36,6 +36,39 @@ export interface Limits {
   refund(r: Reservation): Promise<void>;
 }
 
+export type Refusal = Extract<Admission, { admitted: false }>;
+
+/** A row of the schema's admit() function. */
+export interface AdmitRow {
+  admitted: boolean;
+  rule: number | null;
+  retry_after: number | null;
+  at: number;
+}
+
+/**
+ * The admit() call of `rules` in `schema`, as a fragment a store puts in its own
+ * statement (`from <fragment> as a`) so a charge and what it guards are one round trip;
+ * `admissionOf` reads the row. The statement decides how it commits.
+ */
+export function admitCall(sql: Sql, schema: string, rules: readonly Rule[]) {
+  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+  return sql`${sql.unsafe(schema)}.admit(${rules.map((r) => r.key)}::text[],
+    ${rules.map((r) => r.limit)}::int[], ${rules.map((r) => r.windowSeconds)}::float8[])`;
+}
+
+/** What a row of admit() over `rules` means. */
+export function admissionOf(rules: readonly Rule[], row: AdmitRow): Admission {
+  if (row.admitted) return { admitted: true, reservation: { rules, at: row.at } };
+  const tripped = rules[row.rule! - 1]!;
+  return {
+    admitted: false,
+    reason: tripped.reason,
+    message: REASONS[tripped.reason],
+    retryAfterSeconds: Math.max(1, Math.ceil(row.retry_after ?? tripped.windowSeconds)),
+  };
+}
+
 export class LimitsEngine implements Limits {
   private readonly admitSql: string;
   private readonly refundSql: string;
@@ -72,22 +105,13 @@ export class LimitsEngine implements Limits {
   /** Records one event under every rule, or under none when any of them is full. */
   async admit(rules: readonly Rule[], options: AdmitOptions = {}): Promise<Admission> {
     if (rules.length === 0) return { admitted: true, reservation: { rules, at: 0 } };
-    const [row] = await this.sql.unsafe<
-      { admitted: boolean; rule: number | null; retry_after: number | null; at: number }[]
-    >(this.admitSql, [
+    const [row] = await this.sql.unsafe<AdmitRow[]>(this.admitSql, [
       rules.map((r) => r.key),
       rules.map((r) => r.limit),
       rules.map((r) => r.windowSeconds),
       options.eventId ?? null,
     ], { prepare: true });
-    if (row!.admitted) return { admitted: true, reservation: { rules, at: row!.at } };
-    const tripped = rules[row!.rule! - 1]!;
-    return {
-      admitted: false,
-      reason: tripped.reason,
-      message: REASONS[tripped.reason],
-      retryAfterSeconds: Math.max(1, Math.ceil(row!.retry_after ?? tripped.windowSeconds)),
-    };
+    return admissionOf(rules, row!);
   }
 
   /** Gives back a reservation whose event definitely did not happen. */
