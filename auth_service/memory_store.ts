@@ -9,7 +9,6 @@ import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Limits } from "../shared/limits/engine.ts";
-import type { Rule } from "../shared/limits/rules.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
 import {
   phoneChanged,
@@ -30,6 +29,7 @@ import type {
   DeletionOriginName,
   Locked,
   LoginTarget,
+  LoginTargetOptions,
   RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
@@ -162,7 +162,7 @@ export class MemoryAuthStore implements AuthStore {
     phone: string,
     maxAttempts: number,
     who: AuditContext,
-    o: { charge?: readonly Rule[] } = {},
+    o: LoginTargetOptions = {},
   ): Promise<LoginTarget> {
     if (o.charge?.length) {
       if (!this.limits) throw new Error("a charged lookup needs the store's limits");

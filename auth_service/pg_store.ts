@@ -8,7 +8,6 @@ import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
-import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
@@ -31,6 +30,7 @@ import type {
   DeletionOriginName,
   Locked,
   LoginTarget,
+  LoginTargetOptions,
   RedeemEffect,
   RedeemOutcome,
   RedeemPolicy,
@@ -108,7 +108,7 @@ export class PgAuthStore implements AuthStore {
     phone: string,
     maxAttempts: number,
     who: AuditContext,
-    o: { charge?: readonly Rule[] } = {},
+    o: LoginTargetOptions = {},
   ): Promise<LoginTarget> {
     // One statement: the caller's charge, then (only if admitted) the user, a lock for
     // this caller, a spent challenge, and the audit row of a lookup that found no user.

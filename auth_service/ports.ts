@@ -144,6 +144,11 @@ export interface ChargeRefused {
 
 export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted | ChargeRefused;
 
+export interface LoginTargetOptions {
+  /** Rules charged first, in the same step; refused, nothing is looked up or recorded. */
+  charge?: readonly Rule[];
+}
+
 export interface RedeemPolicy {
   maxAttempts: number;
   /** Consecutive wrong codes from one address (counted per /64) that lock that pair. */
@@ -208,7 +213,7 @@ export interface AuthStore {
     phone: string,
     maxAttempts: number,
     audit: AuditContext,
-    options?: { charge?: readonly Rule[] },
+    options?: LoginTargetOptions,
   ): Promise<LoginTarget>;
   /** Appends one audit row. */
   audit(event: string, outcome: string, audit: AuditContext): Promise<void>;
