@@ -11,3 +11,17 @@ export function insertAudit(sql: Sql | TxSql, event: string, outcome: string, a:
     values (${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome},
             ${a.requestId || null}, ${a.clientRequestId || null})`;
 }
+
+/** The same row as an `insert ... select`, for a statement that adds its own `where`. */
+export function insertAuditSelect(
+  sql: Sql | TxSql,
+  event: string,
+  outcome: string,
+  a: AuditContext,
+) {
+  return sql`
+    insert into auth.audit_events
+      (event, phone_number, client_address, outcome, request_id, client_request_id)
+    select ${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome},
+           ${a.requestId || null}, ${a.clientRequestId || null}`;
+}

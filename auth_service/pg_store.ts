@@ -2,7 +2,7 @@
 // cases before they call here, or, for a login lookup, by its own statement through the
 // engine's admit() call); nothing here holds a lock past its own transaction, and the
 // only rows a redemption locks are the number's own.
-import { enqueue } from "../shared/outbox.ts";
+import { enqueue, outboxInsert } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -11,7 +11,7 @@ import type { AdmitRow } from "../shared/limits/engine.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
-import { insertAudit } from "./pg_audit.ts";
+import { insertAudit, insertAuditSelect } from "./pg_audit.ts";
 import {
   authenticate,
   deleteUserIn,
@@ -53,35 +53,42 @@ export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
-    const outcome = await this.sql.begin(async (tx): Promise<SignupOutcome> => {
-      // The no-op update takes the row lock, so concurrent signups of one number serialise.
-      const [user] = await tx<
-        { id: string; verified_at: Date | null; inserted: boolean; locked: number | null }[]
-      >`
-        insert into auth.users (phone_number) values (${phone})
+    // One statement, so one round trip and one commit. A number locked for this caller
+    // and not verified writes nothing; otherwise the user row is upserted (the no-op
+    // update takes the row lock, so concurrent signups of one number serialise) and,
+    // unless it is verified, the code request, the signed-up event of a new user and
+    // the audit row go with it. The id is ours only if the row is new.
+    const id = crypto.randomUUID();
+    const [r] = await this.sql<
+      { locked: number | null; verified: boolean | null; inserted: boolean | null }[]
+    >`
+      with l as (select (${lockedSql(this.sql, phone, who)}) as locked),
+      u as (
+        insert into auth.users (id, phone_number)
+        select ${id}, ${phone}
+         where (select locked from l) is null
+            or exists (select from auth.users
+                        where phone_number = ${phone} and verified_at is not null)
         on conflict (phone_number) do update set phone_number = excluded.phone_number
-        returning id, verified_at, (xmax = 0) as inserted,
-                  (${lockedSql(tx, phone, who)}) as locked`;
-      if (user!.verified_at !== null) return { kind: "already_verified" };
-      // Throwing rolls back the user row too: a refused signup changes nothing.
-      if (user!.locked !== null) throw new Refused(locked(user!.locked));
-      // Pipelined: the statements go out together and cost one round trip.
-      await Promise.all([
-        enqueue(tx, SCHEMA, request),
-        user!.inserted ? enqueue(tx, SCHEMA, userSignedUp(user!.id, phone, who)) : undefined,
-        insertAudit(tx, "code_requested", "signup", who),
-      ]);
-      return { kind: "queued" };
-    }).catch((err) => {
-      // Throwing rolled back the user row too: a refused signup changes nothing.
-      if (err instanceof Refused) return err.outcome;
-      throw err;
-    });
-    if (outcome.kind === "queued") this.onEnqueued();
-    else if (outcome.kind === "already_verified") {
-      await this.audit("code_requested", "already_verified", who);
-    } else await this.auditRefusal("code_requested", "locked", who, outcome.retryAfterSeconds);
-    return outcome;
+        returning verified_at is not null as verified, (xmax = 0) as inserted),
+      ok as (select inserted from u where not verified),
+      req as (${outboxInsert(this.sql, SCHEMA, request)} where exists (select from ok)),
+      ev as (${outboxInsert(this.sql, SCHEMA, userSignedUp(id, phone, who))}
+              where (select inserted from ok)),
+      queued as (${insertAuditSelect(this.sql, "code_requested", "signup", who)}
+                  where exists (select from ok)),
+      known as (${insertAuditSelect(this.sql, "code_requested", "already_verified", who)}
+                 where (select verified from u))
+      select (select locked from l) as locked, (select verified from u) as verified,
+             (select inserted from u) as inserted`;
+    if (r!.verified) return { kind: "already_verified" };
+    if (r!.verified === null) {
+      const outcome = locked(r!.locked!);
+      await this.auditRefusal("code_requested", "locked", who, outcome.retryAfterSeconds);
+      return outcome;
+    }
+    this.onEnqueued();
+    return { kind: "queued" };
   }
 
   async admitPhoneChangeCode(
@@ -484,9 +491,3 @@ const locked = (seconds: number) => ({
   kind: "locked" as const,
   retryAfterSeconds: Math.max(1, seconds),
 });
-
-class Refused extends Error {
-  constructor(readonly outcome: SignupOutcome) {
-    super("refused");
-  }
-}

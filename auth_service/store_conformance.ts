@@ -392,6 +392,32 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal((await s.store.loginTarget(PHONE, 3, who)).kind, "ok");
   },
 
+  async "a signup locked for the caller writes nothing but its refusal"(s) {
+    const policy = { ...POLICY, lockAfterFailures: 2 };
+    await withChallenge(s);
+    for (let i = 0; i < 2; i++) {
+      await s.store.redeem(PHONE, "signup", policy, wrong, session(1), who);
+    }
+    const [enqueued, events] = [await s.enqueued(), await s.events()];
+    const refused = await s.store.signup(PHONE, request(), who);
+    assert.equal(refused.kind, "locked");
+    if (refused.kind === "locked") assert.ok(refused.retryAfterSeconds >= 599);
+    assert.deepEqual(await s.enqueued(), enqueued);
+    assert.deepEqual(await s.events(), events);
+    assert.equal((await s.auditTrail()).at(-1), "code_requested:locked");
+    // From another address the same number signs up as before.
+    assert.deepEqual(await s.store.signup(PHONE, request(), elsewhere), { kind: "queued" });
+  },
+
+  async "concurrent signups of one new number make one user and one signed-up event"(s) {
+    const requests = Array.from({ length: 8 }, () => request());
+    const outcomes = await Promise.all(requests.map((m) => s.store.signup(PHONE, m, who)));
+    assert.deepEqual(outcomes, requests.map(() => ({ kind: "queued" })));
+    assert.deepEqual((await s.enqueued()).sort(), requests.map((m) => m.messageId).sort());
+    assert.deepEqual(await s.events(), ["user.signed_up"]);
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who), { kind: "not_verified" });
+  },
+
   async "IPv6 callers are one address per /64 for the lock"(s) {
     const policy = { ...POLICY, maxAttempts: 10, lockAfterFailures: 2 };
     await withChallenge(s);

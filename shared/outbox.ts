@@ -21,6 +21,21 @@ import {
  */
 const PREPARED = { prepare: true } as const;
 
+/**
+ * The outbox row of `m` as an `insert ... select` fragment, for a statement that writes
+ * it together with the work that causes it (the caller may add a `where`).
+ */
+export function outboxInsert(sql: Sql | TxSql, schema: string, m: OutgoingMessage) {
+  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+  return sql`
+    insert into ${sql.unsafe(schema)}.outbox
+      (message_id, exchange, routing_key, type, content_type, payload, correlation_id,
+       created_at, headers)
+    select ${m.messageId}, ${m.exchange}, ${m.routingKey}, ${m.type}, ${m.contentType},
+           ${m.body}, ${m.correlationId ?? null}, ${m.timestamp},
+           ${(m.headers ?? traceHeaders()) as never}::jsonb`;
+}
+
 export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Promise<void> {
   await tx.unsafe(
     `insert into ${schema}.outbox
