@@ -108,8 +108,9 @@ export class OtpIssuer {
         return { kind: "limited", ...refusal_(admitted) };
       }
       const opened = await this.store.open(req, this.settings.ttlSeconds);
-      if (!opened.created) await this.limits.refund(admitted.reservation);
-      else refund = () => this.limits.refund(admitted.reservation);
+      // A concurrent delivery that recorded the request first holds its one admission
+      // (the event id made this one a replay of it): nothing here is given back.
+      if (opened.created) refund = () => this.limits.refund(admitted.reservation);
       state = opened.state;
     }
     switch (state.status) {
@@ -154,6 +155,8 @@ export class OtpIssuer {
             made > 0 ? issued : undefined,
           ))
         ) {
+          // Other deliveries used the attempts up: this charge pays for no call.
+          await this.limits.refund(b.reservation);
           throw new Stop({ kind: "unconfirmed" });
         }
         made++;
