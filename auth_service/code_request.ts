@@ -66,7 +66,6 @@ export class CodeRequests {
     }
   }
 
-  /** Charges `rules`; a refusal is counted, audited and thrown. */
   private async doSignup(phoneInput: string, ctx: CallContext): Promise<void> {
     const phone = this.admissible(phoneInput);
     const who = auditContext(phone.e164, ctx);

@@ -135,13 +135,13 @@ export type SignupOutcome = { kind: "queued" } | { kind: "already_verified" } | 
  */
 export type CodeAdmitted = { kind: "ok"; spentChallengeId?: string };
 
-/** Whether a login code may be requested, looked up once the address was charged. */
 /** The caller's charge was refused: nothing was looked up or recorded. */
 export interface ChargeRefused {
   kind: "refused";
   refusal: Refusal;
 }
 
+/** Whether a login code may be requested, looked up once the address was charged. */
 export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted | ChargeRefused;
 
 export interface LoginTargetOptions {

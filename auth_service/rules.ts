@@ -82,6 +82,13 @@ export function lockedError(retryAfterSeconds: number): DomainError {
   return resourceExhausted(LOCKED, retryAfterSeconds, "NUMBER_LOCKED");
 }
 
+export interface RefusalOptions {
+  /** Runs before a refusal is reported; may throw a refusal of its own instead. */
+  beforeRefusal?: () => Promise<void>;
+  /** Told the reason of a refusal that is reported. */
+  onRefused?: (reason: LimitReason) => void;
+}
+
 /**
  * Charges `rules`; a refusal is audited (aggregated per key) and thrown. What the
  * client sees depends only on the rule that tripped, never on who the number belongs to.
@@ -92,12 +99,7 @@ export async function charge(
   rules: readonly Rule[],
   event: string,
   who: AuditContext,
-  o: {
-    /** Runs before a refusal is reported; may throw a refusal of its own instead. */
-    beforeRefusal?: () => Promise<void>;
-    /** Told the reason of a refusal that is reported. */
-    onRefused?: (reason: LimitReason) => void;
-  } = {},
+  o: RefusalOptions = {},
 ): Promise<Extract<Admission, { admitted: true }>> {
   const a = await limits.admit(rules);
   if (a.admitted) return a;
@@ -111,7 +113,7 @@ export async function refuse(
   a: Refusal,
   event: string,
   who: AuditContext,
-  o: Parameters<typeof charge>[5] = {},
+  o: RefusalOptions = {},
 ): Promise<never> {
   await o.beforeRefusal?.();
   o.onRefused?.(a.reason);
@@ -167,7 +169,7 @@ export function chargeCodeRequest(
 ): Promise<Extract<Admission, { admitted: true }>> {
   return charge(d.limits, d.store, rules, CODE_REQUESTED, who, {
     beforeRefusal,
-    onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country),
+    onRefused: countRefusal(d, phone),
   });
 }
 
@@ -180,8 +182,13 @@ export function refuseCodeRequest(
   who: AuditContext,
 ): Promise<never> {
   return refuse(d.store, rules, refusal, CODE_REQUESTED, who, {
-    onRefused: (reason) => d.telemetry.codeRefused(refusalReason(reason), phone.country),
+    onRefused: countRefusal(d, phone),
   });
+}
+
+/** A refused code request counted by its reason and the number's country. */
+function countRefusal(d: Pick<CodeSending, "telemetry">, phone: Phone) {
+  return (reason: LimitReason) => d.telemetry.codeRefused(refusalReason(reason), phone.country);
 }
 
 /**
