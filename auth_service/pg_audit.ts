@@ -3,22 +3,11 @@
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import type { AuditContext } from "./ports.ts";
 
-/** Appends one audit row, inside the caller's transaction if any. */
+/**
+ * Appends one audit row, inside the caller's transaction if any. An `insert ... select`,
+ * so a statement that writes it only on some condition can add its own `where`.
+ */
 export function insertAudit(sql: Sql | TxSql, event: string, outcome: string, a: AuditContext) {
-  return sql`
-    insert into auth.audit_events
-      (event, phone_number, client_address, outcome, request_id, client_request_id)
-    values (${event}, ${a.phone}, ${a.clientAddress || null}, ${outcome},
-            ${a.requestId || null}, ${a.clientRequestId || null})`;
-}
-
-/** The same row as an `insert ... select`, for a statement that adds its own `where`. */
-export function insertAuditSelect(
-  sql: Sql | TxSql,
-  event: string,
-  outcome: string,
-  a: AuditContext,
-) {
   return sql`
     insert into auth.audit_events
       (event, phone_number, client_address, outcome, request_id, client_request_id)

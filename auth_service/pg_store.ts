@@ -11,7 +11,7 @@ import type { AdmitRow } from "../shared/limits/engine.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
-import { insertAudit, insertAuditSelect } from "./pg_audit.ts";
+import { insertAudit } from "./pg_audit.ts";
 import {
   authenticate,
   deleteUserIn,
@@ -43,9 +43,6 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-/** What admit() answers for no rules, to stand in for it in a statement. */
-const NO_CHARGE =
-  "(select true as admitted, null::int as rule, null::float8 as retry_after, 0::float8 as at)";
 /** The wrong-code row that counts failures from every address for a number. */
 const EVERY_ADDRESS = "*";
 
@@ -75,9 +72,9 @@ export class PgAuthStore implements AuthStore {
       req as (${outboxInsert(this.sql, SCHEMA, request)} where exists (select from ok)),
       ev as (${outboxInsert(this.sql, SCHEMA, userSignedUp(id, phone, who))}
               where (select inserted from ok)),
-      queued as (${insertAuditSelect(this.sql, "code_requested", "signup", who)}
+      queued as (${insertAudit(this.sql, "code_requested", "signup", who)}
                   where exists (select from ok)),
-      known as (${insertAuditSelect(this.sql, "code_requested", "already_verified", who)}
+      known as (${insertAudit(this.sql, "code_requested", "already_verified", who)}
                  where (select verified from u))
       select (select locked from l) as locked, (select verified from u) as verified,
              (select inserted from u) as inserted`;
@@ -124,23 +121,16 @@ export class PgAuthStore implements AuthStore {
     // callers of an unknown number, one after another, do not wait on a disk flush each
     // (about 1.4 times the rate, measured).
     const charge = o.charge ?? [];
-    const admit = charge.length > 0
-      ? admitCall(this.sql, SCHEMA, charge)
-      : this.sql.unsafe(NO_CHARGE);
     const [r] = await this.sql<
       (AdmitRow & { verified: boolean; locked: number | null; spent: string | null })[]
     >`
       with a as (
         select admitted, rule, retry_after, at
-          from ${admit} a),
+          from ${admitCall(this.sql, SCHEMA, charge)} a),
       u as (
         select verified_at is not null as verified from auth.users
          where phone_number = ${phone} and (select admitted from a)),
-      miss as (
-        insert into auth.audit_events
-          (event, phone_number, client_address, outcome, request_id, client_request_id)
-        select 'code_requested', ${phone}, ${who.clientAddress || null}, 'not_verified',
-               ${who.requestId || null}, ${who.clientRequestId || null}
+      miss as (${insertAudit(this.sql, "code_requested", "not_verified", { ...who, phone })}
          where (select admitted from a) and not coalesce((select verified from u), false))
       select a.admitted, a.rule, a.retry_after, a.at,
              coalesce((select verified from u), false) as verified,

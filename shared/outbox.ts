@@ -5,6 +5,7 @@
 import { delay } from "./async.ts";
 import type { Broker, OutgoingMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
+import { schemaName } from "./postgres.ts";
 import type { Sql, TxSql } from "./postgres.ts";
 import {
   extractTraceContext,
@@ -26,37 +27,21 @@ const PREPARED = { prepare: true } as const;
  * it together with the work that causes it (the caller may add a `where`).
  */
 export function outboxInsert(sql: Sql | TxSql, schema: string, m: OutgoingMessage) {
-  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+  // An object: the driver serialises it for the jsonb parameter (a string would be
+  // stored as a JSON string).
+  const headers = (m.headers ?? traceHeaders()) as never;
   return sql`
-    insert into ${sql.unsafe(schema)}.outbox
+    insert into ${sql.unsafe(schemaName(schema))}.outbox
       (message_id, exchange, routing_key, type, content_type, payload, correlation_id,
        created_at, headers)
     select ${m.messageId}, ${m.exchange}, ${m.routingKey}, ${m.type}, ${m.contentType},
            ${m.body}, ${m.correlationId ?? null}, ${m.timestamp},
-           ${(m.headers ?? traceHeaders()) as never}::jsonb`;
+           ${headers}::jsonb`;
 }
 
+/** Writes `m` to the outbox inside the caller's transaction. */
 export async function enqueue(tx: TxSql, schema: string, m: OutgoingMessage): Promise<void> {
-  await tx.unsafe(
-    `insert into ${schema}.outbox
-       (message_id, exchange, routing_key, type, content_type, payload, correlation_id, created_at,
-        headers)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
-    [
-      m.messageId,
-      m.exchange,
-      m.routingKey,
-      m.type,
-      m.contentType,
-      m.body,
-      m.correlationId ?? null,
-      m.timestamp,
-      // An object: the driver serialises it for the jsonb parameter (a string would be
-      // stored as a JSON string).
-      (m.headers ?? traceHeaders()) as never,
-    ],
-    PREPARED,
-  );
+  await outboxInsert(tx, schema, m);
 }
 
 export interface RelayOptions {

@@ -19,6 +19,12 @@ export type TxSql = postgres.TransactionSql;
  */
 export const ASYNC_COMMIT = "(select set_config('synchronous_commit', 'off', true))";
 
+/** `name` if it is a plain lower-case identifier, safe to write into SQL as a schema. */
+export function schemaName(name: string): string {
+  if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new RangeError(`bad schema name ${name}`);
+  return name;
+}
+
 export interface PoolOptions {
   url: string;
   max?: number;

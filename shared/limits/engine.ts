@@ -1,7 +1,7 @@
 // Admits or refuses an event under several limits in one autocommit statement (the
 // schema's admit() function), so no lock outlives the statement and unrelated keys
 // never wait for each other; the counts live in PostgreSQL, so replicas share them.
-import { ASYNC_COMMIT } from "../postgres.ts";
+import { ASYNC_COMMIT, schemaName } from "../postgres.ts";
 import type { Sql } from "../postgres.ts";
 import { REASONS } from "./rules.ts";
 import type { LimitReason, Rule } from "./rules.ts";
@@ -46,14 +46,18 @@ export interface AdmitRow {
   at: number;
 }
 
+/** What admit() answers for no rules (as LimitsEngine.admit does without asking). */
+const NO_RULES =
+  "(select true as admitted, null::int as rule, null::float8 as retry_after, 0::float8 as at)";
+
 /**
  * The admit() call of `rules` in `schema`, as a fragment a store puts in its own
  * statement (`from <fragment> as a`) so a charge and what it guards are one round trip;
  * `admissionOf` reads the row. The statement decides how it commits.
  */
 export function admitCall(sql: Sql, schema: string, rules: readonly Rule[]) {
-  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
-  return sql`${sql.unsafe(schema)}.admit(${rules.map((r) => r.key)}::text[],
+  if (rules.length === 0) return sql.unsafe(NO_RULES);
+  return sql`${sql.unsafe(schemaName(schema))}.admit(${rules.map((r) => r.key)}::text[],
     ${rules.map((r) => r.limit)}::int[], ${rules.map((r) => r.windowSeconds)}::float8[])`;
 }
 
@@ -88,7 +92,7 @@ export class LimitsEngine implements Limits {
       asyncCommit?: boolean;
     } = {},
   ) {
-    if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+    schemaName(schema);
     const from = o.asyncCommit ? `${ASYNC_COMMIT} s, ` : "";
     this.admitSql = `select admitted, rule, retry_after, at
       from ${from}${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;

@@ -1,6 +1,7 @@
 // The tables and functions of the limits engine, installed into a service's own schema
 // by its numbered migration (a line `-- include: limits_v1`). Written once here so both
 // services run the same engine; a change is a new version, never an edit of this one.
+import { schemaName } from "../postgres.ts";
 
 /**
  * Each key keeps 61 counters of window/60 seconds each, so the row stays small however
@@ -464,7 +465,7 @@ $fn$;
 
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
-  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new RangeError(`bad schema name ${schema}`);
+  schemaName(schema);
   return {
     limits_v1: LIMITS_V1.replaceAll("{schema}", schema),
     limits_v2: LIMITS_V2.replaceAll("{schema}", schema),
