@@ -1,6 +1,7 @@
 // The load generators and anchors of bench/main.ts: wrk (one thread, 32 keep-alive
 // connections, a fixed duration) for HTTP figures, pgbench for PostgreSQL's own rates,
 // and a CPU account of each so a figure bound by its load generator is flagged.
+import type { Sql } from "../shared/postgres.ts";
 
 export const CONNECTIONS = 32;
 
@@ -12,6 +13,8 @@ export interface Measured {
   serverCpu?: number;
   /** The server's CPU time per request in microseconds, when known. */
   serverMicros?: number;
+  /** PostgreSQL's CPU time per request in microseconds (the server's backends), when asked. */
+  dbMicros?: number;
   errors: number;
 }
 
@@ -28,25 +31,47 @@ function luaBytes(b: Uint8Array): string {
   return `"${Array.from(b, (x) => `\\${x}`).join("")}"`;
 }
 
-/** User + system clock ticks of a process (Deno reads /proc of others only with -A). */
-async function cpuTicks(pid: number): Promise<number | undefined> {
-  const out = await new Deno.Command("cat", {
-    args: [`/proc/${pid}/stat`],
-    stdout: "piped",
-    stderr: "null",
-  })
+/** Reads /proc files with `cat` (Deno reads /proc of other processes only with -A). */
+export async function readProc(paths: string[]): Promise<string> {
+  const out = await new Deno.Command("cat", { args: paths, stdout: "piped", stderr: "null" })
     .output();
-  if (!out.success) return undefined;
-  const stat = new TextDecoder().decode(out.stdout);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]);
+  return new TextDecoder().decode(out.stdout);
 }
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux). */
-const HZ = 100;
+export const HZ = 100;
 
-/** Runs wrk against one call for `seconds`; `serverPid` is sampled for its CPU share. */
-export async function wrk(call: WrkCall, seconds: number, serverPid?: number): Promise<Measured> {
+/** User + system clock ticks of the processes, summed (gone ones count nothing). */
+export async function cpuTicks(pids: number[]): Promise<number> {
+  if (pids.length === 0) return 0;
+  const text = await readProc(pids.map((p) => `/proc/${p}/stat`));
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const f = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    sum += Number(f[11]) + Number(f[12]);
+  }
+  return sum;
+}
+
+/** The PostgreSQL backends a service's pool holds open, by its application name. */
+export async function backendPids(sql: Sql, app: string): Promise<number[]> {
+  const rows = await sql<{ pid: number }[]>`
+    select pid from pg_stat_activity
+     where datname = current_database() and application_name = ${app}`;
+  return rows.map((r) => r.pid);
+}
+
+export interface WrkOptions {
+  /** The server process, sampled for its CPU share. */
+  serverPid?: number;
+  /** The server's PostgreSQL backends, sampled for their CPU per request. */
+  dbPids?: number[];
+}
+
+/** Runs wrk against one call for `seconds`. */
+export async function wrk(call: WrkCall, seconds: number, o: WrkOptions = {}): Promise<Measured> {
+  const { serverPid, dbPids } = o;
   const dir = await Deno.makeTempDir({ prefix: "bench-" });
   const script = `${dir}/call.lua`;
   const headers = Object.entries(call.headers)
@@ -70,7 +95,8 @@ end
     script,
     `wrk.method = "POST"\nwrk.body = ${luaBytes(call.body)}\n${headers}\n${spread}`,
   );
-  const before = serverPid === undefined ? undefined : await cpuTicks(serverPid);
+  const before = serverPid === undefined ? undefined : await cpuTicks([serverPid]);
+  const dbBefore = dbPids === undefined ? undefined : await cpuTicks(dbPids);
   const started = performance.now();
   // bash's `time` accounts for wrk's own CPU (user + system) after it exits.
   const out = await new Deno.Command("bash", {
@@ -85,7 +111,8 @@ end
     stderr: "piped",
   }).output();
   const wall = (performance.now() - started) / 1000;
-  const after = serverPid === undefined ? undefined : await cpuTicks(serverPid);
+  const after = serverPid === undefined ? undefined : await cpuTicks([serverPid]);
+  const dbAfter = dbPids === undefined ? undefined : await cpuTicks(dbPids);
   await Deno.remove(dir, { recursive: true });
   const text = new TextDecoder().decode(out.stdout);
   const err = new TextDecoder().decode(out.stderr);
@@ -102,6 +129,9 @@ end
       : undefined,
     serverMicros: before !== undefined && after !== undefined
       ? ((after - before) / HZ) * 1e6 / (Number(rps[1]) * wall)
+      : undefined,
+    dbMicros: dbBefore !== undefined && dbAfter !== undefined
+      ? ((dbAfter - dbBefore) / HZ) * 1e6 / (Number(rps[1]) * wall)
       : undefined,
     errors: Number(non2xx?.[1] ?? 0) +
       (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0),

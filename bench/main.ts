@@ -3,7 +3,9 @@
 // sets, against the local PostgreSQL and RabbitMQ); HTTP load is wrk with one thread
 // and 32 keep-alive connections for BENCH_SECONDS (default 5) per figure; PostgreSQL's
 // anchors are pgbench with 32 clients on a scratch database. The load generator's CPU
-// share is printed beside each figure: near 1.0 it, not the server, is the bound.
+// share is printed beside each figure: near 1.0 it, not the server, is the bound; the
+// server's CPU per call and, for calls that reach PostgreSQL, its backends' CPU per call
+// show which of the two bounds the rest.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ValidatePhoneNumberLoginRequestSchema } from "../shared/gen/auth/v1/auth_pb.ts";
 import { DATABASE_URL } from "../testing/database.ts";
@@ -13,7 +15,17 @@ import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
 import { signupAndVerify } from "../testing/fuzz/services.ts";
 import { delay } from "../shared/async.ts";
-import { CONNECTIONS, pgbench, pgbenchInit, pgClients, scratchDatabase, wrk } from "./load.ts";
+import {
+  backendPids,
+  CONNECTIONS,
+  cpuTicks,
+  HZ,
+  pgbench,
+  pgbenchInit,
+  pgClients,
+  scratchDatabase,
+  wrk,
+} from "./load.ts";
 import type { Measured, WrkCall } from "./load.ts";
 import { verifyLikeSchema, verifyLikeScript } from "./verify_like.ts";
 import { pipelineFigures } from "./pipeline.ts";
@@ -50,9 +62,15 @@ async function tinyServer(kind: string): Promise<{ url: string; service: Service
  * A short warm-up so the JIT has seen the path before the measured run (pgbench, the
  * anchor, measures a server that is warm already).
  */
-async function warmWrk(call: WrkCall, pid: number): Promise<Measured> {
+async function warmWrk(
+  call: WrkCall,
+  serverPid: number,
+  o: { db?: () => Promise<number[]> } = {},
+): Promise<Measured> {
   await wrk(call, 1);
-  return await wrk(call, SECONDS, pid);
+  // The pool's connections, as the warm-up left them open.
+  const dbPids = await o.db?.();
+  return await wrk(call, SECONDS, { serverPid, dbPids });
 }
 
 async function measureTiny(kind: string, call: Omit<WrkCall, "url">): Promise<Measured> {
@@ -113,12 +131,17 @@ async function databaseFigures(): Promise<void> {
       otpEnv: { SMS_HOURLY_BUDGET: "10000000", SMS_PROVIDER: "console" },
     });
     const authPid = stack.auth.pid;
+    const backends = { db: () => backendPids(stack!.sql, "auth-service") };
     const fx = await signupAndVerify(stack);
-    const profile = await warmWrk({
-      url: `${stack.authUrl}/auth.v1.AuthService/GetProfile`,
-      headers: { "content-type": "application/json", authorization: `Bearer ${fx.token}` },
-      body: enc.encode(JSON.stringify({ phone_number: fx.phone })),
-    }, authPid);
+    const profile = await warmWrk(
+      {
+        url: `${stack.authUrl}/auth.v1.AuthService/GetProfile`,
+        headers: { "content-type": "application/json", authorization: `Bearer ${fx.token}` },
+        body: enc.encode(JSON.stringify({ phone_number: fx.phone })),
+      },
+      authPid,
+      backends,
+    );
     rows.push({
       figure: "GetProfile with a session (auth-service)",
       value: profile,
@@ -126,19 +149,27 @@ async function databaseFigures(): Promise<void> {
       anchorValue: selectOnly,
       note: pgNote.slice(2) || undefined,
     });
-    const validate = await warmWrk({
-      url: `${stack.authUrl}${VALIDATE}`,
-      headers: { "content-type": "application/json" },
-      body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
-    }, authPid);
+    const validate = await warmWrk(
+      {
+        url: `${stack.authUrl}${VALIDATE}`,
+        headers: { "content-type": "application/json" },
+        body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
+      },
+      authPid,
+      backends,
+    );
     // Every call is charged to its address's counter first: from one address those
     // admissions queue on one row; from many, they do not.
-    const validateSpread = await warmWrk({
-      url: `${stack.authUrl}${VALIDATE}`,
-      headers: { "content-type": "application/json" },
-      body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
-      forwardedFor: Array.from({ length: CONNECTIONS }, (_, i) => `198.18.1.${i + 1}`),
-    }, authPid);
+    const validateSpread = await warmWrk(
+      {
+        url: `${stack.authUrl}${VALIDATE}`,
+        headers: { "content-type": "application/json" },
+        body: enc.encode(JSON.stringify({ phone_number: randomPhone() })),
+        forwardedFor: Array.from({ length: CONNECTIONS }, (_, i) => `198.18.1.${i + 1}`),
+      },
+      authPid,
+      backends,
+    );
     rows.push({
       figure: "ValidatePhoneNumberLogin, unknown number, 1 address (auth-service)",
       value: validate,
@@ -237,6 +268,11 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
     if (r.status !== 200) errors++;
   };
   next = 0;
+  // Where the CPU goes: the loader (this process), auth-service, its PostgreSQL backends.
+  const db = await backendPids(stack.sql, "auth-service");
+  const sample =
+    async () => [await cpuTicks([Deno.pid]), await cpuTicks([stack.auth.pid]), await cpuTicks(db)];
+  const ticks = await sample();
   const started = performance.now();
   if (o.perSecond === undefined) {
     // As fast as 32 clients go, each waiting for its reply.
@@ -256,11 +292,22 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
     await Promise.all(calls);
   }
   const wall = (performance.now() - started) / 1000;
+  // CPU seconds of each process over the run.
+  const [loader, auth, pg] = (await sample()).map((t, i) => (t - ticks[i]!) / HZ);
   latencies.sort((a, b) => a - b);
   const at = (q: number) =>
     latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
+  const perSecond = phones.length / wall;
+  const micros = (cpu: number) => (cpu * 1e6) / phones.length;
   return {
-    measured: { perSecond: phones.length / wall, loaderCpu: NaN, errors },
+    measured: {
+      perSecond,
+      loaderCpu: loader! / wall,
+      serverCpu: auth! / wall,
+      serverMicros: micros(auth!),
+      dbMicros: micros(pg!),
+      errors,
+    },
     p50: at(0.5),
     p99: at(0.99),
   };
@@ -270,13 +317,14 @@ function printTable(): void {
   const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
   const share = (m: Measured) => Number.isNaN(m.loaderCpu) ? "-" : m.loaderCpu.toFixed(2);
   const micros = (m: Measured) => m.serverMicros === undefined ? "-" : m.serverMicros.toFixed(0);
+  const db = (m: Measured) => m.dbMicros === undefined ? "-" : m.dbMicros.toFixed(0);
   console.log(
     `\nwrk: 1 thread, ${CONNECTIONS} connections, keep-alive, ${SECONDS} s per figure; ${navigator.hardwareConcurrency} cores`,
   );
   console.log(
-    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU (anchor's) | server CPU | server µs/req (anchor's) | errors |",
+    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU (anchor's) | server CPU | server µs/req (anchor's) | PostgreSQL µs/req | errors |",
   );
-  console.log("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+  console.log("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
   for (const r of rows) {
     const server = r.value.serverCpu === undefined ? "-" : r.value.serverCpu.toFixed(2);
     const ratio = (r.value.perSecond / r.anchorValue.perSecond).toFixed(2);
@@ -285,7 +333,9 @@ function printTable(): void {
         fmt(r.anchorValue.perSecond)
       } | ${ratio} | ${share(r.value)} (${share(r.anchorValue)}) | ${server} | ${
         micros(r.value)
-      } (${micros(r.anchorValue)}) | ${r.value.errors} |${r.note ? ` ${r.note}` : ""}`,
+      } (${micros(r.anchorValue)}) | ${db(r.value)} | ${r.value.errors} |${
+        r.note ? ` ${r.note}` : ""
+      }`,
     );
   }
   if (pipeline.length === 0) return;

@@ -8,6 +8,7 @@ import { jsonLogs, Service, taskArgs } from "../testing/processes.ts";
 import { clientHeaders, mapLimit, rpc, SIGNUP } from "../testing/rpc.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
+import { backendPids, cpuTicks, HZ, readProc } from "./load.ts";
 
 export interface FigureRow {
   figure: string;
@@ -24,28 +25,6 @@ export interface PipelineOptions {
   /** Bound on the whole measured run. */
   timeoutMs?: number;
   log?: (line: string) => void;
-}
-
-const HZ = 100;
-
-/** Reads /proc files with `cat` (Deno reads /proc of other processes only with -A). */
-async function readProc(paths: string[]): Promise<string> {
-  const out = await new Deno.Command("cat", { args: paths, stdout: "piped", stderr: "null" })
-    .output();
-  return new TextDecoder().decode(out.stdout);
-}
-
-/** User + system clock ticks of the processes, summed (gone ones count nothing). */
-async function cpuTicks(pids: number[]): Promise<number> {
-  if (pids.length === 0) return 0;
-  const text = await readProc(pids.map((p) => `/proc/${p}/stat`));
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!line) continue;
-    const f = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    sum += Number(f[11]) + Number(f[12]);
-  }
-  return sum;
 }
 
 /**
@@ -96,14 +75,6 @@ async function storedCount(stack: Stack): Promise<number> {
   return row!.n;
 }
 
-/** The PostgreSQL backends serving each service (their pools stay open). */
-async function backendPids(stack: Stack, app: string): Promise<number[]> {
-  const rows = await stack.sql<{ pid: number }[]>`
-    select pid from pg_stat_activity
-     where datname = current_database() and application_name = ${app}`;
-  return rows.map((r) => r.pid);
-}
-
 interface LoadResult {
   perSecond: number;
   p50: number;
@@ -120,8 +91,8 @@ async function fire(
 ): Promise<LoadResult> {
   const before = await storedCount(stack);
   const sentAt = new Map<string, number>();
-  const authDb = await backendPids(stack, "auth-service");
-  const otpDb = await backendPids(stack, "otp-service");
+  const authDb = await backendPids(stack.sql, "auth-service");
+  const otpDb = await backendPids(stack.sql, "otp-service");
   const sample = async () => ({
     self: await cpuTicks([Deno.pid]),
     auth: await cpuTicks([stack.auth.pid]),
