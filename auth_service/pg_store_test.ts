@@ -145,3 +145,42 @@ Deno.test("a lookup of an unknown number still records its audit row, and its co
     await db.drop();
   }
 });
+
+Deno.test("a session's idle timer is written only when stale, and that write's commit setting ends with it", async () => {
+  const db = await createDatabase();
+  const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
+  const one = await sql.reserve();
+  try {
+    await migrateAuth(sql);
+    const store = new PgAuthStore(one as unknown as typeof sql);
+    const hash = new Uint8Array(32).fill(7);
+    await sql`
+      with u as (insert into auth.users (phone_number, verified_at)
+                 values ('+14155550143', now()) returning id),
+      s as (insert into auth.sessions (user_id, expires_at, last_seen_at)
+            select id, now() + interval '1 day', now() - interval '5 minutes' from u
+            returning id)
+      insert into auth.session_tokens (token_hash, session_id) select ${hash}, id from s`;
+    const seen = async () => {
+      const [r] = await sql<{ at: Date; version: string }[]>`
+        select last_seen_at as at, xmin::text as version from auth.sessions`;
+      return r!;
+    };
+    const policy = { idleSeconds: 600, graceSeconds: 10 };
+    const stale = await seen();
+
+    const first = await store.authenticate(hash, policy);
+    assert.equal(first?.session.lastSeenAt.getTime(), stale.at.getTime(), "read before the write");
+    const touched = await seen();
+    assert.ok(touched.at.getTime() > stale.at.getTime() + 4 * 60_000, "a stale timer moves on");
+    const [c] = await one`select current_setting('synchronous_commit') as v`;
+    assert.equal(c!.v, "on", "the next statement commits as configured again");
+
+    assert.ok(await store.authenticate(hash, policy));
+    assert.deepEqual(await seen(), touched, "a fresh timer is read, not written");
+  } finally {
+    one.release();
+    await sql.end();
+    await db.drop();
+  }
+});
