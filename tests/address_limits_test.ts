@@ -50,6 +50,29 @@ const one = async (q: Promise<{ n: number }[]>) => (await q)[0]!.n;
 
 const shape = (r: RpcResult) => ({ status: r.status, json: r.json });
 
+/** The whole seconds a refusal says to wait. */
+const retrySeconds = (r: RpcResult) =>
+  Number(/retry in (\d+)s/.exec(String(r.json.message ?? ""))?.[1]);
+
+/**
+ * Two calls' answers, which must be alike. A refusal's wait counts down, so two answers a
+ * second apart on the clock may say N and N-1: such a pair is asked again (at most three
+ * times); any other difference fails at once. Returns the calls made.
+ */
+async function answerAlike(
+  first: () => Promise<RpcResult>,
+  second: () => Promise<RpcResult>,
+): Promise<{ a: RpcResult; calls: number }> {
+  for (let calls = 2;; calls += 2) {
+    const [a, b] = [await first(), await second()];
+    const ticked = Math.abs(retrySeconds(a) - retrySeconds(b)) === 1;
+    if (!ticked || calls >= 6) {
+      assert.deepEqual(shape(a), shape(b));
+      return { a, calls };
+    }
+  }
+}
+
 Deno.test("120 lookups of unknown numbers from one address are throttled, audited, and then registered and unknown numbers answer alike", async () => {
   const registered = await verifiedUser(direct, "198.51.100.1");
   const before = await one(direct.sql<{ n: number }[]>`
@@ -66,18 +89,20 @@ Deno.test("120 lookups of unknown numbers from one address are throttled, audite
   // The signup above spent one of the 20.
   assert.equal(codes.filter((c) => c === "ok").length, 19);
   assert.ok(codes.slice(19).every((c) => c === "resource_exhausted"), codes.join(","));
-  const unknown = await rpc(direct.authUrl, VALIDATE_LOGIN, { phone_number: randomPhone() });
-  const known = await rpc(direct.authUrl, VALIDATE_LOGIN, { phone_number: registered });
-  assert.deepEqual(shape(known), shape(unknown));
-  const signupKnown = await rpc(direct.authUrl, SIGNUP, { phone_number: registered });
-  const signupUnknown = await rpc(direct.authUrl, SIGNUP, { phone_number: randomPhone() });
-  assert.deepEqual(shape(signupKnown), shape(signupUnknown));
-  assert.equal(signupKnown.code, "resource_exhausted");
+  const lookups = await answerAlike(
+    () => rpc(direct.authUrl, VALIDATE_LOGIN, { phone_number: randomPhone() }),
+    () => rpc(direct.authUrl, VALIDATE_LOGIN, { phone_number: registered }),
+  );
+  const signups = await answerAlike(
+    () => rpc(direct.authUrl, SIGNUP, { phone_number: registered }),
+    () => rpc(direct.authUrl, SIGNUP, { phone_number: randomPhone() }),
+  );
+  assert.equal(signups.a.code, "resource_exhausted");
   // Every call is in the audit trail; the refusals of one key share a row with a count.
   const after = await one(direct.sql<{ n: number }[]>`
     select coalesce(sum(count), 0)::int as n from auth.audit_events
      where event = 'code_requested'`);
-  assert.equal(after - before, 124);
+  assert.equal(after - before, 120 + lookups.calls + signups.calls);
   const rows = await one(direct.sql<{ n: number }[]>`
     select count(*)::int as n from auth.audit_events
      where event = 'code_requested' and outcome = 'address'`);
