@@ -12,6 +12,8 @@ import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
+import { EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
+import { redeemForSession } from "./pg_session_redemption.ts";
 import {
   authenticate,
   deleteUserIn,
@@ -43,8 +45,6 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-/** The wrong-code row that counts failures from every address for a number. */
-const EVERY_ADDRESS = "*";
 
 export class PgAuthStore implements AuthStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
@@ -178,6 +178,20 @@ export class PgAuthStore implements AuthStore {
     effect: RedeemEffect,
     who: AuditContext,
   ): Promise<RedeemOutcome> {
+    if (effect.kind === "session") {
+      const opened = await redeemForSession(this.sql, {
+        phone,
+        purpose,
+        policy,
+        matches,
+        session: effect.session,
+        who,
+      });
+      if (opened) {
+        this.onEnqueued();
+        return opened;
+      }
+    }
     const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
       // The lock and the challenge in one round trip.
       const [c] = await tx<
@@ -468,16 +482,3 @@ export class PgAuthStore implements AuthStore {
 function admitted(spentChallengeId: string | undefined): CodeAdmitted {
   return spentChallengeId ? { kind: "ok", spentChallengeId } : { kind: "ok" };
 }
-
-/** Seconds left on a lock of the number for this caller or for everyone; null if none. */
-function lockedSql(sql: Sql | TxSql, phone: string, who: AuditContext) {
-  return sql`select ceil(extract(epoch from max(locked_until) - now()))::int
-      from auth.wrong_code_locks
-     where phone_number = ${phone} and locked_until > now()
-       and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`;
-}
-
-const locked = (seconds: number) => ({
-  kind: "locked" as const,
-  retryAfterSeconds: Math.max(1, seconds),
-});

@@ -1,5 +1,5 @@
 // Redeeming a code: VerifyPhoneNumber (a signup code) and LoginWithPhoneNumber (a login
-// code). A matching code is consumed and a session created in the same transaction.
+// code). A matching code is consumed and a session created in one atomic write.
 // Phone change and account deletion redeem their codes through the same rules.
 import { constantTimeEqual, otpMac, randomToken, sha256 } from "../shared/crypto.ts";
 import type { HmacKey } from "../shared/crypto.ts";
