@@ -8,17 +8,11 @@ import { createPool } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import { migrateAuth } from "./pg_store_fixture.ts";
-import type { AuditContext, Challenge, RedeemEffect, RedeemPolicy } from "./ports.ts";
+import type { AuditContext, Challenge, RedeemEffect } from "./ports.ts";
+import { POLICY } from "./store_conformance.ts";
 
 const PHONE = "+14155550161";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.61", requestId: "r-race" };
-const POLICY: RedeemPolicy = {
-  maxAttempts: 3,
-  lockAfterFailures: 5,
-  numberLockAfterFailures: 100,
-  lockSeconds: 600,
-  failureWindowSeconds: 600,
-};
 const MAC = new Uint8Array(32).fill(9);
 const right = (c: Challenge) => c.codeMac.every((b, i) => b === MAC[i]);
 const session: RedeemEffect = {
@@ -102,6 +96,6 @@ Deno.test("a wrong try between the redemption's read and its write sends it down
 });
 
 Deno.test("a try that exhausts the code between the redemption's read and its write opens no session", async () => {
-  const r = await redeemWhile("update auth.challenges set failed_attempts = 3");
+  const r = await redeemWhile(`update auth.challenges set failed_attempts = ${POLICY.maxAttempts}`);
   assert.deepEqual(r, { kind: "exhausted", sessions: 0, audit: ["code_checked:exhausted"] });
 });

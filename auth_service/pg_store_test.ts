@@ -2,6 +2,7 @@
 // and the sweep (rows past their use are deleted, live ones kept).
 import assert from "node:assert/strict";
 import { createPool } from "../shared/postgres.ts";
+import type { Sql } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import { migrateAuth, openPgStore } from "./pg_store_fixture.ts";
@@ -122,13 +123,25 @@ Deno.test("two deliveries of one message at once store it once, and a newer code
   }
 });
 
-Deno.test("a lookup of an unknown number still records its audit row, and its commit setting ends with the statement", async () => {
+/** A fresh migrated database, and a store on one reserved connection of its pool. */
+async function withReservedStore(
+  fn: (store: PgAuthStore, sql: Sql, one: Awaited<ReturnType<Sql["reserve"]>>) => Promise<void>,
+): Promise<void> {
   const db = await createDatabase();
   const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
   const one = await sql.reserve();
   try {
     await migrateAuth(sql);
-    const store = new PgAuthStore(one as unknown as typeof sql);
+    await fn(new PgAuthStore(one as unknown as typeof sql), sql, one);
+  } finally {
+    one.release();
+    await sql.end();
+    await db.drop();
+  }
+}
+
+Deno.test("a lookup of an unknown number still records its audit row, and its commit setting ends with the statement", async () => {
+  await withReservedStore(async (store, sql, one) => {
     const who = { phone: "+14155550142", clientAddress: "192.0.2.9", requestId: "r-async" };
     assert.deepEqual(await store.loginTarget(who.phone, 3, who), { kind: "not_verified" });
     const rows = await sql`select outcome, client_address from auth.audit_events
@@ -139,20 +152,11 @@ Deno.test("a lookup of an unknown number still records its audit row, and its co
     // The next statement on the same connection commits as configured again.
     const [c] = await one`select current_setting('synchronous_commit') as v`;
     assert.equal(c!.v, "on");
-  } finally {
-    one.release();
-    await sql.end();
-    await db.drop();
-  }
+  });
 });
 
 Deno.test("a session's idle timer is written only when stale, and that write's commit setting ends with it", async () => {
-  const db = await createDatabase();
-  const sql = createPool({ url: db.url, applicationName: "test", max: 2 });
-  const one = await sql.reserve();
-  try {
-    await migrateAuth(sql);
-    const store = new PgAuthStore(one as unknown as typeof sql);
+  await withReservedStore(async (store, sql, one) => {
     const hash = new Uint8Array(32).fill(7);
     await sql`
       with u as (insert into auth.users (phone_number, verified_at)
@@ -178,9 +182,5 @@ Deno.test("a session's idle timer is written only when stale, and that write's c
 
     assert.ok(await store.authenticate(hash, policy));
     assert.deepEqual(await seen(), touched, "a fresh timer is read, not written");
-  } finally {
-    one.release();
-    await sql.end();
-    await db.drop();
-  }
+  });
 });

@@ -47,7 +47,8 @@ const PHONE = "+14155550123";
 const OTHER = "+14155550124";
 const who: AuditContext = { phone: PHONE, clientAddress: "192.0.2.1", requestId: "r1" };
 const elsewhere: AuditContext = { ...who, clientAddress: "2001:db8:5::1" };
-const POLICY: RedeemPolicy = {
+/** The redemption policy the suite runs under. */
+export const POLICY: RedeemPolicy = {
   maxAttempts: 3,
   lockAfterFailures: 5,
   numberLockAfterFailures: 100,
