@@ -207,6 +207,16 @@ async function databaseFigures(): Promise<void> {
         }`,
       });
     }
+    // The numbers the 32-address round verified, each logging in with a fresh code.
+    const login = await redeemFigure(stack, spread.phones, LOGIN, CONNECTIONS);
+    rows.push({
+      figure:
+        `LoginWithPhoneNumber, ${VERIFY_NUMBERS} verified numbers, ${CONNECTIONS} clients from ${CONNECTIONS} addresses`,
+      value: login.measured,
+      anchor: "pgbench verify-like write (UPDATE … RETURNING + INSERT)",
+      anchorValue: verifyLike,
+      note: `p50 ${login.p50.toFixed(0)} ms, p99 ${login.p99.toFixed(0)} ms; load from Deno fetch`,
+    });
     rows.push({
       figure: `VerifyPhoneNumber at half the ${CONNECTIONS}-address rate (${
         Math.round(spread.measured.perSecond / 2)
@@ -224,15 +234,44 @@ async function databaseFigures(): Promise<void> {
 
 // The verify rounds (a warm-up and three figures) take their numbers from one set,
 // drawn before any is used.
-const verifyPhones = Array.from({ length: 4 * VERIFY_NUMBERS }, randomPhone);
+const VERIFY_PHONES = Array.from({ length: 4 * VERIFY_NUMBERS }, randomPhone);
+
+/** How a redemption figure gets its codes and redeems them. */
+interface Redeeming {
+  /** Asks for a code for the number. */
+  request: "SignupWithPhoneNumber" | "ValidatePhoneNumberLogin";
+  purpose: "signup" | "login";
+  redeem: "VerifyPhoneNumber" | "LoginWithPhoneNumber";
+}
+
+const VERIFY: Redeeming = {
+  request: "SignupWithPhoneNumber",
+  purpose: "signup",
+  redeem: "VerifyPhoneNumber",
+};
+const LOGIN: Redeeming = {
+  request: "ValidatePhoneNumberLogin",
+  purpose: "login",
+  redeem: "LoginWithPhoneNumber",
+};
+
+/** Signs up fresh numbers, then verifies them (see redeemFigure). */
+function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: number } = {}) {
+  return redeemFigure(stack, VERIFY_PHONES.splice(0, VERIFY_NUMBERS), VERIFY, addresses, o);
+}
 
 /**
- * Signs up fresh numbers, then verifies them all at once from 32 concurrent clients
- * spread over `addresses` client addresses: each code is single use, so wrk's repeated
- * request cannot drive this figure.
+ * Asks for a code for each number, then redeems them all at once from 32 concurrent
+ * clients spread over `addresses` client addresses: each code is single use, so wrk's
+ * repeated request cannot drive this figure.
  */
-async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: number } = {}) {
-  const phones = verifyPhones.splice(0, VERIFY_NUMBERS);
+async function redeemFigure(
+  stack: Stack,
+  phones: string[],
+  how: Redeeming,
+  addresses: number,
+  o: { perSecond?: number } = {},
+) {
   const codes = new Map<string, string>();
   const post = (method: string, body: unknown, client = 0) =>
     fetch(`${stack.authUrl}/auth.v1.AuthService/${method}`, {
@@ -248,21 +287,19 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
     while (next < phones.length) {
       const phone = phones[next++]!;
       const mark = stack.otp.lines.length;
-      const r = await post("SignupWithPhoneNumber", { phone_number: phone });
+      const r = await post(how.request, { phone_number: phone });
       const reply = await r.text();
-      if (r.status !== 200) throw new Error(`signup of ${phone}: HTTP ${r.status} ${reply}`);
-      codes.set(phone, await codeFor(stack, phone, "signup", Math.max(0, mark - 50)));
+      if (r.status !== 200) {
+        throw new Error(`${how.request} of ${phone}: HTTP ${r.status} ${reply}`);
+      }
+      codes.set(phone, await codeFor(stack, phone, how.purpose, Math.max(0, mark - 50)));
     }
   }));
   const latencies: number[] = [];
   let errors = 0;
-  const verify = async (phone: string, client: number) => {
+  const redeem = async (phone: string, client: number) => {
     const t = performance.now();
-    const r = await post(
-      "VerifyPhoneNumber",
-      { phone_number: phone, otp: codes.get(phone) },
-      client,
-    );
+    const r = await post(how.redeem, { phone_number: phone, otp: codes.get(phone) }, client);
     await r.arrayBuffer();
     latencies.push(performance.now() - t);
     if (r.status !== 200) errors++;
@@ -277,7 +314,7 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
   if (o.perSecond === undefined) {
     // As fast as 32 clients go, each waiting for its reply.
     await Promise.all(Array.from({ length: CONNECTIONS }, async (_, client) => {
-      while (next < phones.length) await verify(phones[next++]!, client);
+      while (next < phones.length) await redeem(phones[next++]!, client);
     }));
   } else {
     // At a fixed rate, each call sent on schedule whether or not earlier ones returned,
@@ -287,7 +324,7 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
       const due = started + (i * 1000) / o.perSecond;
       const wait = due - performance.now();
       if (wait > 1) await delay(wait);
-      calls.push(verify(phone, i));
+      calls.push(redeem(phone, i));
     }
     await Promise.all(calls);
   }
@@ -310,6 +347,7 @@ async function verifyFigure(stack: Stack, addresses: number, o: { perSecond?: nu
     },
     p50: at(0.5),
     p99: at(0.99),
+    phones,
   };
 }
 
