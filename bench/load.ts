@@ -1,6 +1,7 @@
 // The load generators and anchors of bench/main.ts: wrk (one thread, 32 keep-alive
 // connections, a fixed duration) for HTTP figures, pgbench for PostgreSQL's own rates,
 // and a CPU account of each so a figure bound by its load generator is flagged.
+import { delay } from "../shared/async.ts";
 import type { Sql } from "../shared/postgres.ts";
 
 export const CONNECTIONS = 32;
@@ -189,6 +190,9 @@ export async function pgClients(url: string): Promise<number> {
   return Math.max(1, Math.min(CONNECTIONS, free));
 }
 
+const PGBENCH_BACKENDS = "select pid from pg_stat_activity " +
+  "where application_name = 'pgbench' and datname = current_database()";
+
 /** pgbench's tps over `seconds` with `clients` clients, prepared statements. */
 export async function pgbench(
   url: string,
@@ -198,13 +202,27 @@ export async function pgbench(
 ): Promise<Measured> {
   const mode = "builtin" in script ? ["-S"] : ["-f", script.file];
   const started = performance.now();
-  const text = await run("bash", [
+  const running = run("bash", [
     "-c",
     `TIMEFORMAT='cpu %U %S'; { time pgbench -n -M prepared -c ${clients} -j 1 -T ${seconds} "$@" ; } 2>&1`,
     "bench",
     ...mode,
     url,
   ]);
+  running.catch(() => {});
+  // Its backends' CPU, sampled while they run (they exit with it), from 1 s in to 1 s
+  // before the end, for the same column the services' figures fill.
+  let db: { ticks: number; seconds: number } | undefined;
+  if (seconds >= 3) {
+    await delay(1_000);
+    const pids = (await run("psql", [url, "-tAc", PGBENCH_BACKENDS]))
+      .split("\n").filter((l) => l.trim() !== "").map(Number);
+    const t0 = performance.now();
+    const before = await cpuTicks(pids);
+    await delay((seconds - 2) * 1_000);
+    db = { ticks: (await cpuTicks(pids)) - before, seconds: (performance.now() - t0) / 1000 };
+  }
+  const text = await running;
   const wall = (performance.now() - started) / 1000;
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(text);
   if (!tps) throw new Error(`pgbench: ${text}`);
@@ -213,6 +231,7 @@ export async function pgbench(
   return {
     perSecond: Number(tps[1]),
     loaderCpu: cpu ? (Number(cpu[1]) + Number(cpu[2])) / wall : NaN,
+    dbMicros: db && ((db.ticks / HZ) * 1e6) / (Number(tps[1]) * db.seconds),
     errors: Number(failed?.[1] ?? 0),
   };
 }

@@ -360,7 +360,7 @@ function printTable(): void {
     `\nwrk: 1 thread, ${CONNECTIONS} connections, keep-alive, ${SECONDS} s per figure; ${navigator.hardwareConcurrency} cores`,
   );
   console.log(
-    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU (anchor's) | server CPU | server µs/req (anchor's) | PostgreSQL µs/req | errors |",
+    "| figure | req/s | anchor (same run) | anchor /s | ratio | loader CPU (anchor's) | server CPU | server µs/req (anchor's) | PostgreSQL µs/req (anchor's) | errors |",
   );
   console.log("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
   for (const r of rows) {
@@ -371,7 +371,7 @@ function printTable(): void {
         fmt(r.anchorValue.perSecond)
       } | ${ratio} | ${share(r.value)} (${share(r.anchorValue)}) | ${server} | ${
         micros(r.value)
-      } (${micros(r.anchorValue)}) | ${db(r.value)} | ${r.value.errors} |${
+      } (${micros(r.anchorValue)}) | ${db(r.value)} (${db(r.anchorValue)}) | ${r.value.errors} |${
         r.note ? ` ${r.note}` : ""
       }`,
     );
