@@ -1,11 +1,13 @@
 // The common redemption, a right code that opens a session, in two autocommit statements
 // instead of a transaction's four round trips (begin, the locked read, the writes,
-// commit). The challenge is read without a lock; the write consumes it only if it is
-// still the very challenge read (same request, not consumed, not expired, no try spent
-// since, no lock for the caller), and everything a redeemed code writes goes with that
-// one update or not at all. Whatever else happens (a wrong code, a lock, a redemption or
-// a wrong try that came in between) answers undefined, and the caller's transactional
-// path decides and audits it under the row lock, as for every other redemption.
+// commit). The challenge is read without a lock; a refusal that read alone decides (a
+// lock, no usable code, a code out of tries) is answered and audited from it, as the
+// locked read would; otherwise the write consumes the challenge only if it is still the
+// very challenge read (same request, not consumed, not expired, no try spent since, no
+// lock for the caller), and everything a redeemed code writes goes with that one update
+// or not at all. A wrong code, or a write that found its challenge changed, answers
+// undefined: the caller's transactional path then decides and audits it under the row
+// lock, where wrong tries are counted.
 import { outboxInsert } from "../shared/outbox.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -13,20 +15,10 @@ import type { Sql } from "../shared/postgres.ts";
 import { sessionCreated, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { EVERY_ADDRESS, lockedSql } from "./pg_locks.ts";
+import { readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import type { AuditContext, Challenge, NewSession, RedeemOutcome, RedeemPolicy } from "./ports.ts";
 
 const SCHEMA = "auth";
-
-interface LiveChallenge {
-  request_id: string;
-  code_mac: Uint8Array;
-  issued_at: Date;
-  expires_at: Date;
-  failed_attempts: number;
-  user_id: string;
-  verified_at: Date | null;
-  locked: number | null;
-}
 
 export interface SessionRedemption {
   phone: string;
@@ -40,20 +32,14 @@ export interface SessionRedemption {
 export async function redeemForSession(
   sql: Sql,
   r: SessionRedemption,
-): Promise<Extract<RedeemOutcome, { kind: "ok" }> | undefined> {
+): Promise<RedeemOutcome | undefined> {
   const { phone, purpose, who, session } = r;
-  const [c] = await sql<LiveChallenge[]>`
-    select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
-           u.id as user_id, u.verified_at, (${lockedSql(sql, phone, who)}) as locked
-      from auth.challenges c join auth.users u on u.phone_number = c.phone_number
-     where c.phone_number = ${phone} and c.purpose = ${purpose}
-       and c.consumed_at is null and c.expires_at > now()`;
-  if (c === undefined || c.locked !== null) return undefined;
-  // A login code needs a verified user; an exhausted code is no code.
-  if (purpose === "login" && c.verified_at === null) return undefined;
-  if (c.failed_attempts >= r.policy.maxAttempts) return undefined;
+  const c = await readChallenge(sql, phone, purpose, who, { lock: false });
+  const effect = { kind: "session", session } as const;
+  const refused = await refusalOf(sql, c, { purpose, effect, policy: r.policy, who });
+  if (refused) return refused;
   const right = r.matches({
-    requestId: c.request_id,
+    requestId: c.request_id!,
     phoneNumber: phone,
     purpose,
     codeMac: c.code_mac,
@@ -62,7 +48,7 @@ export async function redeemForSession(
   });
   if (!right) return undefined;
 
-  const userId = c.user_id;
+  const userId = c.user_id!;
   const verifies = purpose === "signup" && c.verified_at === null;
   const expiresAt = new Date(Date.now() + session.ttlSeconds * 1000);
   const origin = purpose === "signup" ? "verify" : "login";

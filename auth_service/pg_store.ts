@@ -13,6 +13,7 @@ import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
+import { readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
 import {
   authenticate,
@@ -179,7 +180,7 @@ export class PgAuthStore implements AuthStore {
     who: AuditContext,
   ): Promise<RedeemOutcome> {
     if (effect.kind === "session") {
-      const opened = await redeemForSession(this.sql, {
+      const decided = await redeemForSession(this.sql, {
         phone,
         purpose,
         policy,
@@ -187,64 +188,26 @@ export class PgAuthStore implements AuthStore {
         session: effect.session,
         who,
       });
-      if (opened) {
-        this.onEnqueued();
-        return opened;
+      if (decided) {
+        if (decided.kind === "ok") this.onEnqueued();
+        return decided;
       }
     }
     const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
-      // The lock and the challenge in one round trip.
-      const [c] = await tx<
-        {
-          locked: number | null;
-          request_id: string | null;
-          code_mac: Uint8Array;
-          issued_at: Date;
-          expires_at: Date;
-          failed_attempts: number;
-          user_id: string | null;
-          verified_at: Date | null;
-        }[]
-      >`
-        select l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
-               c.failed_attempts, c.user_id, c.verified_at
-          from (select (${lockedSql(tx, phone, who)}) as locked) l
-          left join lateral (
-            select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
-                   u.id as user_id, u.verified_at
-              from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
-             where c.phone_number = ${phone} and c.purpose = ${purpose}
-               and c.consumed_at is null and c.expires_at > now()
-             for update of c) c on true`;
-      if (c!.locked !== null) {
-        await insertAudit(tx, "code_checked", "locked", who);
-        return locked(c!.locked);
-      }
-      // A code for a number with no user (or not the caller's) is no code at all, except
-      // a phone-change code, whose number is by design not the caller's yet. A login code
-      // needs a verified user.
-      const owner = c!.user_id;
-      const usable = c!.request_id !== null && (effect.kind === "phone_change" ||
-        (owner !== null && (purpose !== "login" || c!.verified_at !== null) &&
-          (effect.kind === "session" || owner === effect.userId)));
-      if (!usable) {
-        await insertAudit(tx, "code_checked", "no_challenge", who);
-        return { kind: "no_challenge" };
-      }
-      if (c!.failed_attempts >= policy.maxAttempts) {
-        await insertAudit(tx, "code_checked", "exhausted", who);
-        return { kind: "exhausted" };
-      }
+      const c = await readChallenge(tx, phone, purpose, who, { lock: true });
+      const refused = await refusalOf(tx, c, { purpose, effect, policy, who });
+      if (refused) return refused;
+      const owner = c.user_id;
       const ok = matches({
-        requestId: c!.request_id!,
+        requestId: c.request_id!,
         phoneNumber: phone,
         purpose,
-        codeMac: c!.code_mac,
-        issuedAt: c!.issued_at,
-        expiresAt: c!.expires_at,
+        codeMac: c.code_mac,
+        issuedAt: c.issued_at,
+        expiresAt: c.expires_at,
       });
-      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c!.failed_attempts, who);
-      if (effect.kind === "phone_change" && c!.verified_at !== null && owner !== effect.userId) {
+      if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
+      if (effect.kind === "phone_change" && c.verified_at !== null && owner !== effect.userId) {
         await insertAudit(tx, "code_checked", "taken", who);
         return { kind: "taken" };
       }
@@ -260,7 +223,7 @@ export class PgAuthStore implements AuthStore {
       ];
       switch (effect.kind) {
         case "session":
-          return await this.openSession(tx, owner!, c!.verified_at, purpose, effect, phone, who, {
+          return await this.openSession(tx, owner!, c.verified_at, purpose, effect, phone, who, {
             consumed,
           });
         case "phone_change":

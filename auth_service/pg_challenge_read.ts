@@ -1,0 +1,73 @@
+// What every redemption reads first, in one round trip: the caller's lock on the number
+// and the number's live challenge of the purpose with its user, and the refusals that
+// read alone decides (a lock, no usable code, a code out of tries).
+import type { PurposeName } from "../shared/messages.ts";
+import type { Sql, TxSql } from "../shared/postgres.ts";
+import { insertAudit } from "./pg_audit.ts";
+import { locked, lockedSql } from "./pg_locks.ts";
+import type { AuditContext, RedeemEffect, RedeemOutcome, RedeemPolicy } from "./ports.ts";
+
+export interface ChallengeRead {
+  locked: number | null;
+  request_id: string | null;
+  code_mac: Uint8Array;
+  issued_at: Date;
+  expires_at: Date;
+  failed_attempts: number;
+  user_id: string | null;
+  verified_at: Date | null;
+}
+
+/** The lock and the challenge; with `lock`, the challenge row stays locked for `sql`'s transaction. */
+export async function readChallenge(
+  sql: Sql | TxSql,
+  phone: string,
+  purpose: PurposeName,
+  who: AuditContext,
+  o: { lock: boolean },
+): Promise<ChallengeRead> {
+  const [c] = await sql<ChallengeRead[]>`
+    select l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
+           c.failed_attempts, c.user_id, c.verified_at
+      from (select (${lockedSql(sql, phone, who)}) as locked) l
+      left join lateral (
+        select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
+               u.id as user_id, u.verified_at
+          from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
+         where c.phone_number = ${phone} and c.purpose = ${purpose}
+           and c.consumed_at is null and c.expires_at > now()
+         ${o.lock ? sql`for update of c` : sql``}) c on true`;
+  return c!;
+}
+
+/**
+ * The refusal `c` decides before any code is checked, audited through `sql`; undefined
+ * when the code is to be checked.
+ */
+export async function refusalOf(
+  sql: Sql | TxSql,
+  c: ChallengeRead,
+  r: { purpose: PurposeName; effect: RedeemEffect; policy: RedeemPolicy; who: AuditContext },
+): Promise<RedeemOutcome | undefined> {
+  const { purpose, effect, who } = r;
+  if (c.locked !== null) {
+    await insertAudit(sql, "code_checked", "locked", who);
+    return locked(c.locked);
+  }
+  // A code for a number with no user (or not the caller's) is no code at all, except
+  // a phone-change code, whose number is by design not the caller's yet. A login code
+  // needs a verified user.
+  const owner = c.user_id;
+  const usable = c.request_id !== null && (effect.kind === "phone_change" ||
+    (owner !== null && (purpose !== "login" || c.verified_at !== null) &&
+      (effect.kind === "session" || owner === effect.userId)));
+  if (!usable) {
+    await insertAudit(sql, "code_checked", "no_challenge", who);
+    return { kind: "no_challenge" };
+  }
+  if (c.failed_attempts >= r.policy.maxAttempts) {
+    await insertAudit(sql, "code_checked", "exhausted", who);
+    return { kind: "exhausted" };
+  }
+  return undefined;
+}
