@@ -28,6 +28,8 @@ import { createUseCases } from "./use_cases.ts";
 export interface AuthDeps {
   config: AuthConfig;
   sql: Sql;
+  /** For the sweeps, the metrics' reads and the admin API (RuntimeOptions.background). */
+  background?: Sql;
   broker: Broker;
   otp: OtpGateway;
   logger: Logger;
@@ -45,6 +47,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   const { config, sql, broker, logger } = d;
   const runtime = await prepareRuntime({
     sql,
+    background: d.background,
     broker,
     logger,
     schema: "auth",
@@ -63,7 +66,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     authSettings(config),
   );
   const admin = adminRoutes(
-    new PgAdminStore(sql, () => runtime.relay.poke()),
+    new PgAdminStore(runtime.background, () => runtime.relay.poke()),
     config.adminApiToken,
     telemetry,
   );
@@ -77,6 +80,10 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   );
   // Keep rows a day past the longest window any limit looks back over.
   const keep = Math.max(config.sending.daySeconds, config.perAddress.windowSeconds) + 86_400;
+  const sweeping = {
+    limits: new LimitsEngine(runtime.background, "auth"),
+    store: new PgAuthStore(runtime.background, () => runtime.relay.poke()),
+  };
   return runtime.serve({
     hostname: d.hostname,
     port: config.port,
@@ -92,8 +99,8 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
     // Checked before the body is read too: an unauthenticated caller gets nothing parsed.
     authorize: { [AdminService.typeName]: (h) => adminAuthorized(h.get("authorization")) },
     sweep: async () => {
-      await limits.sweep();
-      await store.sweep({
+      await sweeping.limits.sweep();
+      await sweeping.store.sweep({
         keepSeconds: keep,
         auditRetentionSeconds: config.retention.auditDays * 86_400,
         unverifiedUserSeconds: config.retention.unverifiedUserDays * 86_400,

@@ -6,7 +6,7 @@ import { processEnv, runMain } from "../shared/config.ts";
 import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import { Metrics } from "../shared/metrics.ts";
-import { createPool } from "../shared/postgres.ts";
+import { servicePools } from "../shared/postgres.ts";
 import { prometheusTelemetry } from "../shared/telemetry.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startAuthService } from "./app.ts";
@@ -21,7 +21,11 @@ await runMain(async () => {
   // (nothing is served yet) instead of killing it with no log line.
   let app: RunningAuth | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
-  const sql = createPool({ url: config.databaseUrl, applicationName: "auth-service", max: 20 });
+  const { sql, background } = servicePools({
+    url: config.databaseUrl,
+    applicationName: "auth-service",
+    max: config.databasePoolMax,
+  });
   const metrics = new Metrics();
   const telemetry = prometheusTelemetry(metrics);
   const broker = await connectAmqp({
@@ -32,5 +36,14 @@ await runMain(async () => {
     isTransient: isDatabaseUnavailable,
   });
   const otp = createOtpGateway(config.otpServiceUrl, config.internalApiToken, logger);
-  app = await startAuthService({ config, sql, broker, otp, logger, metrics, telemetry });
+  app = await startAuthService({
+    config,
+    sql,
+    background,
+    broker,
+    otp,
+    logger,
+    metrics,
+    telemetry,
+  });
 });

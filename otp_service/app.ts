@@ -24,6 +24,8 @@ import type { SmsSender } from "./sms/sender.ts";
 export interface OtpDeps {
   config: OtpConfig;
   sql: Sql;
+  /** For the sweeps and the metrics' reads (RuntimeOptions.background). */
+  background?: Sql;
   broker: Broker;
   sms: SmsSender;
   logger: Logger;
@@ -42,6 +44,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
   const { config, sql, broker, logger } = d;
   const runtime = await prepareRuntime({
     sql,
+    background: d.background,
     broker,
     logger,
     schema: "otp",
@@ -50,7 +53,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     metrics: d.metrics,
   });
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
-  budgetGauges(runtime.metrics, sql, { perHour: config.smsHourlyBudget });
+  budgetGauges(runtime.metrics, runtime.background, { perHour: config.smsHourlyBudget });
   const store = new PgOtpStore(sql, () => runtime.relay.poke());
   // Admissions commit without waiting for the WAL flush, so the rows every SMS shares
   // (the budget, a country, a prefix) are locked for a statement, not for a disk flush.
@@ -89,6 +92,10 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     { prefetch: 16 },
   );
   const authorize = internalTokenCheck(config.internalApiToken);
+  const sweeping = {
+    store: new PgOtpStore(runtime.background),
+    limits: new LimitsEngine(runtime.background, "otp"),
+  };
   return runtime.serve({
     hostname: d.hostname ?? config.bindAddress,
     port: config.port,
@@ -97,8 +104,8 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
     // A caller without the token is refused before its body is read or decoded.
     authorize: { [OtpService.typeName]: authorize },
     sweep: async () => {
-      await store.sweep(config.sending.daySeconds + 86_400);
-      await limits.sweep();
+      await sweeping.store.sweep(config.sending.daySeconds + 86_400);
+      await sweeping.limits.sweep();
     },
     listenFields: { sms: d.sms.name },
   });

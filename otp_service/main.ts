@@ -7,7 +7,7 @@ import { onShutdown } from "../shared/lifecycle.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { Metrics } from "../shared/metrics.ts";
-import { createPool } from "../shared/postgres.ts";
+import { servicePools } from "../shared/postgres.ts";
 import { prometheusTelemetry } from "../shared/telemetry.ts";
 import { isDatabaseUnavailable } from "../shared/postgres_errors.ts";
 import { startOtpService } from "./app.ts";
@@ -43,7 +43,11 @@ await runMain(async () => {
   // (nothing is served yet) instead of killing it with no log line.
   let app: RunningOtp | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
-  const sql = createPool({ url: config.databaseUrl, applicationName: "otp-service", max: 20 });
+  const { sql, background } = servicePools({
+    url: config.databaseUrl,
+    applicationName: "otp-service",
+    max: config.databasePoolMax,
+  });
   const metrics = new Metrics();
   const telemetry = prometheusTelemetry(metrics);
   const broker = await connectAmqp({
@@ -56,6 +60,7 @@ await runMain(async () => {
   app = await startOtpService({
     config,
     sql,
+    background,
     broker,
     sms: await buildSms(config, logger),
     logger,

@@ -106,6 +106,8 @@ export interface CommonConfig {
   internalApiToken: string;
   logLevel: "debug" | "info" | "warn" | "error";
   deliveryLimit: number;
+  /** PostgreSQL connections the service's pool opens at most (see README "Performance"). */
+  databasePoolMax: number;
 }
 
 export const COMMON_ENV = [
@@ -115,6 +117,7 @@ export const COMMON_ENV = [
   "INTERNAL_API_TOKEN",
   "LOG_LEVEL",
   "AMQP_DELIVERY_LIMIT",
+  "DATABASE_POOL_MAX",
 ] as const;
 
 export function readCommon(c: ConfigReader): CommonConfig {
@@ -129,5 +132,6 @@ export function readCommon(c: ConfigReader): CommonConfig {
     internalApiToken: c.secret("INTERNAL_API_TOKEN", 32),
     logLevel: c.oneOf("LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
     deliveryLimit: c.int("AMQP_DELIVERY_LIMIT", 5, 1, 100),
+    databasePoolMax: c.int("DATABASE_POOL_MAX", 4, 1, 100),
   };
 }

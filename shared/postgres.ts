@@ -34,6 +34,20 @@ export interface PoolOptions {
   connectTimeoutSeconds?: number;
 }
 
+/**
+ * A service's pools: `sql` for requests and consumers, at most `max` connections, and
+ * `background` (one connection) for work no request waits on. postgres.js pipelines
+ * statements onto busy connections once all `max` are open: a few connections, each
+ * carrying several statements per round trip, cost PostgreSQL and the service much less
+ * per statement than many carrying one each (README "Performance"), and `background`
+ * keeps a long sweep from being one of the statements a request queues behind.
+ */
+export function servicePools(
+  o: { url: string; applicationName: string; max: number },
+): { sql: Sql; background: Sql } {
+  return { sql: createPool(o), background: createPool({ ...o, max: 1 }) };
+}
+
 export function createPool(o: PoolOptions): Sql {
   guardStrayDriverRejections();
   const u = new URL(o.url);

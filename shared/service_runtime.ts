@@ -16,7 +16,15 @@ import { Metrics, rpcMetrics } from "./metrics.ts";
 import { METRICS } from "./metric_names.ts";
 
 export interface RuntimeOptions {
+  /** The pool requests and consumers use. */
   sql: Sql;
+  /**
+   * A pool of its own for work no request waits on (the sweeps, the metrics' reads, the
+   * admin API); `sql` when not given. The serving pool is small and puts statements
+   * behind one another on its busy connections, so a long one there would hold up the
+   * requests queued after it.
+   */
+  background?: Sql;
   broker: Broker;
   logger: Logger;
   /** The schema the service owns, and where its numbered migrations live. */
@@ -31,6 +39,8 @@ export interface RuntimeOptions {
 export interface Runtime {
   relay: OutboxRelay;
   metrics: Metrics;
+  /** RuntimeOptions.background, or the serving pool. */
+  background: Sql;
   /** Starts the relay, the periodic sweep and the server; resolves once listening. */
   serve(o: ServeParts): RunningService;
 }
@@ -68,14 +78,16 @@ const HTTP_DRAIN_MS = 8_000;
 
 export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const { sql, broker, logger, schema } = o;
+  const background = o.background ?? sql;
   const migrations = expandIncludes(await readMigrations(o.migrationsDir), o.includes);
   await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
   const relay = new OutboxRelay({ sql, schema, broker, logger });
   const metrics = o.metrics ?? new Metrics();
-  outboxGauges(metrics, sql, schema);
+  outboxGauges(metrics, background, schema);
   return {
     relay,
     metrics,
+    background,
     serve(p: ServeParts): RunningService {
       relay.start();
       // Any replica may sweep: the deletes are idempotent.
@@ -119,6 +131,7 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
           await relay.stop();
           await broker.close();
           await sql.end({ timeout: 5 });
+          if (background !== sql) await background.end({ timeout: 5 });
         },
       };
     },

@@ -64,6 +64,12 @@ const cases: [string, "auth" | "otp", Record<string, string>, string][] = [
     OTP_HMAC_KEY: KEY,
     INTERNAL_API_TOKEN: KEY,
   }, "SMS_PROVIDER"],
+  ["otp with a DATABASE_POOL_MAX of 0", "otp", {
+    OTP_HMAC_KEY: KEY,
+    INTERNAL_API_TOKEN: KEY,
+    SMS_PROVIDER: "console",
+    DATABASE_POOL_MAX: "0",
+  }, "DATABASE_POOL_MAX"],
   ["otp with an OTP validity over ten minutes", "otp", {
     OTP_HMAC_KEY: KEY,
     INTERNAL_API_TOKEN: KEY,
