@@ -85,3 +85,22 @@ Deno.test("messages cut from one slab keep their own bytes while later ones are 
     if (withTail) assert.deepEqual([...m.subarray(1 + length)], [...tail]);
   }
 });
+
+Deno.test("a string with characters outside ASCII is written as its UTF-8, short or long", () => {
+  const dec = new TextDecoder();
+  const enc = new TextEncoder();
+  for (const n of [0, 1, 5, 63, 126, 127, 128, 129, 300]) {
+    for (const odd of ["é", "€", "😀", "\u0080"]) {
+      // The odd character first, in the middle and last: the fast copy has written the
+      // ASCII before it when it finds it.
+      for (const at of [0, Math.floor(n / 2), n]) {
+        const text = "a".repeat(at) + odd + "b".repeat(n - at);
+        const m = b().Q().str(text + b.N).end();
+        const bytes = enc.encode(text).byteLength;
+        assert.equal(new DataView(m.buffer, m.byteOffset).getUint32(1), 4 + bytes + 1);
+        assert.equal(dec.decode(m.subarray(5, 5 + bytes)), text);
+        assert.equal(m[5 + bytes], 0);
+      }
+    }
+  }
+});
