@@ -193,11 +193,17 @@ export function withSpan<T>(
   const parent = options.parent ?? context.active();
   return tracer.startActiveSpan(
     name,
-    { kind: options.kind ?? SpanKind.INTERNAL, attributes: safeAttributes(attributes) },
+    { kind: options.kind ?? SpanKind.INTERNAL },
     parent,
     async (span: Span) => {
+      // The guard costs a few microseconds a span (its patterns run over every value):
+      // only a span that records anything is given attributes. (Set after the start,
+      // they are not among what a sampler sees.)
+      if (span.isRecording()) span.setAttributes(safeAttributes(attributes));
       const guarded: GuardedSpan = {
-        setAttributes: (a) => span.setAttributes(safeAttributes(a)),
+        setAttributes: (a) => {
+          if (span.isRecording()) span.setAttributes(safeAttributes(a));
+        },
         traceId: span.spanContext().traceId,
       };
       try {
