@@ -5,7 +5,13 @@ import type { PurposeName } from "../shared/messages.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { locked, lockedSql } from "./pg_locks.ts";
-import type { AuditContext, RedeemEffect, RedeemOutcome, RedeemPolicy } from "./ports.ts";
+import type {
+  AuditContext,
+  Challenge,
+  RedeemEffect,
+  RedeemOutcome,
+  RedeemPolicy,
+} from "./ports.ts";
 
 export interface ChallengeRead {
   locked: number | null;
@@ -38,6 +44,18 @@ export async function readChallenge(
            and c.consumed_at is null and c.expires_at > now()
          ${o.lock ? sql`for update of c` : sql``}) c on true`;
   return c!;
+}
+
+/** The challenge `c` read, as the code matcher checks it; only for a usable one (refusalOf). */
+export function challengeOf(c: ChallengeRead, phone: string, purpose: PurposeName): Challenge {
+  return {
+    requestId: c.request_id!,
+    phoneNumber: phone,
+    purpose,
+    codeMac: c.code_mac,
+    issuedAt: c.issued_at,
+    expiresAt: c.expires_at,
+  };
 }
 
 /**

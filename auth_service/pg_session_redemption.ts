@@ -15,7 +15,7 @@ import type { Sql } from "../shared/postgres.ts";
 import { sessionCreated, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { EVERY_ADDRESS, lockedSql } from "./pg_locks.ts";
-import { readChallenge, refusalOf } from "./pg_challenge_read.ts";
+import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import type { AuditContext, Challenge, NewSession, RedeemOutcome, RedeemPolicy } from "./ports.ts";
 
 const SCHEMA = "auth";
@@ -38,14 +38,7 @@ export async function redeemForSession(
   const effect = { kind: "session", session } as const;
   const refused = await refusalOf(sql, c, { purpose, effect, policy: r.policy, who });
   if (refused) return refused;
-  const right = r.matches({
-    requestId: c.request_id!,
-    phoneNumber: phone,
-    purpose,
-    codeMac: c.code_mac,
-    issuedAt: c.issued_at,
-    expiresAt: c.expires_at,
-  });
+  const right = r.matches(challengeOf(c, phone, purpose));
   if (!right) return undefined;
 
   const userId = c.user_id!;

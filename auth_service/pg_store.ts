@@ -13,7 +13,7 @@ import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
-import { readChallenge, refusalOf } from "./pg_challenge_read.ts";
+import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
 import {
   authenticate,
@@ -198,14 +198,7 @@ export class PgAuthStore implements AuthStore {
       const refused = await refusalOf(tx, c, { purpose, effect, policy, who });
       if (refused) return refused;
       const owner = c.user_id;
-      const ok = matches({
-        requestId: c.request_id!,
-        phoneNumber: phone,
-        purpose,
-        codeMac: c.code_mac,
-        issuedAt: c.issued_at,
-        expiresAt: c.expires_at,
-      });
+      const ok = matches(challengeOf(c, phone, purpose));
       if (!ok) return await this.wrongCode(tx, phone, purpose, policy, c.failed_attempts, who);
       if (effect.kind === "phone_change" && c.verified_at !== null && owner !== effect.userId) {
         await insertAudit(tx, "code_checked", "taken", who);
