@@ -7,12 +7,16 @@ import type { AuditContext } from "./ports.ts";
 /** The wrong-code row that counts failures from every address for a number. */
 export const EVERY_ADDRESS = "*";
 
+/** The condition on a wrong_code_locks row that binds this caller: its address's or everyone's. */
+export function callerLockKeys(sql: Sql | TxSql, who: AuditContext) {
+  return sql`client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`;
+}
+
 /** Seconds left on a lock of the number for this caller or for everyone; null if none. */
 export function lockedSql(sql: Sql | TxSql, phone: string, who: AuditContext) {
   return sql`select ceil(extract(epoch from max(locked_until) - now()))::int
       from auth.wrong_code_locks
-     where phone_number = ${phone} and locked_until > now()
-       and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`;
+     where phone_number = ${phone} and locked_until > now() and ${callerLockKeys(sql, who)}`;
 }
 
 export const locked = (seconds: number) => ({

@@ -9,12 +9,11 @@
 // undefined: the caller's transactional path then decides and audits it under the row
 // lock, where wrong tries are counted.
 import { outboxInsert } from "../shared/outbox.ts";
-import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { sessionCreated, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
-import { EVERY_ADDRESS, lockedSql } from "./pg_locks.ts";
+import { callerLockKeys, lockedSql } from "./pg_locks.ts";
 import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import type { AuditContext, Challenge, NewSession, RedeemOutcome, RedeemPolicy } from "./ports.ts";
 
@@ -58,7 +57,7 @@ export async function redeemForSession(
     cleared as (
       delete from auth.wrong_code_locks
        where phone_number = ${phone}
-         and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})
+         and ${callerLockKeys(sql, who)}
          and exists (select from consumed)),
     checked as (${insertAudit(sql, "code_checked", "ok", who)}
                  where exists (select from consumed) returning id),

@@ -12,7 +12,7 @@ import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
-import { EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
+import { callerLockKeys, EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
 import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
 import {
@@ -211,7 +211,7 @@ export class PgAuthStore implements AuthStore {
             where phone_number = ${phone} and purpose = ${purpose}`,
         tx`delete from auth.wrong_code_locks
             where phone_number = ${phone}
-              and client_key in (${addressKey(who.clientAddress)}, ${EVERY_ADDRESS})`,
+              and ${callerLockKeys(tx, who)}`,
         insertAudit(tx, "code_checked", "ok", who),
       ];
       switch (effect.kind) {
