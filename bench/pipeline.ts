@@ -112,14 +112,14 @@ async function fire(
     });
     if (r.code !== "ok") failures.push(`${r.code} ${JSON.stringify(r.json)}`);
   });
+  // The count scans a growing table: asked rarely, so the loader's own queries take little
+  // from the services' database; the end of the run is read from the stored times below.
   let stored = before;
   while (stored < before + phones.length && Date.now() < deadline && failures.length === 0) {
-    await delay(20);
+    await delay(250);
     stored = await storedCount(stack);
   }
-  const finished = Date.now();
   await load;
-  const wall = (finished - started) / 1000;
   const perNumber = (t: number) => (t * 1000) / HZ / phones.length;
   const after = await sample();
   const cpuMs = {
@@ -134,7 +134,10 @@ async function fire(
   if (stored < before + phones.length) {
     throw new Error(`only ${stored - before} of ${phones.length} challenges stored in time`);
   }
-  const latencies = (await storedAt(stack, phones)).map((r) => r.at - sentAt.get(r.phone_number)!)
+  const storedTimes = await storedAt(stack, phones);
+  // From the first signup sent to the last challenge stored.
+  const wall = (Math.max(...storedTimes.map((r) => r.at)) - started) / 1000;
+  const latencies = storedTimes.map((r) => r.at - sentAt.get(r.phone_number)!)
     .sort((a, b) => a - b);
   return {
     perSecond: phones.length / wall,
