@@ -25,12 +25,14 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  ChargeRefused,
   CodeAdmitted,
   DeletionOriginName,
   Locked,
   LoginTarget,
   LoginTargetOptions,
   RedeemEffect,
+  RedeemOptions,
   RedeemOutcome,
   RedeemPolicy,
   RefreshOutcome,
@@ -209,15 +211,21 @@ export class MemoryAuthStore implements AuthStore {
     return this.serially((now) => this.refusal(now, event, outcome, who, windowSeconds));
   }
 
-  redeem(
+  async redeem(
     phone: string,
     purpose: PurposeName,
     policy: RedeemPolicy,
     matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
-  ): Promise<RedeemOutcome> {
-    return this.serially((now): RedeemOutcome => {
+    o: RedeemOptions = {},
+  ): Promise<RedeemOutcome | ChargeRefused> {
+    if (o.charge?.length) {
+      if (!this.limits) throw new Error("a charged redemption needs the store's limits");
+      const a = await this.limits.admit(o.charge);
+      if (!a.admitted) return { kind: "refused", refusal: a };
+    }
+    return await this.serially((now): RedeemOutcome => {
       const locked = this.lockedFor(now, phone, who);
       if (locked) {
         this.record(now, "code_checked", "locked", who);

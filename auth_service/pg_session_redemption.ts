@@ -1,6 +1,7 @@
 // The common redemption, a right code that opens a session, in two autocommit statements
 // instead of a transaction's four round trips (begin, the locked read, the writes,
-// commit). The challenge is read without a lock; a refusal that read alone decides (a
+// commit). The challenge is read without a lock, in the same statement as the caller's
+// charge when there is one (refused, nothing is read); a refusal that read decides (a
 // lock, no usable code, a code out of tries) is answered and audited from it, as the
 // locked read would; otherwise the write consumes the challenge only if it is still the
 // very challenge read (same request, not consumed, not expired, no try spent since, no
@@ -14,8 +15,21 @@ import type { Sql } from "../shared/postgres.ts";
 import { sessionCreated, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { callerLockKeys, lockedSql } from "./pg_locks.ts";
-import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
-import type { AuditContext, Challenge, NewSession, RedeemOutcome, RedeemPolicy } from "./ports.ts";
+import {
+  challengeOf,
+  readChallenge,
+  readChargedChallenge,
+  refusalOf,
+} from "./pg_challenge_read.ts";
+import type { Rule } from "../shared/limits/rules.ts";
+import type {
+  AuditContext,
+  Challenge,
+  ChargeRefused,
+  NewSession,
+  RedeemOutcome,
+  RedeemPolicy,
+} from "./ports.ts";
 
 const SCHEMA = "auth";
 
@@ -26,14 +40,23 @@ export interface SessionRedemption {
   matches: (c: Challenge) => boolean;
   session: NewSession;
   who: AuditContext;
+  /** Charged in the first read's statement; refused, nothing else happens. */
+  charge?: readonly Rule[];
 }
 
 export async function redeemForSession(
   sql: Sql,
   r: SessionRedemption,
-): Promise<RedeemOutcome | undefined> {
+): Promise<RedeemOutcome | ChargeRefused | undefined> {
   const { phone, purpose, who, session } = r;
-  const c = await readChallenge(sql, phone, purpose, who, { lock: false });
+  let c;
+  if (r.charge?.length) {
+    const charged = await readChargedChallenge(sql, phone, purpose, who, r.charge);
+    if (charged.refusal) return { kind: "refused", refusal: charged.refusal };
+    c = charged.read;
+  } else {
+    c = await readChallenge(sql, phone, purpose, who, { lock: false });
+  }
   const effect = { kind: "session", session } as const;
   const refused = await refusalOf(sql, c, { purpose, effect, policy: r.policy, who });
   if (refused) return refused;

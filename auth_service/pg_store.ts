@@ -29,12 +29,14 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  ChargeRefused,
   CodeAdmitted,
   DeletionOriginName,
   Locked,
   LoginTarget,
   LoginTargetOptions,
   RedeemEffect,
+  RedeemOptions,
   RedeemOutcome,
   RedeemPolicy,
   RefreshOutcome,
@@ -178,7 +180,9 @@ export class PgAuthStore implements AuthStore {
     matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
-  ): Promise<RedeemOutcome> {
+    o: RedeemOptions = {},
+  ): Promise<RedeemOutcome | ChargeRefused> {
+    const charge = o.charge ?? [];
     if (effect.kind === "session") {
       const decided = await redeemForSession(this.sql, {
         phone,
@@ -187,11 +191,19 @@ export class PgAuthStore implements AuthStore {
         matches,
         session: effect.session,
         who,
+        charge,
       });
       if (decided) {
         if (decided.kind === "ok") this.onEnqueued();
         return decided;
       }
+    } else if (charge.length > 0) {
+      // Phone changes and deletions are rare: their charge is a statement of its own.
+      const [r] = await this.sql<AdmitRow[]>`
+        select admitted, rule, retry_after, at
+          from ${admitCall(this.sql, SCHEMA, charge)} a, ${this.sql.unsafe(ASYNC_COMMIT)} s`;
+      const admission = admissionOf(charge, r!);
+      if (!admission.admitted) return { kind: "refused", refusal: admission };
     }
     const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {
       const c = await readChallenge(tx, phone, purpose, who, { lock: true });

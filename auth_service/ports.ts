@@ -149,6 +149,11 @@ export interface LoginTargetOptions {
   charge?: readonly Rule[];
 }
 
+export interface RedeemOptions {
+  /** Rules charged first, in the same step; refused, nothing is looked up or recorded. */
+  charge?: readonly Rule[];
+}
+
 export interface RedeemPolicy {
   maxAttempts: number;
   /** Consecutive wrong codes from one address (counted per /64) that lock that pair. */
@@ -241,7 +246,9 @@ export interface AuthStore {
    * Checks a code against the number's live challenge under a row lock: at most one
    * concurrent caller can consume it. A login code needs a verified user. On success
    * applies `effect` in the same transaction, with its events. Wrong codes count per
-   * number and caller address (and for the number from every address).
+   * number and caller address (and for the number from every address). With `charge`,
+   * those rules are charged first, in the same step (on PostgreSQL the charge and the
+   * first read are one statement), and a refusal looks nothing up and records nothing.
    */
   redeem(
     phone: string,
@@ -250,7 +257,8 @@ export interface AuthStore {
     matches: (challenge: Challenge) => boolean,
     effect: RedeemEffect,
     audit: AuditContext,
-  ): Promise<RedeemOutcome>;
+    options?: RedeemOptions,
+  ): Promise<RedeemOutcome | ChargeRefused>;
   /** Stores an issued challenge unless this message was handled or a newer one exists. */
   saveChallenge(messageId: string, challenge: Challenge): Promise<ChallengeOutcome>;
   /**

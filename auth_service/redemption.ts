@@ -9,7 +9,6 @@ import {
   resourceExhausted,
   unauthenticated,
 } from "../shared/errors.ts";
-import type { Limits } from "../shared/limits/engine.ts";
 import type { Logger } from "../shared/log.ts";
 import { maskPhone } from "../shared/log.ts";
 import type { PurposeName } from "../shared/messages.ts";
@@ -25,7 +24,7 @@ import type {
   RedeemOutcome,
   TokenIssuer,
 } from "./ports.ts";
-import { addressCheckRule, auditContext, charge, lockedError } from "./rules.ts";
+import { addressCheckRule, auditContext, lockedError, refuse } from "./rules.ts";
 
 // The same text for a wrong and an expired code, so neither can be told from the other.
 const WRONG_CODE = "invalid or expired code";
@@ -35,7 +34,6 @@ export class Redemption {
 
   constructor(
     private readonly store: AuthStore,
-    private readonly limits: Limits,
     private readonly hmac: HmacKey,
     private readonly settings: AuthSettings,
     private readonly tokens: TokenIssuer,
@@ -101,16 +99,10 @@ export class Redemption {
       throw invalidArgument(`otp must be ${this.settings.codeLength} digits`, "CODE_MALFORMED");
     }
     const who = auditContext(phone, ctx);
-    // Charged before the challenge is looked up, in its own short statement: no lock
-    // on the address's counter outlives it, so one address's calls never queue.
-    await charge(
-      this.limits,
-      this.store,
-      [addressCheckRule(this.settings, ctx)],
-      "code_checked",
-      who,
-      { onRefused: () => this.telemetry.codeChecked(purpose, "address_limited") },
-    );
+    // Charged before the challenge is looked up, in the statement of the store's first
+    // read, which holds no lock past itself (the challenge is read without one), so no
+    // lock on the address's counter outlives it and one address's calls never queue.
+    const charge = [addressCheckRule(this.settings, ctx)];
     const outcome = await this.store.redeem(
       phone,
       purpose,
@@ -133,7 +125,13 @@ export class Redemption {
       },
       effect,
       who,
+      { charge },
     );
+    if (outcome.kind === "refused") {
+      return await refuse(this.store, charge, outcome.refusal, "code_checked", who, {
+        onRefused: () => this.telemetry.codeChecked(purpose, "address_limited"),
+      });
+    }
     this.count(phone, purpose, effect, outcome);
     const fields = { phone: maskPhone(phone), purpose, request_id: ctx.requestId };
     switch (outcome.kind) {

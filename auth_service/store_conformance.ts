@@ -180,6 +180,61 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     });
   },
 
+  async "a charged redemption counts under the limits; once refused it reads, tries and records nothing"(
+    s,
+  ) {
+    await withChallenge(s);
+    const charge = [r("check", 1, 600)];
+    const tried = await s.store.redeem(PHONE, "signup", POLICY, wrong, session(1), who, {
+      charge,
+    });
+    assert.deepEqual(tried, { kind: "wrong", remaining: 2, locked: false });
+    const trail = await s.auditTrail();
+    let asked = false;
+    const asking = (c: Challenge) => {
+      asked = true;
+      return right(c);
+    };
+    const refused = await s.store.redeem(PHONE, "signup", POLICY, asking, session(1), who, {
+      charge,
+    });
+    assert.equal(refused.kind, "refused");
+    if (refused.kind !== "refused") return;
+    assert.equal(refused.refusal.reason, "address");
+    assert.ok(
+      refused.refusal.retryAfterSeconds >= 599 && refused.refusal.retryAfterSeconds <= 611,
+      `${refused.refusal.retryAfterSeconds}`,
+    );
+    assert.equal(asked, false, "no code is checked");
+    assert.deepEqual(await s.auditTrail(), trail, "a refused redemption records nothing");
+    assert.equal(await userOf(s, 1), null, "no session opened");
+    // Refused on the other path too (an effect that is not a session).
+    const moving = await s.store.redeem(
+      PHONE,
+      "signup",
+      POLICY,
+      asking,
+      { kind: "phone_change", userId: "00000000-0000-4000-8000-000000000000" },
+      who,
+      { charge },
+    );
+    assert.equal(moving.kind, "refused");
+    assert.equal(asked, false);
+    // The same counter the limits keep for everyone else; the code is still live, with
+    // the one try the refused calls did not spend.
+    assert.equal(await admitted(s, charge), false);
+    const fresh = [r("check-again", 1, 600)];
+    assert.deepEqual(
+      await s.store.redeem(PHONE, "signup", POLICY, wrong, session(1), who, { charge: fresh }),
+      { kind: "wrong", remaining: 1, locked: false },
+    );
+    const ok = await s.store.redeem(PHONE, "signup", POLICY, right, session(1), who, {
+      charge: [r("check-third", 1, 600)],
+    });
+    assert.equal(ok.kind, "ok");
+    assert.equal((await userOf(s, 1))?.phoneNumber, PHONE);
+  },
+
   async "a limit admits its count per window, then refuses until the window passes"(s) {
     const rules = [r("k", 2, 120)];
     assert.ok(await admitted(s, rules));

@@ -33,7 +33,7 @@ export interface AuthPorts {
 
 export function createUseCases(p: AuthPorts, settings: AuthSettings): AuthUseCases {
   const t = p.telemetry ?? NO_TELEMETRY;
-  const redemption = new Redemption(p.store, p.limits, p.hmac, settings, p.tokens, p.log, t);
+  const redemption = new Redemption(p.store, p.hmac, settings, p.tokens, p.log, t);
   const sessions = new Sessions(p.store, settings, p.tokens, t);
   return {
     codes: new CodeRequests(p.store, p.limits, p.otp, settings, p.log, t),
