@@ -86,33 +86,32 @@ export class OtpIssuer {
       await this.store.audit("code_refused", refusal, req);
       return { kind: "destination", reason: refusal };
     }
-    let state = await this.store.find(req.requestId);
-    let refund: (() => Promise<void>) | undefined;
-    if (!state) {
-      const admitted = await this.limits.admit(
-        sendRules(
-          {
-            phone: phone.e164,
-            purpose: req.purpose,
-            clientAddress: req.clientAddress,
-            country: phone.country!,
-          },
-          this.settings.sending,
-          1,
-        ),
-        { eventId: `send:${req.requestId}` },
-      );
-      if (!admitted.admitted) {
-        log.warn("send limit reached; no code sent", { reason: admitted.reason });
-        await this.store.audit("code_refused", admitted.reason, req);
-        return { kind: "limited", ...refusal_(admitted) };
-      }
-      const opened = await this.store.open(req, this.settings.ttlSeconds);
-      // A concurrent delivery that recorded the request first holds its one admission
-      // (the event id made this one a replay of it): nothing here is given back.
-      if (opened.created) refund = () => this.limits.refund(admitted.reservation);
-      state = opened.state;
+    // No read first: the admission is keyed by the request (a redelivery's replays the
+    // first one's answer and counts nothing, for the two days admissions are kept), and
+    // open() records the request or returns it as an earlier delivery left it.
+    const admitted = await this.limits.admit(
+      sendRules(
+        {
+          phone: phone.e164,
+          purpose: req.purpose,
+          clientAddress: req.clientAddress,
+          country: phone.country!,
+        },
+        this.settings.sending,
+        1,
+      ),
+      { eventId: `send:${req.requestId}` },
+    );
+    if (!admitted.admitted) {
+      log.warn("send limit reached; no code sent", { reason: admitted.reason });
+      await this.store.audit("code_refused", admitted.reason, req);
+      return { kind: "limited", ...refusal_(admitted) };
     }
+    const opened = await this.store.open(req, this.settings.ttlSeconds);
+    // A delivery that recorded the request first holds its one admission (the event id
+    // made this one a replay of it): nothing here is given back.
+    const refund = opened.created ? () => this.limits.refund(admitted.reservation) : undefined;
+    const state = opened.state;
     switch (state.status) {
       case "sent":
       case "unconfirmed":

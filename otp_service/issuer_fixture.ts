@@ -42,9 +42,6 @@ export class MemoryOtpStore implements OtpStore {
   /** Requests finished as sent, in order. */
   readonly issued: string[] = [];
 
-  find(id: string) {
-    return Promise.resolve(this.requests.get(id) ?? null);
-  }
   open(r: CodeRequest, ttlSeconds: number) {
     const known = this.requests.get(r.requestId);
     if (known) return Promise.resolve({ created: false, state: known });

@@ -22,13 +22,6 @@ const state = (r: Row): RequestState => ({
 export class PgOtpStore implements OtpStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
-  async find(requestId: string): Promise<RequestState | null> {
-    const [row] = await this.sql<Row[]>`
-      select status, attempts, challenge_id, issued_at, expires_at
-        from otp.requests where request_id = ${requestId}`;
-    return row ? state(row) : null;
-  }
-
   async open(r: CodeRequest, ttlSeconds: number) {
     // One statement: open a challenge unless a live one (other than the requester's
     // spent one) exists, and record the request against whichever is live. Its rows are

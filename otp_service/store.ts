@@ -37,8 +37,6 @@ export interface FinishDetail {
 }
 
 export interface OtpStore {
-  /** The request as recorded, or null when it is new. */
-  find(requestId: string): Promise<RequestState | null>;
   /**
    * Records a new request against the live challenge for its number and purpose, opening
    * one (valid `ttlSeconds`) when there is none. `created` is false when a concurrent
