@@ -69,17 +69,24 @@ export class CodeRequests {
   private async doSignup(phoneInput: string, ctx: CallContext): Promise<void> {
     const phone = this.admissible(phoneInput);
     const who = auditContext(phone.e164, ctx);
-    await chargeCodeRequest(this.sending, [addressSendRule(this.settings, ctx)], phone, who);
-    const sending = await chargeCodeRequest(
-      this.sending,
-      sendRules(this.settings, phone, "signup", ctx),
-      phone,
-      who,
+    const address = addressSendRule(this.settings, ctx);
+    const send = sendRules(this.settings, phone, "signup", ctx);
+    // The address and the number's limits in one admission. A refusal counts nothing:
+    // the address then pays for the call on its own, as every call does, unless it was
+    // the address that was full; so the address is charged before any lookup, as always.
+    const both = await this.limits.admit([...send, address]);
+    if (!both.admitted) {
+      if (both.reason === address.reason) {
+        return await refuseCodeRequest(this.sending, [address], both, phone, who);
+      }
+      await chargeCodeRequest(this.sending, [address], phone, who);
       // A verified number is told so, whatever its sending limits say.
-      async () => {
+      return await refuseCodeRequest(this.sending, send, both, phone, who, async () => {
         if (await this.store.isVerified(phone.e164)) throw alreadyRegistered();
-      },
-    );
+      });
+    }
+    // What a signup that sends nothing gives back: the number's allowance, not the address's.
+    const sending = { reservation: { rules: send, at: both.reservation.at } };
     const requestId = crypto.randomUUID();
     const request = encodeOtpRequested(create(OtpRequestedSchema, {
       requestId,

@@ -75,6 +75,26 @@ Deno.test("per-address send caps hold across numbers", async () => {
   });
 });
 
+Deno.test("a signup the number's limits refuse still costs its address the call", async () => {
+  const { client } = await setup({
+    settings: { perAddress: { ...SETTINGS.perAddress, sendLimit: 2 } },
+  });
+  const from = { headers: { "x-test-address": "192.0.2.9" } };
+  await client.signupWithPhoneNumber({ phoneNumber: PHONE }, from);
+  const cooldown = await refused(
+    client.signupWithPhoneNumber({ phoneNumber: PHONE }, from),
+    Code.ResourceExhausted,
+    "RATE_LIMITED",
+  );
+  assert.match(cooldown.rawMessage, /moments ago/);
+  const full = await refused(
+    client.signupWithPhoneNumber({ phoneNumber: OTHER }, from),
+    Code.ResourceExhausted,
+    "RATE_LIMITED",
+  );
+  assert.match(full.rawMessage, /from this address/);
+});
+
 Deno.test("validate login asks otp-service for a login code only for a verified user", async () => {
   const { client, asked, verifiedUser } = await setup();
   assert.equal((await client.validatePhoneNumberLogin({ phoneNumber: PHONE })).isValid, false);

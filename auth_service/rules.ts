@@ -173,15 +173,17 @@ export function chargeCodeRequest(
   });
 }
 
-/** Reports a code request whose charge the store refused, as chargeCodeRequest does. */
+/** Reports a refused charge of a code request as chargeCodeRequest does, `beforeRefusal` too. */
 export function refuseCodeRequest(
   d: Pick<CodeSending, "store" | "telemetry">,
   rules: readonly Rule[],
   refusal: Refusal,
   phone: Phone,
   who: AuditContext,
+  beforeRefusal?: () => Promise<void>,
 ): Promise<never> {
   return refuse(d.store, rules, refusal, CODE_REQUESTED, who, {
+    beforeRefusal,
     onRefused: countRefusal(d, phone),
   });
 }
