@@ -12,6 +12,7 @@ import type {
   AuditContext,
   AuthStore,
   Challenge,
+  ChargeRefused,
   RedeemEffect,
   RedeemPolicy,
   SessionPolicy,
@@ -131,6 +132,17 @@ async function verifiedUser(s: StoreUnderTest, phone = PHONE, token = 1) {
 const admitted = async (s: StoreUnderTest, rules: ReturnType<typeof r>[]) =>
   (await s.limits.admit(rules)).admitted;
 
+/** A refusal of the suite's 600-second address charge, with about its window to wait. */
+function assertAddressRefused(o: { kind: string }): asserts o is ChargeRefused {
+  assert.equal(o.kind, "refused");
+  const { refusal } = o as ChargeRefused;
+  assert.equal(refusal.reason, "address");
+  assert.ok(
+    refusal.retryAfterSeconds >= 599 && refusal.retryAfterSeconds <= 611,
+    `${refusal.retryAfterSeconds}`,
+  );
+}
+
 const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
   async "signup keeps one unverified user and enqueues each request"(s) {
     const a = request(), b = request();
@@ -162,14 +174,7 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     const trail = await s.auditTrail();
     assert.equal(trail.at(-1), "code_requested:not_verified");
     for (const [phone, w] of [[OTHER, other], [PHONE, who]] as const) {
-      const refused = await s.store.loginTarget(phone, 3, w, { charge });
-      assert.equal(refused.kind, "refused");
-      if (refused.kind !== "refused") return;
-      assert.equal(refused.refusal.reason, "address");
-      assert.ok(
-        refused.refusal.retryAfterSeconds >= 599 && refused.refusal.retryAfterSeconds <= 611,
-        `${refused.refusal.retryAfterSeconds}`,
-      );
+      assertAddressRefused(await s.store.loginTarget(phone, 3, w, { charge }));
     }
     assert.deepEqual(await s.auditTrail(), trail, "a refused lookup records nothing");
     // The same counter the limits keep for everyone else.
@@ -195,15 +200,8 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
       asked = true;
       return right(c);
     };
-    const refused = await s.store.redeem(PHONE, "signup", POLICY, asking, session(1), who, {
-      charge,
-    });
-    assert.equal(refused.kind, "refused");
-    if (refused.kind !== "refused") return;
-    assert.equal(refused.refusal.reason, "address");
-    assert.ok(
-      refused.refusal.retryAfterSeconds >= 599 && refused.refusal.retryAfterSeconds <= 611,
-      `${refused.refusal.retryAfterSeconds}`,
+    assertAddressRefused(
+      await s.store.redeem(PHONE, "signup", POLICY, asking, session(1), who, { charge }),
     );
     assert.equal(asked, false, "no code is checked");
     assert.deepEqual(await s.auditTrail(), trail, "a refused redemption records nothing");
