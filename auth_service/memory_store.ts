@@ -9,6 +9,7 @@ import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import type { Limits } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 import { memoryAdminStore } from "./memory_admin_store.ts";
 import {
   phoneChanged,
@@ -166,11 +167,8 @@ export class MemoryAuthStore implements AuthStore {
     who: AuditContext,
     o: LoginTargetOptions = {},
   ): Promise<LoginTarget> {
-    if (o.charge?.length) {
-      if (!this.limits) throw new Error("a charged lookup needs the store's limits");
-      const a = await this.limits.admit(o.charge);
-      if (!a.admitted) return { kind: "refused", refusal: a };
-    }
+    const refused = await this.charged(o.charge);
+    if (refused) return refused;
     return await this.serially((now): LoginTarget => {
       if (!this.users.get(phone)?.verifiedAt) {
         this.record(now, "code_requested", "not_verified", who);
@@ -178,6 +176,14 @@ export class MemoryAuthStore implements AuthStore {
       }
       return this.lockedFor(now, phone, who) ?? this.admitted(phone, "login", maxAttempts);
     });
+  }
+
+  /** A step's charge (loginTarget's, redeem's), made first; its refusal if refused. */
+  private async charged(rules: readonly Rule[] = []): Promise<ChargeRefused | undefined> {
+    if (rules.length === 0) return undefined;
+    if (!this.limits) throw new Error("a charged step needs the store's limits");
+    const a = await this.limits.admit(rules);
+    return a.admitted ? undefined : { kind: "refused", refusal: a };
   }
 
   admitPhoneChangeCode(
@@ -220,11 +226,8 @@ export class MemoryAuthStore implements AuthStore {
     who: AuditContext,
     o: RedeemOptions = {},
   ): Promise<RedeemOutcome | ChargeRefused> {
-    if (o.charge?.length) {
-      if (!this.limits) throw new Error("a charged redemption needs the store's limits");
-      const a = await this.limits.admit(o.charge);
-      if (!a.admitted) return { kind: "refused", refusal: a };
-    }
+    const refused = await this.charged(o.charge);
+    if (refused) return refused;
     return await this.serially((now): RedeemOutcome => {
       const locked = this.lockedFor(now, phone, who);
       if (locked) {

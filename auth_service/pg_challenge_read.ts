@@ -60,8 +60,8 @@ export async function readChargedChallenge(
 ): Promise<{ refusal: Refusal } | { refusal?: undefined; read: ChallengeRead }> {
   const [r] = await sql<(ChallengeRead & AdmitRow)[]>`
     with a as (select admitted, rule, retry_after, at from ${admitCall(sql, "auth", charge)} a)
-    select a.admitted, a.rule, a.retry_after, a.at, l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
-           c.failed_attempts, c.user_id, c.verified_at
+    select a.admitted, a.rule, a.retry_after, a.at, l.locked, c.request_id, c.code_mac,
+           c.issued_at, c.expires_at, c.failed_attempts, c.user_id, c.verified_at
       from a cross join ${sql.unsafe(ASYNC_COMMIT)} as async_commit
       left join lateral (select (${lockedSql(sql, phone, who)}) as locked
                           where a.admitted) l on true

@@ -6,7 +6,7 @@ import { enqueue, outboxInsert } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import { admissionOf, admitCall } from "../shared/limits/engine.ts";
+import { admissionOf, admitCall, LimitsEngine } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
@@ -50,7 +50,12 @@ import type {
 const SCHEMA = "auth";
 
 export class PgAuthStore implements AuthStore {
-  constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
+  /** For a charge that is a statement of its own, committed as every admission is. */
+  private readonly limits: LimitsEngine;
+
+  constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
+    this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
+  }
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
     // One statement, so one round trip and one commit. A number locked for this caller
@@ -199,10 +204,7 @@ export class PgAuthStore implements AuthStore {
       }
     } else if (charge.length > 0) {
       // Phone changes and deletions are rare: their charge is a statement of its own.
-      const [r] = await this.sql<AdmitRow[]>`
-        select admitted, rule, retry_after, at
-          from ${admitCall(this.sql, SCHEMA, charge)} a, ${this.sql.unsafe(ASYNC_COMMIT)} s`;
-      const admission = admissionOf(charge, r!);
+      const admission = await this.limits.admit(charge);
       if (!admission.admitted) return { kind: "refused", refusal: admission };
     }
     const outcome = await this.sql.begin(async (tx): Promise<RedeemOutcome> => {

@@ -93,7 +93,7 @@ export interface RefusalOptions {
  * Charges `rules`; a refusal is audited (aggregated per key) and thrown. What the
  * client sees depends only on the rule that tripped, never on who the number belongs to.
  */
-export async function charge(
+async function charge(
   limits: Limits,
   store: AuthStore,
   rules: readonly Rule[],
