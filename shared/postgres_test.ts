@@ -48,3 +48,36 @@ Deno.test("with sslmode=verify-full no connection is made to a server that canno
     }
   }
 });
+
+Deno.test("a transaction whose connection is terminated fails, and the pool's next one runs", async () => {
+  const app = `tx-drop-${crypto.randomUUID().slice(0, 8)}`;
+  const sql = createPool({ url: DATABASE_URL, applicationName: app, max: 1 });
+  const admin = createPool({ url: DATABASE_URL, applicationName: "test", max: 1 });
+  try {
+    const resume = Promise.withResolvers<void>();
+    const first = sql.begin(async (tx) => {
+      await tx`select 1`;
+      await resume.promise;
+      // Runs after the connection is gone, as the rest of a transaction's callback does.
+      await tx`select 2`;
+    });
+    await admin`select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = ${app}`;
+    await assert.rejects(first);
+    resume.resolve();
+    const next = sql.begin(async (tx) => await tx<{ n: number }[]>`select 3 as n`);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("the pool's next transaction never ran")), 5_000);
+    });
+    try {
+      const [row] = await Promise.race([next, stuck]);
+      assert.equal(row!.n, 3);
+    } finally {
+      clearTimeout(timer);
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end();
+  }
+});

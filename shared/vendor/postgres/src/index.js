@@ -238,12 +238,14 @@ function Postgres(a, b) {
     let savepoints = 0
       , connection
       , prepare = null
+      , gone = null
 
     try {
       await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()
       return await Promise.race([
         scope(connection, fn),
-        new Promise((_, reject) => connection.onclose = reject)
+        // PATCHED: remember that the transaction's connection is gone (see handler)
+        new Promise((_, reject) => connection.onclose = e => reject(gone = e))
       ])
     } catch (error) {
       throw error
@@ -291,6 +293,13 @@ function Postgres(a, b) {
 
       function handler(q) {
         q.catch(e => uncaughtError || (uncaughtError = e))
+        // PATCHED: once the transaction's connection closed, its later queries (the
+        // rollback after the failure) fail at once. Executing them failed too, but then
+        // moved the closed connection to `full`, where the pool never reconnects or uses
+        // it again: every later query waited forever. And once reconnected, the
+        // connection may carry another caller's work.
+        if (gone)
+          return q.reject(gone)
         c.queue === full
           ? queries.push(q)
           : c.execute(q) || move(c, full)
