@@ -30,6 +30,8 @@ export interface AuthDeps {
   sql: Sql;
   /** For the sweeps, the metrics' reads and the admin API (RuntimeOptions.background). */
   background?: Sql;
+  /** The outbox relay's own pool (RuntimeOptions.relay). */
+  relay?: Sql;
   broker: Broker;
   otp: OtpGateway;
   logger: Logger;
@@ -48,6 +50,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   const runtime = await prepareRuntime({
     sql,
     background: d.background,
+    relay: d.relay,
     broker,
     logger,
     schema: "auth",

@@ -21,7 +21,7 @@ await runMain(async () => {
   // (nothing is served yet) instead of killing it with no log line.
   let app: RunningAuth | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
-  const { sql, background } = servicePools({
+  const { sql, background, relay } = servicePools({
     url: config.databaseUrl,
     applicationName: "auth-service",
     max: config.databasePoolMax,
@@ -40,6 +40,7 @@ await runMain(async () => {
     config,
     sql,
     background,
+    relay,
     broker,
     otp,
     logger,

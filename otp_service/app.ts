@@ -26,6 +26,8 @@ export interface OtpDeps {
   sql: Sql;
   /** For the sweeps and the metrics' reads (RuntimeOptions.background). */
   background?: Sql;
+  /** The outbox relay's own pool (RuntimeOptions.relay). */
+  relay?: Sql;
   broker: Broker;
   sms: SmsSender;
   logger: Logger;
@@ -45,6 +47,7 @@ export async function startOtpService(d: OtpDeps): Promise<RunningOtp> {
   const runtime = await prepareRuntime({
     sql,
     background: d.background,
+    relay: d.relay,
     broker,
     logger,
     schema: "otp",

@@ -43,7 +43,7 @@ await runMain(async () => {
   // (nothing is served yet) instead of killing it with no log line.
   let app: RunningOtp | undefined = undefined;
   onShutdown(() => app?.stop() ?? Promise.resolve(), logger);
-  const { sql, background } = servicePools({
+  const { sql, background, relay } = servicePools({
     url: config.databaseUrl,
     applicationName: "otp-service",
     max: config.databasePoolMax,
@@ -61,6 +61,7 @@ await runMain(async () => {
     config,
     sql,
     background,
+    relay,
     broker,
     sms: await buildSms(config, logger),
     logger,

@@ -35,17 +35,24 @@ export interface PoolOptions {
 }
 
 /**
- * A service's pools: `sql` for requests and consumers, at most `max` connections, and
- * `background` (one connection) for work no request waits on. postgres.js pipelines
- * statements onto busy connections once all `max` are open: a few connections, each
- * carrying several statements per round trip, cost PostgreSQL and the service much less
- * per statement than many carrying one each (README "Performance"), and `background`
- * keeps a long sweep from being one of the statements a request queues behind.
+ * A service's pools: `sql` for requests and consumers, at most `max` connections;
+ * `background` (one connection) for work no request waits on; `relay` (one connection)
+ * for the outbox relay, whose batch is a transaction that waits for the broker's
+ * confirms. postgres.js pipelines statements onto busy connections once all `max` are
+ * open: a few connections, each carrying several statements per round trip, cost
+ * PostgreSQL and the service much less per statement than many carrying one each (README
+ * "Performance"); `background` keeps a long sweep from being one of the statements a
+ * request queues behind, and `relay` keeps a slow broker from holding a serving
+ * connection.
  */
 export function servicePools(
   o: { url: string; applicationName: string; max: number },
-): { sql: Sql; background: Sql } {
-  return { sql: createPool(o), background: createPool({ ...o, max: 1 }) };
+): { sql: Sql; background: Sql; relay: Sql } {
+  return {
+    sql: createPool(o),
+    background: createPool({ ...o, max: 1 }),
+    relay: createPool({ ...o, max: 1 }),
+  };
 }
 
 export function createPool(o: PoolOptions): Sql {

@@ -25,6 +25,11 @@ export interface RuntimeOptions {
    * requests queued after it.
    */
   background?: Sql;
+  /**
+   * The outbox relay's pool (`sql` when not given): its batch is a transaction that
+   * waits for the broker's confirms, which must not hold a serving connection meanwhile.
+   */
+  relay?: Sql;
   broker: Broker;
   logger: Logger;
   /** The schema the service owns, and where its numbered migrations live. */
@@ -81,7 +86,8 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
   const background = o.background ?? sql;
   const migrations = expandIncludes(await readMigrations(o.migrationsDir), o.includes);
   await retryUntil("migrations", () => migrate(sql, schema, migrations, logger), { log: logger });
-  const relay = new OutboxRelay({ sql, schema, broker, logger });
+  const relaySql = o.relay ?? sql;
+  const relay = new OutboxRelay({ sql: relaySql, schema, broker, logger });
   const metrics = o.metrics ?? new Metrics();
   outboxGauges(metrics, background, schema);
   return {
@@ -132,6 +138,7 @@ export async function prepareRuntime(o: RuntimeOptions): Promise<Runtime> {
           await broker.close();
           await sql.end({ timeout: 5 });
           if (background !== sql) await background.end({ timeout: 5 });
+          if (relaySql !== sql) await relaySql.end({ timeout: 5 });
         },
       };
     },

@@ -1,6 +1,7 @@
 // The outbox relay against real PostgreSQL, with a broker double that confirms or
-// refuses each publish: batches, kept failures with backoff, replicas sharing rows, and
-// a peer woken by NOTIFY rather than by its poll.
+// refuses each publish: batches, kept failures with backoff, replicas sharing rows, a
+// peer woken by NOTIFY rather than by its poll, and a batch waiting on its confirms
+// without holding a connection requests are served from.
 import assert from "node:assert/strict";
 import { pollUntil } from "../shared/async.ts";
 import type { Broker, OutgoingMessage } from "../shared/bus.ts";
@@ -8,7 +9,9 @@ import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
 import { BATCH, enqueue, outboxChannel, OutboxRelay } from "../shared/outbox.ts";
 import { migrate, readMigrations } from "../shared/migrations.ts";
-import { createPool } from "../shared/postgres.ts";
+import { createPool, servicePools } from "../shared/postgres.ts";
+import { limitsIncludes } from "../shared/limits/schema.ts";
+import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
 
@@ -16,13 +19,13 @@ const logger = createLogger("test", "error");
 
 class BrokerDouble implements Broker {
   readonly published: string[] = [];
+  /** When set, confirms wait for it. */
+  confirms: Promise<void> | undefined;
   constructor(private readonly refuse: (id: string) => boolean = () => false) {}
-  publish(m: OutgoingMessage): Promise<void> {
-    if (this.refuse(m.messageId)) {
-      return Promise.reject(new PublishError("broker refused the message", "nacked"));
-    }
+  async publish(m: OutgoingMessage): Promise<void> {
+    await this.confirms;
+    if (this.refuse(m.messageId)) throw new PublishError("broker refused the message", "nacked");
     this.published.push(m.messageId);
-    return Promise.resolve();
   }
   consume(): void {}
   stopConsuming(): Promise<void> {
@@ -143,4 +146,44 @@ Deno.test("a running relay is woken by a notification on its channel, long befor
       await relay.stop();
     }
   });
+});
+
+Deno.test("while a batch waits for the broker's confirms, every serving connection still answers", async () => {
+  const db = await createDatabase();
+  // As the services' main.ts builds them, with a serving pool of one connection.
+  const pools = servicePools({ url: db.url, applicationName: "test", max: 1 });
+  try {
+    const broker = new BrokerDouble();
+    const runtime = await prepareRuntime({
+      ...pools,
+      broker,
+      logger,
+      schema: "auth",
+      migrationsDir: new URL("../auth_service/migrations/", import.meta.url),
+      includes: limitsIncludes("auth"),
+    });
+    const ids = await fill(pools.sql, 3);
+    const confirmed = Promise.withResolvers<void>();
+    broker.confirms = confirmed.promise;
+    const pass = runtime.relay.relayOnce();
+    await pollUntil(async () => {
+      const [r] = await pools.background<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity
+         where datname = current_database() and state = 'idle in transaction'`;
+      return r!.n === 1;
+    }, { what: "the batch to wait for its confirms" });
+    const [answer] = await Promise.race([
+      pools.sql<{ one: number }[]>`select 1 as one`,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("the serving connection is taken")), 2_000)
+      ),
+    ]);
+    assert.equal(answer!.one, 1);
+    confirmed.resolve();
+    assert.equal(await pass, 3);
+    assert.deepEqual(broker.published, ids);
+  } finally {
+    await Promise.all(Object.values(pools).map((p) => p.end()));
+    await db.drop();
+  }
 });
