@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { deadline } from "./async.ts";
 import { ConfigError } from "./config.ts";
 import { createPool, sslOptions } from "./postgres.ts";
 // The local server the tests use (as the test harness defaults it).
@@ -55,27 +56,24 @@ Deno.test("a transaction whose connection is terminated fails, and the pool's ne
   const admin = createPool({ url: DATABASE_URL, applicationName: "test", max: 1 });
   try {
     const resume = Promise.withResolvers<void>();
+    const rest = Promise.withResolvers<void>();
     const first = sql.begin(async (tx) => {
       await tx`select 1`;
       await resume.promise;
       // Runs after the connection is gone, as the rest of a transaction's callback does.
-      await tx`select 2`;
+      await tx`select 2`.finally(rest.resolve);
     });
     await admin`select pg_terminate_backend(pid) from pg_stat_activity
                  where application_name = ${app}`;
     await assert.rejects(first);
     resume.resolve();
+    // Before the next transaction asks for the connection, as a caller coming later does.
+    await rest.promise;
     const next = sql.begin(async (tx) => await tx<{ n: number }[]>`select 3 as n`);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const stuck = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error("the pool's next transaction never ran")), 5_000);
+    const [row] = await deadline(next, 5_000, {
+      error: () => new Error("the pool's next transaction never ran"),
     });
-    try {
-      const [row] = await Promise.race([next, stuck]);
-      assert.equal(row!.n, 3);
-    } finally {
-      clearTimeout(timer);
-    }
+    assert.equal(row!.n, 3);
   } finally {
     await sql.end({ timeout: 1 });
     await admin.end();

@@ -3,7 +3,7 @@
 // peer woken by NOTIFY rather than by its poll, and a batch waiting on its confirms
 // without holding a connection requests are served from.
 import assert from "node:assert/strict";
-import { pollUntil } from "../shared/async.ts";
+import { deadline, pollUntil } from "../shared/async.ts";
 import type { Broker, OutgoingMessage } from "../shared/bus.ts";
 import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
@@ -172,12 +172,9 @@ Deno.test("while a batch waits for the broker's confirms, every serving connecti
          where datname = current_database() and state = 'idle in transaction'`;
       return r!.n === 1;
     }, { what: "the batch to wait for its confirms" });
-    const [answer] = await Promise.race([
-      pools.sql<{ one: number }[]>`select 1 as one`,
-      new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new Error("the serving connection is taken")), 2_000)
-      ),
-    ]);
+    const [answer] = await deadline(pools.sql<{ one: number }[]>`select 1 as one`, 2_000, {
+      error: () => new Error("the serving connection is taken"),
+    });
     assert.equal(answer!.one, 1);
     confirmed.resolve();
     assert.equal(await pass, 3);
