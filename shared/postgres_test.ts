@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { deadline } from "./async.ts";
+import { deadline, TimeoutError } from "./async.ts";
 import { ConfigError } from "./config.ts";
 import { createPool, sslOptions } from "./postgres.ts";
 // The local server the tests use (as the test harness defaults it).
@@ -57,15 +57,21 @@ Deno.test("a transaction whose connection is terminated fails, and the pool's ne
   try {
     const resume = Promise.withResolvers<void>();
     const rest = Promise.withResolvers<void>();
+    const inside = Promise.withResolvers<void>();
     const first = sql.begin(async (tx) => {
       await tx`select 1`;
+      inside.resolve();
       await resume.promise;
       // Runs after the connection is gone, as the rest of a transaction's callback does.
       await tx`select 2`.finally(rest.resolve);
     });
-    await admin`select pg_terminate_backend(pid) from pg_stat_activity
-                 where application_name = ${app}`;
-    await assert.rejects(first);
+    // Only once the transaction is open: a connection still starting up is not in
+    // pg_stat_activity under its name yet, and would be missed.
+    await inside.promise;
+    const killed = await admin`select pg_terminate_backend(pid) from pg_stat_activity
+                                where application_name = ${app}`;
+    assert.equal(killed.length, 1);
+    await assert.rejects(deadline(first, 5_000), (e) => !(e instanceof TimeoutError));
     resume.resolve();
     // Before the next transaction asks for the connection, as a caller coming later does.
     await rest.promise;
