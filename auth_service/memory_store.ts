@@ -26,14 +26,13 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  ChargeOptions,
   ChargeRefused,
   CodeAdmitted,
   DeletionOriginName,
   Locked,
   LoginTarget,
-  LoginTargetOptions,
   RedeemEffect,
-  RedeemOptions,
   RedeemOutcome,
   RedeemPolicy,
   RefreshOutcome,
@@ -165,7 +164,7 @@ export class MemoryAuthStore implements AuthStore {
     phone: string,
     maxAttempts: number,
     who: AuditContext,
-    o: LoginTargetOptions = {},
+    o: ChargeOptions = {},
   ): Promise<LoginTarget> {
     const refused = await this.charged(o.charge);
     if (refused) return refused;
@@ -224,7 +223,7 @@ export class MemoryAuthStore implements AuthStore {
     matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
-    o: RedeemOptions = {},
+    o: ChargeOptions = {},
   ): Promise<RedeemOutcome | ChargeRefused> {
     const refused = await this.charged(o.charge);
     if (refused) return refused;

@@ -29,14 +29,13 @@ import type {
   Caller,
   Challenge,
   ChallengeOutcome,
+  ChargeOptions,
   ChargeRefused,
   CodeAdmitted,
   DeletionOriginName,
   Locked,
   LoginTarget,
-  LoginTargetOptions,
   RedeemEffect,
-  RedeemOptions,
   RedeemOutcome,
   RedeemPolicy,
   RefreshOutcome,
@@ -120,7 +119,7 @@ export class PgAuthStore implements AuthStore {
     phone: string,
     maxAttempts: number,
     who: AuditContext,
-    o: LoginTargetOptions = {},
+    o: ChargeOptions = {},
   ): Promise<LoginTarget> {
     // One statement: the caller's charge, then (only if admitted) the user, a lock for
     // this caller, a spent challenge, and the audit row of a lookup that found no user.
@@ -185,7 +184,7 @@ export class PgAuthStore implements AuthStore {
     matches: (c: Challenge) => boolean,
     effect: RedeemEffect,
     who: AuditContext,
-    o: RedeemOptions = {},
+    o: ChargeOptions = {},
   ): Promise<RedeemOutcome | ChargeRefused> {
     const charge = o.charge ?? [];
     if (effect.kind === "session") {

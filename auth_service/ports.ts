@@ -144,12 +144,8 @@ export interface ChargeRefused {
 /** Whether a login code may be requested, looked up once the address was charged. */
 export type LoginTarget = { kind: "not_verified" } | Locked | CodeAdmitted | ChargeRefused;
 
-export interface LoginTargetOptions {
-  /** Rules charged first, in the same step; refused, nothing is looked up or recorded. */
-  charge?: readonly Rule[];
-}
-
-export interface RedeemOptions {
+/** The options of a store step that can charge its caller first (loginTarget, redeem). */
+export interface ChargeOptions {
   /** Rules charged first, in the same step; refused, nothing is looked up or recorded. */
   charge?: readonly Rule[];
 }
@@ -218,7 +214,7 @@ export interface AuthStore {
     phone: string,
     maxAttempts: number,
     audit: AuditContext,
-    options?: LoginTargetOptions,
+    options?: ChargeOptions,
   ): Promise<LoginTarget>;
   /** Appends one audit row. */
   audit(event: string, outcome: string, audit: AuditContext): Promise<void>;
@@ -257,7 +253,7 @@ export interface AuthStore {
     matches: (challenge: Challenge) => boolean,
     effect: RedeemEffect,
     audit: AuditContext,
-    options?: RedeemOptions,
+    options?: ChargeOptions,
   ): Promise<RedeemOutcome | ChargeRefused>;
   /** Stores an issued challenge unless this message was handled or a newer one exists. */
   saveChallenge(messageId: string, challenge: Challenge): Promise<ChallengeOutcome>;
