@@ -152,6 +152,8 @@ Deno.test("while a batch waits for the broker's confirms, every serving connecti
   const db = await createDatabase();
   // As the services' main.ts builds them, with a serving pool of one connection.
   const pools = servicePools({ url: db.url, applicationName: "test", max: 1 });
+  // Released in finally too: a batch left waiting would keep its pool from ending.
+  const confirmed = Promise.withResolvers<void>();
   try {
     const broker = new BrokerDouble();
     const runtime = await prepareRuntime({
@@ -163,7 +165,6 @@ Deno.test("while a batch waits for the broker's confirms, every serving connecti
       includes: limitsIncludes("auth"),
     });
     const ids = await fill(pools.sql, 3);
-    const confirmed = Promise.withResolvers<void>();
     broker.confirms = confirmed.promise;
     const pass = runtime.relay.relayOnce();
     await pollUntil(async () => {
@@ -180,6 +181,7 @@ Deno.test("while a batch waits for the broker's confirms, every serving connecti
     assert.equal(await pass, 3);
     assert.deepEqual(broker.published, ids);
   } finally {
+    confirmed.resolve();
     await Promise.all(Object.values(pools).map((p) => p.end()));
     await db.drop();
   }
