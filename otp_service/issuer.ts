@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Disposition, IncomingMessage, OutgoingMessage } from "../shared/bus.ts";
 import { challengeCode, HmacKey, otpMac } from "../shared/crypto.ts";
-import type { Limits } from "../shared/limits/engine.ts";
+import type { Limits, Reservation } from "../shared/limits/engine.ts";
 import { budgetRule, sendRules } from "../shared/limits/rules.ts";
 import type { LimitReason, SendPolicy } from "../shared/limits/rules.ts";
 import type { Logger } from "../shared/log.ts";
@@ -88,30 +88,58 @@ export class OtpIssuer {
     }
     // No read first: the admission is keyed by the request (a redelivery's replays the
     // first one's answer and counts nothing, for the two days admissions are kept), and
-    // open() records the request or returns it as an earlier delivery left it.
+    // open() records the request or returns it as an earlier delivery left it. The same
+    // admission charges the budget for the request's first provider call, so a request
+    // sent at the first try is charged in one statement; the attempt's synchronous
+    // commit before that call makes the charge durable, as for every later call's.
+    const budget = this.budget();
     const admitted = await this.limits.admit(
-      sendRules(
-        {
-          phone: phone.e164,
-          purpose: req.purpose,
-          clientAddress: req.clientAddress,
-          country: phone.country!,
-        },
-        this.settings.sending,
-        1,
-      ),
+      [
+        ...sendRules(
+          {
+            phone: phone.e164,
+            purpose: req.purpose,
+            clientAddress: req.clientAddress,
+            country: phone.country!,
+          },
+          this.settings.sending,
+          1,
+        ),
+        budget,
+      ],
       { eventId: `send:${req.requestId}` },
     );
     if (!admitted.admitted) {
       log.warn("send limit reached; no code sent", { reason: admitted.reason });
-      await this.store.audit("code_refused", admitted.reason, req);
+      if (admitted.reason === "budget") {
+        // Recorded as refused, so a redelivery of it sends nothing later either.
+        await this.store.open(req, this.settings.ttlSeconds);
+        await this.store.finish(req.requestId, "refused", {
+          error: admitted.reason,
+          audit: auditOf(req, "code_refused", admitted.reason),
+        });
+      } else {
+        await this.store.audit("code_refused", admitted.reason, req);
+      }
       return { kind: "limited", ...refusal_(admitted) };
     }
     const opened = await this.store.open(req, this.settings.ttlSeconds);
     // A delivery that recorded the request first holds its one admission (the event id
-    // made this one a replay of it): nothing here is given back.
-    const refund = opened.created ? () => this.limits.refund(admitted.reservation) : undefined;
-    const state = opened.state;
+    // made this one a replay of it): nothing here is given back, and its first call, if
+    // it makes one, pays the budget again (only after a crash between the two).
+    if (!opened.created) return await this.resume(req, opened.state, log);
+    return await this.deliver(req, opened.state, log, {
+      rules: [budget],
+      at: admitted.reservation.at,
+    });
+  }
+
+  private budget() {
+    return budgetRule(this.settings.budgetPerHour, this.settings.sending.hourSeconds);
+  }
+
+  /** A request an earlier delivery recorded: carried on only while it is pending. */
+  private async resume(req: CodeRequest, state: RequestState, log: Logger) {
     switch (state.status) {
       case "sent":
       case "unconfirmed":
@@ -120,30 +148,39 @@ export class OtpIssuer {
       case "failed":
       case "refused":
         log.info("request already ended; not retrying");
-        return { kind: "undeliverable" };
+        return { kind: "undeliverable" } as const;
     }
-    return await this.deliver(req, state, log, refund);
+    return await this.deliver(req, state, log);
   }
 
+  /**
+   * Makes the provider calls; `prepaid` is the budget charge the delivery that recorded
+   * the request already holds for its first call.
+   */
   private async deliver(
     req: CodeRequest,
     state: RequestState,
     log: Logger,
-    refund?: () => Promise<void>,
+    prepaid?: Reservation,
   ): Promise<IssueOutcome> {
     const c = state.challenge;
     const code = challengeCode(this.keys.code, c.challengeId, this.settings.codeLength);
     const issued = this.issuedMessage(req, c, code);
     let made = state.attempts;
-    const budget = budgetRule(this.settings.budgetPerHour, this.settings.sending.hourSeconds);
+    const budget = this.budget();
     const sender = withRetries(this.sms, {
       attempts: this.settings.maxAttempts - state.attempts,
       baseDelayMs: this.settings.retryBaseDelayMs,
       logger: log,
       beforeAttempt: async () => {
-        const b = await this.limits.admit([budget]);
-        if (!b.admitted) {
-          throw new Stop({ kind: "limited", ...refusal_(b) });
+        let b: Reservation;
+        if (prepaid) {
+          b = prepaid;
+          prepaid = undefined;
+        } else {
+          const a = await this.limits.admit([budget]);
+          if (!a.admitted) throw new Stop({ kind: "limited", ...refusal_(a) });
+          b = a.reservation;
         }
         // A call before this one failed in a way that may still deliver: from now on the
         // code must work if that SMS arrives.
@@ -155,7 +192,7 @@ export class OtpIssuer {
           ))
         ) {
           // Other deliveries used the attempts up: this charge pays for no call.
-          await this.limits.refund(b.reservation);
+          await this.limits.refund(b);
           throw new Stop({ kind: "unconfirmed" });
         }
         made++;
@@ -163,6 +200,8 @@ export class OtpIssuer {
     });
     const remaining = Math.ceil((c.expiresAt.getTime() - Date.now()) / 1000);
     if (remaining <= 0 || state.attempts >= this.settings.maxAttempts) {
+      // No call is made: the budget charge held for one is given back.
+      if (prepaid) await this.limits.refund(prepaid);
       return await this.end(req, made, issued, log, "no time or attempt left");
     }
     try {
@@ -190,7 +229,6 @@ export class OtpIssuer {
             error: err.outcome.reason,
             audit: auditOf(req, "code_refused", err.outcome.reason),
           });
-          await refund?.();
           return err.outcome;
         }
         return await this.end(req, made, issued, log, "SMS budget spent");

@@ -7,6 +7,7 @@ import type { Limits } from "../shared/limits/engine.ts";
 import { REASONS } from "../shared/limits/rules.ts";
 import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
+import type { IssuerSettings } from "./issuer.ts";
 import { BudgetOnlyLimits, MemoryOtpStore, testIssuerSettings } from "./issuer_fixture.ts";
 import { SmsError } from "./sms/sender.ts";
 import type { SmsMessage, SmsSender } from "./sms/sender.ts";
@@ -25,14 +26,19 @@ function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] }
   };
 }
 
-function issuer(store: MemoryOtpStore, limits: Limits, sms: SmsSender) {
+function issuer(
+  store: MemoryOtpStore,
+  limits: Limits,
+  sms: SmsSender,
+  settings: Partial<IssuerSettings> = {},
+) {
   const key = HmacKey.import("k".repeat(32));
   return new OtpIssuer(
     store,
     limits,
     sms,
     { mac: key, code: key },
-    testIssuerSettings(),
+    { ...testIssuerSettings(), ...settings },
     createLogger("test", "error"),
   );
 }
@@ -47,7 +53,7 @@ const request = (): CodeRequest => ({
 const timeout = () => new SmsError("twilio: timed out", false);
 const invalid = () => new SmsError("twilio: HTTP 400", true, 21211, 400);
 
-Deno.test("a spent budget before any call refuses the request and refunds the number's allowance", async () => {
+Deno.test("a spent budget refuses the request in its admission: no call, nothing to give back, recorded as refused", async () => {
   const store = new MemoryOtpStore();
   const limits = new BudgetOnlyLimits(0);
   const sms = provider([]);
@@ -60,8 +66,20 @@ Deno.test("a spent budget before any call refuses the request and refunds the nu
     retryAfterSeconds: 60,
   });
   assert.equal(sms.sent.length, 0);
-  assert.equal(limits.refunds, 1);
+  assert.equal(limits.refunds, 0);
   assert.equal(store.requests.get(r.requestId)!.status, "refused");
+  assert.equal(store.published.length, 0);
+});
+
+Deno.test("a request with no time left makes no call and gives back the budget charge held for its first call", async () => {
+  const store = new MemoryOtpStore();
+  const limits = new BudgetOnlyLimits(10);
+  const sms = provider([]);
+  const r = request();
+  const out = await issuer(store, limits, sms, { ttlSeconds: 0 }).issue(r);
+  assert.deepEqual(out, { kind: "unconfirmed" });
+  assert.equal(sms.sent.length, 0);
+  assert.equal(limits.refunds, 1);
   assert.equal(store.published.length, 0);
 });
 
@@ -119,7 +137,8 @@ Deno.test("every provider call comes after its budget charge and then its record
   const limits = new BudgetOnlyLimits();
   const admit = limits.admit.bind(limits);
   limits.admit = (rules) => {
-    events.push(rules.some((r) => r.reason === "budget") ? "budget" : "send limits");
+    const budget = rules.some((r) => r.reason === "budget");
+    events.push(rules.length === 1 ? "budget" : budget ? "send limits and budget" : "send limits");
     return admit(rules);
   };
   const sms = provider([timeout(), timeout(), "ok"]);
@@ -129,8 +148,11 @@ Deno.test("every provider call comes after its budget charge and then its record
     return send(m);
   };
   assert.deepEqual(await issuer(store, limits, sms).issue(request()), { kind: "sent" });
+  // The first call's budget is charged with the send limits, in one admission.
   assert.deepEqual(events, [
-    "send limits",
-    ...Array.from({ length: 3 }, () => ["budget", "attempt", "call"]).flat(),
+    "send limits and budget",
+    "attempt",
+    "call",
+    ...Array.from({ length: 2 }, () => ["budget", "attempt", "call"]).flat(),
   ]);
 });
