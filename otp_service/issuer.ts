@@ -88,49 +88,50 @@ export class OtpIssuer {
     }
     // No read first: the admission is keyed by the request (a redelivery's replays the
     // first one's answer and counts nothing, for the two days admissions are kept), and
-    // open() records the request or returns it as an earlier delivery left it. The same
-    // admission charges the budget for the request's first provider call, so a request
-    // sent at the first try is charged in one statement; the attempt's synchronous
-    // commit before that call makes the charge durable, as for every later call's.
+    // the same step records the request or returns it as an earlier delivery left it.
+    // The admission charges the budget for the request's first provider call too, so a
+    // request sent at the first try is charged once; the attempt's synchronous commit
+    // before that call makes the charge durable, as for every later call's.
     const budget = this.budget();
-    const admitted = await this.limits.admit(
-      [
-        ...sendRules(
-          {
-            phone: phone.e164,
-            purpose: req.purpose,
-            clientAddress: req.clientAddress,
-            country: phone.country!,
-          },
-          this.settings.sending,
-          1,
-        ),
-        budget,
-      ],
-      { eventId: `send:${req.requestId}` },
-    );
-    if (!admitted.admitted) {
-      log.warn("send limit reached; no code sent", { reason: admitted.reason });
-      if (admitted.reason === "budget") {
+    const rules = [
+      ...sendRules(
+        {
+          phone: phone.e164,
+          purpose: req.purpose,
+          clientAddress: req.clientAddress,
+          country: phone.country!,
+        },
+        this.settings.sending,
+        1,
+      ),
+      budget,
+    ];
+    const opened = await this.store.admitAndOpen(req, this.settings.ttlSeconds, {
+      rules,
+      eventId: `send:${req.requestId}`,
+    });
+    if (opened.refusal) {
+      const refusal = opened.refusal;
+      log.warn("send limit reached; no code sent", { reason: refusal.reason });
+      if (refusal.reason === "budget") {
         // Recorded as refused, so a redelivery of it sends nothing later either.
         await this.store.open(req, this.settings.ttlSeconds);
         await this.store.finish(req.requestId, "refused", {
-          error: admitted.reason,
-          audit: auditOf(req, "code_refused", admitted.reason),
+          error: refusal.reason,
+          audit: auditOf(req, "code_refused", refusal.reason),
         });
       } else {
-        await this.store.audit("code_refused", admitted.reason, req);
+        await this.store.audit("code_refused", refusal.reason, req);
       }
-      return { kind: "limited", ...refusal_(admitted) };
+      return { kind: "limited", ...refusal_(refusal) };
     }
-    const opened = await this.store.open(req, this.settings.ttlSeconds);
     // A delivery that recorded the request first holds its one admission (the event id
     // made this one a replay of it): nothing here is given back, and its first call, if
     // it makes one, pays the budget again (only after a crash between the two).
     if (!opened.created) return await this.resume(req, opened.state, log);
     return await this.deliver(req, opened.state, log, {
       rules: [budget],
-      at: admitted.reservation.at,
+      at: opened.reservation.at,
     });
   }
 

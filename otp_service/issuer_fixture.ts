@@ -8,7 +8,14 @@ import type { Rule } from "../shared/limits/rules.ts";
 import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
 import type { PhoneType } from "../shared/phone.ts";
 import type { IssuerSettings } from "./issuer.ts";
-import type { CodeRequest, OtpStore, RequestState, RequestStatus } from "./store.ts";
+import type {
+  Charge,
+  CodeRequest,
+  Opened,
+  OtpStore,
+  RequestState,
+  RequestStatus,
+} from "./store.ts";
 
 export function testIssuerSettings(
   allowedNumberTypes: readonly PhoneType[] = SMS_NUMBER_TYPES,
@@ -34,7 +41,10 @@ export function testIssuerSettings(
   };
 }
 
-/** The store in memory, as PostgreSQL keeps it: a request opened once, attempts counted. */
+/**
+ * The store in memory, as PostgreSQL keeps it: a request opened once, attempts counted,
+ * an admitted open charged to `limits` first.
+ */
 export class MemoryOtpStore implements OtpStore {
   readonly requests = new Map<string, RequestState>();
   /** What the attempts and finishes handed over to publish, in order. */
@@ -42,7 +52,15 @@ export class MemoryOtpStore implements OtpStore {
   /** Requests finished as sent, in order. */
   readonly issued: string[] = [];
 
-  open(r: CodeRequest, ttlSeconds: number) {
+  constructor(readonly limits: Limits = new BudgetOnlyLimits()) {}
+
+  async admitAndOpen(r: CodeRequest, ttlSeconds: number, charge: Charge) {
+    const a = await this.limits.admit(charge.rules, { eventId: charge.eventId });
+    if (!a.admitted) return { refusal: a };
+    return { ...(await this.open(r, ttlSeconds)), reservation: a.reservation };
+  }
+
+  open(r: CodeRequest, ttlSeconds: number): Promise<Opened> {
     const known = this.requests.get(r.requestId);
     if (known) return Promise.resolve({ created: false, state: known });
     const now = new Date();

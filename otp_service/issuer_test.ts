@@ -3,7 +3,6 @@
 // redelivery do. The limits themselves are tested against PostgreSQL.
 import assert from "node:assert/strict";
 import { HmacKey } from "../shared/crypto.ts";
-import type { Limits } from "../shared/limits/engine.ts";
 import { REASONS } from "../shared/limits/rules.ts";
 import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
@@ -26,16 +25,12 @@ function provider(replies: (Error | "ok")[]): SmsSender & { sent: SmsMessage[] }
   };
 }
 
-function issuer(
-  store: MemoryOtpStore,
-  limits: Limits,
-  sms: SmsSender,
-  settings: Partial<IssuerSettings> = {},
-) {
+/** The issuer over `store`, with the limits `store` charges its admissions to. */
+function issuer(store: MemoryOtpStore, sms: SmsSender, settings: Partial<IssuerSettings> = {}) {
   const key = HmacKey.import("k".repeat(32));
   return new OtpIssuer(
     store,
-    limits,
+    store.limits,
     sms,
     { mac: key, code: key },
     { ...testIssuerSettings(), ...settings },
@@ -54,11 +49,11 @@ const timeout = () => new SmsError("twilio: timed out", false);
 const invalid = () => new SmsError("twilio: HTTP 400", true, 21211, 400);
 
 Deno.test("a spent budget refuses the request in its admission: no call, nothing to give back, recorded as refused", async () => {
-  const store = new MemoryOtpStore();
   const limits = new BudgetOnlyLimits(0);
+  const store = new MemoryOtpStore(limits);
   const sms = provider([]);
   const r = request();
-  const out = await (await issuer(store, limits, sms)).issue(r);
+  const out = await issuer(store, sms).issue(r);
   assert.deepEqual(out, {
     kind: "limited",
     reason: "budget",
@@ -72,11 +67,11 @@ Deno.test("a spent budget refuses the request in its admission: no call, nothing
 });
 
 Deno.test("a request with no time left makes no call and gives back the budget charge held for its first call", async () => {
-  const store = new MemoryOtpStore();
   const limits = new BudgetOnlyLimits(10);
+  const store = new MemoryOtpStore(limits);
   const sms = provider([]);
   const r = request();
-  const out = await issuer(store, limits, sms, { ttlSeconds: 0 }).issue(r);
+  const out = await issuer(store, sms, { ttlSeconds: 0 }).issue(r);
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(sms.sent.length, 0);
   assert.equal(limits.refunds, 1);
@@ -86,7 +81,7 @@ Deno.test("a request with no time left makes no call and gives back the budget c
 Deno.test("a permanent refusal on the first call publishes nothing", async () => {
   const store = new MemoryOtpStore();
   const sms = provider([invalid()]);
-  const out = await (await issuer(store, new BudgetOnlyLimits(10), sms)).issue(request());
+  const out = await issuer(store, sms).issue(request());
   assert.deepEqual(out, { kind: "undeliverable" });
   assert.equal(store.published.length, 0);
 });
@@ -94,7 +89,7 @@ Deno.test("a permanent refusal on the first call publishes nothing", async () =>
 Deno.test("a permanent refusal after a timeout is unconfirmed, and the challenge is published", async () => {
   const store = new MemoryOtpStore();
   const sms = provider([timeout(), invalid()]);
-  const out = await (await issuer(store, new BudgetOnlyLimits(10), sms)).issue(request());
+  const out = await issuer(store, sms).issue(request());
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(sms.sent.length, 2);
   assert.ok(store.published.length >= 1, "the code may have arrived: it must verify");
@@ -102,9 +97,9 @@ Deno.test("a permanent refusal after a timeout is unconfirmed, and the challenge
 
 Deno.test("calls stop at maxAttempts and at the budget, and every call carries one code", async () => {
   for (const [budget, calls] of [[10, 3], [2, 2]] as const) {
-    const store = new MemoryOtpStore();
+    const store = new MemoryOtpStore(new BudgetOnlyLimits(budget));
     const sms = provider([timeout(), timeout(), timeout(), timeout()]);
-    const out = await (await issuer(store, new BudgetOnlyLimits(budget), sms)).issue(request());
+    const out = await issuer(store, sms).issue(request());
     assert.deepEqual(out, { kind: "unconfirmed" });
     assert.equal(sms.sent.length, calls);
     assert.ok(sms.sent.every((m) => m.body === sms.sent[0]!.body));
@@ -115,10 +110,10 @@ Deno.test("a redelivery continues the persisted count and never exceeds maxAttem
   const store = new MemoryOtpStore();
   const r = request();
   const first = provider([timeout(), timeout(), timeout()]);
-  await (await issuer(store, new BudgetOnlyLimits(10), first)).issue(r);
+  await issuer(store, first).issue(r);
   store.requests.get(r.requestId)!.status = "pending"; // as if the process died before finishing
   const again = provider([]);
-  const out = await (await issuer(store, new BudgetOnlyLimits(10), again)).issue(r);
+  const out = await issuer(store, again).issue(r);
   assert.deepEqual(out, { kind: "unconfirmed" });
   assert.equal(again.sent.length, 0);
 });
@@ -127,14 +122,14 @@ Deno.test("every provider call comes after its budget charge and then its record
   // The order the budget's exactness rests on: admissions commit without waiting for the
   // disk, and the attempt's synchronous commit, before the call, makes them durable.
   const events: string[] = [];
-  const store = new MemoryOtpStore();
+  const limits = new BudgetOnlyLimits();
+  const store = new MemoryOtpStore(limits);
   const begin = store.beginAttempt.bind(store);
   store.beginAttempt = async (...args) => {
     const counted = await begin(...args);
     events.push(counted ? "attempt" : "no attempt");
     return counted;
   };
-  const limits = new BudgetOnlyLimits();
   const admit = limits.admit.bind(limits);
   limits.admit = (rules) => {
     const budget = rules.some((r) => r.reason === "budget");
@@ -147,7 +142,7 @@ Deno.test("every provider call comes after its budget charge and then its record
     events.push("call");
     return send(m);
   };
-  assert.deepEqual(await issuer(store, limits, sms).issue(request()), { kind: "sent" });
+  assert.deepEqual(await issuer(store, sms).issue(request()), { kind: "sent" });
   // The first call's budget is charged with the send limits, in one admission.
   assert.deepEqual(events, [
     "send limits and budget",

@@ -34,7 +34,7 @@ function observed(
   const key = HmacKey.import("k".repeat(32));
   return ObservedIssuer.create(
     t,
-    new MemoryOtpStore(),
+    new MemoryOtpStore(limits),
     limits,
     instrumentedSms(sms, t),
     {

@@ -1,9 +1,20 @@
 // PostgreSQL adapter of OtpStore. No statement here waits on a lock another request
 // holds for longer than one statement: limits are counted by the limits engine.
 import type { OutgoingMessage } from "../shared/bus.ts";
+import { admissionOf, admitCall } from "../shared/limits/engine.ts";
+import type { AdmitRow } from "../shared/limits/engine.ts";
+import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { traceHeaders } from "../shared/tracing.ts";
-import type { CodeRequest, FinishDetail, OtpStore, RequestState, RequestStatus } from "./store.ts";
+import type {
+  Charge,
+  CodeRequest,
+  FinishDetail,
+  Opened,
+  OtpStore,
+  RequestState,
+  RequestStatus,
+} from "./store.ts";
 
 type Row = {
   status: RequestStatus;
@@ -22,46 +33,27 @@ const state = (r: Row): RequestState => ({
 export class PgOtpStore implements OtpStore {
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {}
 
-  async open(r: CodeRequest, ttlSeconds: number) {
-    // One statement: open a challenge unless a live one (other than the requester's
-    // spent one) exists, and record the request against whichever is live. Its rows are
-    // locked for this statement only.
-    const [row] = await this.sql<(Row & { created: boolean })[]>`
-      with opened as (
-        insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
-        values (${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
-                date_trunc('second', now()) + make_interval(secs => ${ttlSeconds}))
-        on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
-          -- Strictly later than the challenge it replaces, even within one second: a
-          -- spent challenge may be unconsumed (its tries used up), and auth-service keeps
-          -- only a newer challenge than an unconsumed one it holds.
-          issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
-          expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
-            + make_interval(secs => ${ttlSeconds})
-        where otp.challenges.expires_at <= now()
-           or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
-        returning challenge_id, issued_at, expires_at
-      ), live as (
-        select challenge_id, issued_at, expires_at from opened
-        union all
-        select challenge_id, issued_at, expires_at from otp.challenges
-         where phone_number = ${r.phoneNumber} and purpose = ${r.purpose}
-           and not exists (select from opened)
-      ), recorded as (
-        insert into otp.requests
-          (request_id, phone_number, purpose, status, client_address, trace_id, challenge_id,
-           issued_at, expires_at)
-        select ${r.requestId}, ${r.phoneNumber}, ${r.purpose}, 'pending', ${r.clientAddress},
-               ${r.traceId}, challenge_id, issued_at, expires_at
-          from live limit 1
-        on conflict (request_id) do nothing
-        returning status, attempts, challenge_id, issued_at, expires_at
-      )
-      select status, attempts, challenge_id, issued_at, expires_at, true as created from recorded
-      union all
-      select status, attempts, challenge_id, issued_at, expires_at, false from otp.requests
-       where request_id = ${r.requestId} and not exists (select from recorded)`;
-    if (row) return { created: row.created, state: state(row) };
+  async open(r: CodeRequest, ttlSeconds: number): Promise<Opened> {
+    const [row] = await this.sql<OpenRow[]>`${openStatement(this.sql, r, ttlSeconds)}`;
+    return await this.opened(r, ttlSeconds, row!);
+  }
+
+  async admitAndOpen(r: CodeRequest, ttlSeconds: number, charge: Charge) {
+    // The admission's rows stay locked to the statement's end, so the records written
+    // after it commit without waiting for the WAL flush too; beginAttempt's synchronous
+    // commit, before any provider call, makes both durable.
+    const [row] = await this.sql<OpenRow[]>`
+      ${openStatement(this.sql, r, ttlSeconds, charge)}`;
+    const admission = admissionOf(charge.rules, row!);
+    if (!admission.admitted) return { refusal: admission };
+    return {
+      ...(await this.opened(r, ttlSeconds, row!)),
+      reservation: admission.reservation,
+    };
+  }
+
+  private async opened(r: CodeRequest, ttlSeconds: number, row: OpenRow): Promise<Opened> {
+    if (row.status !== null) return { created: row.created!, state: state(row as Row) };
     // A row another delivery committed after this statement's snapshot was taken: it
     // made the insert conflict yet stayed invisible to the reads. Statements of their own
     // see it.
@@ -69,7 +61,7 @@ export class PgOtpStore implements OtpStore {
   }
 
   private async openStepwise(r: CodeRequest, ttlSeconds: number) {
-    return await this.sql.begin(async (tx) => {
+    return await this.sql.begin(async (tx): Promise<Opened> => {
       type C = { challenge_id: string; issued_at: Date; expires_at: Date };
       const [opened] = await tx<C[]>`
         insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
@@ -164,6 +156,64 @@ export class PgOtpStore implements OtpStore {
       where created_at < now() - make_interval(secs => ${keepSeconds})`;
     await this.sql`delete from otp.challenges where expires_at < now() - interval '1 hour'`;
   }
+}
+
+type OpenRow = AdmitRow & { [K in keyof Row]: Row[K] | null } & { created: boolean | null };
+
+/**
+ * One statement: admitted under `charge` if there is one (else always), open a challenge
+ * unless a live one (other than the requester's spent one) exists, and record the
+ * request against whichever is live. Its rows are locked for this statement only. The
+ * request's columns are null when it was refused, or when another delivery's row stayed
+ * out of the statement's snapshot.
+ */
+function openStatement(sql: Sql, r: CodeRequest, ttlSeconds: number, charge?: Charge) {
+  const admission = charge
+    ? sql`${admitCall(sql, "otp", charge.rules, { eventId: charge.eventId })} as a
+        cross join ${sql.unsafe(ASYNC_COMMIT)} as async_commit`
+    : sql`${admitCall(sql, "otp", [])} as a`;
+  return sql`
+    with a as (select admitted, rule, retry_after, at from ${admission}),
+    opened as (
+      insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
+      select ${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
+             date_trunc('second', now()) + make_interval(secs => ${ttlSeconds})
+        from a where a.admitted
+      on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
+        -- Strictly later than the challenge it replaces, even within one second: a
+        -- spent challenge may be unconsumed (its tries used up), and auth-service keeps
+        -- only a newer challenge than an unconsumed one it holds.
+        issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
+        expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
+          + make_interval(secs => ${ttlSeconds})
+      where otp.challenges.expires_at <= now()
+         or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
+      returning challenge_id, issued_at, expires_at
+    ), live as (
+      select challenge_id, issued_at, expires_at from opened
+      union all
+      select challenge_id, issued_at, expires_at from otp.challenges
+       where phone_number = ${r.phoneNumber} and purpose = ${r.purpose}
+         and not exists (select from opened) and exists (select from a where a.admitted)
+    ), recorded as (
+      insert into otp.requests
+        (request_id, phone_number, purpose, status, client_address, trace_id, challenge_id,
+         issued_at, expires_at)
+      select ${r.requestId}, ${r.phoneNumber}, ${r.purpose}, 'pending', ${r.clientAddress},
+             ${r.traceId}, challenge_id, issued_at, expires_at
+        from live limit 1
+      on conflict (request_id) do nothing
+      returning status, attempts, challenge_id, issued_at, expires_at
+    )
+    select a.admitted, a.rule, a.retry_after, a.at, o.status, o.attempts, o.challenge_id,
+           o.issued_at, o.expires_at, o.created
+      from a left join (
+        select status, attempts, challenge_id, issued_at, expires_at, true as created
+          from recorded
+        union all
+        select status, attempts, challenge_id, issued_at, expires_at, false from otp.requests
+         where request_id = ${r.requestId} and not exists (select from recorded)
+      ) o on a.admitted`;
 }
 
 /**

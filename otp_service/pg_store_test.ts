@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../shared/log.ts";
 import { migrate, readMigrations } from "../shared/migrations.ts";
+import { rule } from "../shared/limits/rules.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createPool } from "../shared/postgres.ts";
 import { createDatabase } from "../testing/database.ts";
@@ -81,6 +82,70 @@ Deno.test("concurrent deliveries of one request record it once, on one challenge
   assert.equal(results.filter((x) => x.created).length, 1);
   for (const x of results) assert.equal(x.state.challenge.challengeId, r.requestId);
 });
+
+/** The events counted under `key` now. */
+async function countedUnder(key: string): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`
+    select coalesce((select sum(c) from unnest(counts) c), 0)::int as n
+      from otp.limit_counters where key = ${key}`;
+  return r?.n ?? 0;
+}
+
+Deno.test("an admitted open counts its rules once and records the request; again, it replays", async () => {
+  const r = request(phone());
+  const rules = [rule("number_hourly", r.phoneNumber, 1, 3600)];
+  const charge = { rules, eventId: `send:${r.requestId}` };
+  const a = await store.admitAndOpen(r, 300, charge);
+  assert.equal(a.refusal, undefined);
+  assert.equal(a.refusal === undefined && a.created, true);
+  assert.equal(a.refusal === undefined && a.state.challenge.challengeId, r.requestId);
+  assert.equal(await countedUnder(rules[0]!.key), 1);
+  // The same event again, as a redelivery brings it: admitted without a count, not created.
+  const again = await store.admitAndOpen(r, 300, charge);
+  assert.equal(again.refusal === undefined && again.created, false);
+  assert.equal(await countedUnder(rules[0]!.key), 1);
+  // Another request for the number is over the limit of one.
+  const next = await store.admitAndOpen(request(r.phoneNumber), 300, {
+    rules,
+    eventId: `send:other-${r.requestId}`,
+  });
+  assert.equal(next.refusal?.reason, "number_hourly");
+});
+
+Deno.test("a refused open records nothing: no challenge, no request, no count", async () => {
+  const fresh = request(phone());
+  const live = request(phone());
+  await store.open(live, 300); // a live challenge the refused request must not join
+  for (const r of [fresh, request(live.phoneNumber)]) await refusedOpenRecordsNothing(r);
+});
+
+async function refusedOpenRecordsNothing(r: CodeRequest) {
+  const before = await recordsOf(r.phoneNumber);
+  const rules = [
+    rule("number_hourly", r.phoneNumber, 5, 3600),
+    rule("budget", `none-${r.requestId}`, 0, 3600),
+  ];
+  const out = await store.admitAndOpen(r, 300, { rules, eventId: `send:${r.requestId}` });
+  assert.equal(out.refusal?.reason, "budget");
+  assert.equal(await countedUnder(rules[0]!.key), 0);
+  assert.deepEqual(await recordsOf(r.phoneNumber), before);
+  // Refused, the event is not remembered: admitted later, it counts.
+  const later = await store.admitAndOpen(r, 300, {
+    rules: [rules[0]!],
+    eventId: `send:${r.requestId}`,
+  });
+  assert.equal(later.refusal === undefined && later.created, true);
+  assert.equal(await countedUnder(rules[0]!.key), 1);
+}
+
+async function recordsOf(phoneNumber: string) {
+  const [c] = await sql<{ challenges: number; requests: number }[]>`
+    select (select count(*)::int from otp.challenges where phone_number = ${phoneNumber})
+             as challenges,
+           (select count(*)::int from otp.requests where phone_number = ${phoneNumber})
+             as requests`;
+  return { ...c };
+}
 
 Deno.test("a requester's spent challenge is replaced by a new one", async () => {
   const p = phone();

@@ -9,7 +9,7 @@ import { createLogger } from "../shared/log.ts";
 import { OtpIssuer } from "./issuer.ts";
 import { internalTokenCheck, otpRoutes } from "./routes.ts";
 import { ConsoleSmsSender } from "./sms/console_sender.ts";
-import { BudgetOnlyLimits, MemoryOtpStore, testIssuerSettings } from "./issuer_fixture.ts";
+import { MemoryOtpStore, testIssuerSettings } from "./issuer_fixture.ts";
 
 const TOKEN = "t".repeat(40);
 const log = createLogger("test", "error");
@@ -20,7 +20,7 @@ function setup() {
   const key = HmacKey.import("k".repeat(32));
   const issuer = new OtpIssuer(
     store,
-    new BudgetOnlyLimits(),
+    store.limits,
     new ConsoleSmsSender((l) => sms.push(l)),
     { mac: key, code: key },
     { ...testIssuerSettings(), maxAttempts: 2 },

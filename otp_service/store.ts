@@ -1,5 +1,7 @@
 // The persistence port of otp-service.
 import type { OutgoingMessage } from "../shared/bus.ts";
+import type { Refusal, Reservation } from "../shared/limits/engine.ts";
+import type { Rule } from "../shared/limits/rules.ts";
 import type { PurposeName } from "../shared/messages.ts";
 
 export interface CodeRequest {
@@ -36,13 +38,35 @@ export interface FinishDetail {
   audit?: { event: string; outcome: string; phoneNumber: string; clientAddress: string };
 }
 
+/** A request recorded, as open() answers. */
+export interface Opened {
+  /** False when a concurrent delivery of the same request recorded it first. */
+  created: boolean;
+  state: RequestState;
+}
+
+/** The rules a request is admitted under, keyed by its event id as Limits.admit keys them. */
+export interface Charge {
+  rules: readonly Rule[];
+  eventId: string;
+}
+
 export interface OtpStore {
   /**
    * Records a new request against the live challenge for its number and purpose, opening
-   * one (valid `ttlSeconds`) when there is none. `created` is false when a concurrent
-   * delivery of the same request recorded it first.
+   * one (valid `ttlSeconds`) when there is none.
    */
-  open(req: CodeRequest, ttlSeconds: number): Promise<{ created: boolean; state: RequestState }>;
+  open(req: CodeRequest, ttlSeconds: number): Promise<Opened>;
+  /**
+   * open() after admitting the request under `charge`, in one step; refused, nothing is
+   * recorded. The admission, like every one, may be forgotten by a crash until the next
+   * synchronous commit, so a provider call must follow one (beginAttempt's).
+   */
+  admitAndOpen(
+    req: CodeRequest,
+    ttlSeconds: number,
+    charge: Charge,
+  ): Promise<{ refusal: Refusal } | (Opened & { refusal?: undefined; reservation: Reservation })>;
   /**
    * Counts one provider call before it is made, at most `maxAttempts` in all; with
    * `publish`, also enqueues the challenge in the same transaction. False when the

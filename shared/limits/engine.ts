@@ -55,10 +55,16 @@ const NO_RULES =
  * statement (`from <fragment> as a`) so a charge and what it guards are one round trip;
  * `admissionOf` reads the row. The statement decides how it commits.
  */
-export function admitCall(sql: Sql, schema: string, rules: readonly Rule[]) {
+export function admitCall(
+  sql: Sql,
+  schema: string,
+  rules: readonly Rule[],
+  options: AdmitOptions = {},
+) {
   if (rules.length === 0) return sql.unsafe(NO_RULES);
   return sql`${sql.unsafe(schemaName(schema))}.admit(${rules.map((r) => r.key)}::text[],
-    ${rules.map((r) => r.limit)}::int[], ${rules.map((r) => r.windowSeconds)}::float8[])`;
+    ${rules.map((r) => r.limit)}::int[], ${rules.map((r) => r.windowSeconds)}::float8[],
+    ${options.eventId ?? null}::text)`;
 }
 
 /** What a row of admit() over `rules` means. */
