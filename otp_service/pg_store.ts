@@ -1,5 +1,6 @@
 // PostgreSQL adapter of OtpStore. No statement here waits on a lock another request
-// holds for longer than one statement: limits are counted by the limits engine.
+// holds for longer than one statement: limits are counted by the limits engine's
+// admit(), which admitAndOpen runs inside its own statement.
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
