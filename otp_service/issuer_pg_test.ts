@@ -4,26 +4,15 @@ import assert from "node:assert/strict";
 import { HmacKey } from "../shared/crypto.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
 import { createLogger } from "../shared/log.ts";
-import { expandIncludes, migrate, readMigrations } from "../shared/migrations.ts";
-import { limitsIncludes } from "../shared/limits/schema.ts";
-import { createPool } from "../shared/postgres.ts";
-import { createDatabase } from "../testing/database.ts";
 import { OtpIssuer } from "./issuer.ts";
 import { testIssuerSettings } from "./issuer_fixture.ts";
+import { countedUnder, migratedOtpDatabase } from "./pg_fixture.ts";
 import { PgOtpStore } from "./pg_store.ts";
 import type { SmsMessage, SmsSender } from "./sms/sender.ts";
 
-const db = await createDatabase();
-const sql = createPool({ url: db.url, applicationName: "tests", max: 8 });
-const migrations = expandIncludes(
-  await readMigrations(new URL("./migrations/", import.meta.url)),
-  limitsIncludes("otp"),
-);
-await migrate(sql, "otp", migrations, createLogger("test", "error"));
-Deno.test.afterAll(async () => {
-  await sql.end({ timeout: 2 });
-  await db.drop();
-});
+const db = await migratedOtpDatabase({ max: 8 });
+const sql = db.sql;
+Deno.test.afterAll(() => db.drop());
 
 const sent: SmsMessage[] = [];
 const sms: SmsSender = {
@@ -51,12 +40,7 @@ async function counted(phone: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.key.split(":")[0]!, r.n]));
 }
 
-async function budgetSpent(): Promise<number> {
-  const [r] = await sql<{ n: number }[]>`
-    select coalesce((select sum(c) from unnest(counts) c), 0)::int as n
-      from otp.limit_counters where key = 'budget:all'`;
-  return r?.n ?? 0;
-}
+const budgetSpent = () => countedUnder(sql, "budget:all");
 
 Deno.test("concurrent deliveries of one request charge its send limits once, and each SMS its budget", async () => {
   const phone = "+14155550188";

@@ -2,29 +2,16 @@
 // statement, resends of the live challenge, and the final state, its message and its
 // audit row written together.
 import assert from "node:assert/strict";
-import { createLogger } from "../shared/log.ts";
-import { migrate, readMigrations } from "../shared/migrations.ts";
 import { rule } from "../shared/limits/rules.ts";
-import { limitsIncludes } from "../shared/limits/schema.ts";
-import { createPool } from "../shared/postgres.ts";
-import { createDatabase } from "../testing/database.ts";
+import { countedUnder, migratedOtpDatabase } from "./pg_fixture.ts";
 import { PgOtpStore } from "./pg_store.ts";
 import type { CodeRequest } from "./store.ts";
 
-const db = await createDatabase();
-const sql = createPool({ url: db.url, applicationName: "tests", max: 4 });
-const includes = limitsIncludes("otp");
-const migrations = (await readMigrations(new URL("./migrations/", import.meta.url))).map((m) => ({
-  ...m,
-  sql: m.sql.replace(/^-- include: ([a-z0-9_]+)$/gm, (_, name: string) => includes[name]!),
-}));
-await migrate(sql, "otp", migrations, createLogger("test", "error"));
+const db = await migratedOtpDatabase({ max: 4 });
+const sql = db.sql;
 let enqueued = 0;
 const store = new PgOtpStore(sql, () => enqueued++);
-Deno.test.afterAll(async () => {
-  await sql.end({ timeout: 2 });
-  await db.drop();
-});
+Deno.test.afterAll(() => db.drop());
 
 let n = 0;
 const request = (phoneNumber: string, o: Partial<CodeRequest> = {}): CodeRequest => ({
@@ -83,14 +70,6 @@ Deno.test("concurrent deliveries of one request record it once, on one challenge
   for (const x of results) assert.equal(x.state.challenge.challengeId, r.requestId);
 });
 
-/** The events counted under `key` now. */
-async function countedUnder(key: string): Promise<number> {
-  const [r] = await sql<{ n: number }[]>`
-    select coalesce((select sum(c) from unnest(counts) c), 0)::int as n
-      from otp.limit_counters where key = ${key}`;
-  return r?.n ?? 0;
-}
-
 Deno.test("an admitted open counts its rules once and records the request; again, it replays", async () => {
   const r = request(phone());
   const rules = [rule("number_hourly", r.phoneNumber, 1, 3600)];
@@ -99,11 +78,11 @@ Deno.test("an admitted open counts its rules once and records the request; again
   assert.equal(a.refusal, undefined);
   assert.equal(a.refusal === undefined && a.created, true);
   assert.equal(a.refusal === undefined && a.state.challenge.challengeId, r.requestId);
-  assert.equal(await countedUnder(rules[0]!.key), 1);
+  assert.equal(await countedUnder(sql, rules[0]!.key), 1);
   // The same event again, as a redelivery brings it: admitted without a count, not created.
   const again = await store.admitAndOpen(r, 300, charge);
   assert.equal(again.refusal === undefined && again.created, false);
-  assert.equal(await countedUnder(rules[0]!.key), 1);
+  assert.equal(await countedUnder(sql, rules[0]!.key), 1);
   // Another request for the number is over the limit of one.
   const next = await store.admitAndOpen(request(r.phoneNumber), 300, {
     rules,
@@ -127,7 +106,7 @@ async function refusedOpenRecordsNothing(r: CodeRequest) {
   ];
   const out = await store.admitAndOpen(r, 300, { rules, eventId: `send:${r.requestId}` });
   assert.equal(out.refusal?.reason, "budget");
-  assert.equal(await countedUnder(rules[0]!.key), 0);
+  assert.equal(await countedUnder(sql, rules[0]!.key), 0);
   assert.deepEqual(await recordsOf(r.phoneNumber), before);
   // Refused, the event is not remembered: admitted later, it counts.
   const later = await store.admitAndOpen(r, 300, {
@@ -135,7 +114,7 @@ async function refusedOpenRecordsNothing(r: CodeRequest) {
     eventId: `send:${r.requestId}`,
   });
   assert.equal(later.refusal === undefined && later.created, true);
-  assert.equal(await countedUnder(rules[0]!.key), 1);
+  assert.equal(await countedUnder(sql, rules[0]!.key), 1);
 }
 
 async function recordsOf(phoneNumber: string) {
