@@ -2,7 +2,7 @@
 // provider calls per request, a budget of 10, no wait between retries) and in-memory
 // doubles of the store and the limits.
 import type { OutgoingMessage } from "../shared/bus.ts";
-import type { Admission, Limits } from "../shared/limits/engine.ts";
+import type { Admission, AdmitOptions, Limits } from "../shared/limits/engine.ts";
 import { REASONS } from "../shared/limits/rules.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import { SMS_NUMBER_TYPES } from "../shared/phone.ts";
@@ -100,13 +100,16 @@ export class MemoryOtpStore implements OtpStore {
 
 /**
  * Admits everything except the SMS budget, which has `budget` places (all of them by
- * default); counts refunds. The limits themselves are tested against PostgreSQL.
+ * default); an event admitted before is admitted again without a place, as the engine
+ * replays it; counts refunds. The limits themselves are tested against PostgreSQL.
  */
 export class BudgetOnlyLimits implements Limits {
   refunds = 0;
+  private readonly admitted = new Set<string>();
   constructor(private budget = Number.POSITIVE_INFINITY) {}
-  admit(rules: readonly Rule[]): Promise<Admission> {
-    if (rules.some((r) => r.reason === "budget")) {
+  admit(rules: readonly Rule[], options: AdmitOptions = {}): Promise<Admission> {
+    const replay = options.eventId !== undefined && this.admitted.has(options.eventId);
+    if (!replay && rules.some((r) => r.reason === "budget")) {
       if (this.budget <= 0) {
         return Promise.resolve({
           admitted: false,
@@ -117,6 +120,7 @@ export class BudgetOnlyLimits implements Limits {
       }
       this.budget--;
     }
+    if (options.eventId !== undefined) this.admitted.add(options.eventId);
     return Promise.resolve({ admitted: true, reservation: { rules, at: 1 } });
   }
   refund() {
