@@ -5,7 +5,7 @@ import type { OutgoingMessage } from "../shared/bus.ts";
 import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
-import type { Sql } from "../shared/postgres.ts";
+import type { Sql, TxSql } from "../shared/postgres.ts";
 import { traceHeaders } from "../shared/tracing.ts";
 import type {
   Charge,
@@ -64,19 +64,7 @@ export class PgOtpStore implements OtpStore {
   private async openStepwise(r: CodeRequest, ttlSeconds: number) {
     return await this.sql.begin(async (tx): Promise<Opened> => {
       type C = { challenge_id: string; issued_at: Date; expires_at: Date };
-      const [opened] = await tx<C[]>`
-        insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
-        values (${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
-                date_trunc('second', now()) + make_interval(secs => ${ttlSeconds}))
-        on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
-          -- Strictly later than the challenge it replaces, even within one second, as
-          -- auth-service keeps only a newer challenge than the one it holds.
-          issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
-          expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
-            + make_interval(secs => ${ttlSeconds})
-        where otp.challenges.expires_at <= now()
-           or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
-        returning challenge_id, issued_at, expires_at`;
+      const [opened] = await tx<C[]>`${openChallenge(tx, r, ttlSeconds)}`;
       const c = opened ?? (await tx<C[]>`
         select challenge_id, issued_at, expires_at from otp.challenges
          where phone_number = ${r.phoneNumber} and purpose = ${r.purpose}`)[0];
@@ -159,6 +147,34 @@ export class PgOtpStore implements OtpStore {
   }
 }
 
+/**
+ * The insert that opens a challenge named after the request unless a live one (other
+ * than the requester's spent one) exists, returning the one it opened; its row comes
+ * `from` the given clause (a gate), or unconditionally without one.
+ */
+function openChallenge(
+  sql: Sql | TxSql,
+  r: CodeRequest,
+  ttlSeconds: number,
+  from = sql``,
+) {
+  return sql`
+    insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
+    select ${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
+           date_trunc('second', now()) + make_interval(secs => ${ttlSeconds})
+      ${from}
+    on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
+      -- Strictly later than the challenge it replaces, even within one second: a spent
+      -- challenge may be unconsumed (its tries used up), and auth-service keeps only a
+      -- newer challenge than an unconsumed one it holds.
+      issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
+      expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
+        + make_interval(secs => ${ttlSeconds})
+    where otp.challenges.expires_at <= now()
+       or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
+    returning challenge_id, issued_at, expires_at`;
+}
+
 type OpenRow = AdmitRow & { [K in keyof Row]: Row[K] | null } & { created: boolean | null };
 
 /**
@@ -175,22 +191,8 @@ function openStatement(sql: Sql, r: CodeRequest, ttlSeconds: number, charge?: Ch
     : sql`${admitCall(sql, "otp", [])} as a`;
   return sql`
     with a as (select admitted, rule, retry_after, at from ${admission}),
-    opened as (
-      insert into otp.challenges (phone_number, purpose, challenge_id, issued_at, expires_at)
-      select ${r.phoneNumber}, ${r.purpose}, ${r.requestId}, date_trunc('second', now()),
-             date_trunc('second', now()) + make_interval(secs => ${ttlSeconds})
-        from a where a.admitted
-      on conflict (phone_number, purpose) do update set challenge_id = excluded.challenge_id,
-        -- Strictly later than the challenge it replaces, even within one second: a
-        -- spent challenge may be unconsumed (its tries used up), and auth-service keeps
-        -- only a newer challenge than an unconsumed one it holds.
-        issued_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second'),
-        expires_at = greatest(excluded.issued_at, otp.challenges.issued_at + interval '1 second')
-          + make_interval(secs => ${ttlSeconds})
-      where otp.challenges.expires_at <= now()
-         or otp.challenges.challenge_id = ${r.spentChallengeId ?? ""}
-      returning challenge_id, issued_at, expires_at
-    ), live as (
+    opened as (${openChallenge(sql, r, ttlSeconds, sql`from a where a.admitted`)}),
+    live as (
       select challenge_id, issued_at, expires_at from opened
       union all
       select challenge_id, issued_at, expires_at from otp.challenges
