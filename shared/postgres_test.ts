@@ -85,3 +85,153 @@ Deno.test("a transaction whose connection is terminated fails, and the pool's ne
     await admin.end();
   }
 });
+
+Deno.test("a query that fails after sending some rows leaves the next result on its connection whole", async () => {
+  const sql = createPool({ url: DATABASE_URL, applicationName: "test", max: 1 });
+  // Rows 1 and 2 reach the client before row 3 divides by zero.
+  const failing = () => sql`select 1 / (3 - x) as v from generate_series(1, 5) x`;
+  try {
+    await assert.rejects(failing(), /division by zero/);
+    const after = await sql<{ v: number }[]>`select 42 as v`;
+    assert.deepEqual([...after], [{ v: 42 }]);
+    // Pipelined behind the failure on the one connection, as a busy pool sends them.
+    const [failed, next] = await Promise.allSettled([
+      failing(),
+      sql<{ v: number }[]>`select 7 as v`,
+    ]);
+    assert.equal(failed.status, "rejected");
+    assert.equal(next.status, "fulfilled");
+    assert.deepEqual([...next.value], [{ v: 7 }]);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("a connection ended while it fetches its array types starts again clean: the waiting query runs, arrays work", async () => {
+  // The first query on a new connection is the driver's own fetch of the array types,
+  // with the caller's query waiting behind it. A backend terminated while sending those
+  // rows used to fail the caller's query, open the connection without its array types
+  // (array parameters refused, array results read as text) and count its next result's
+  // rows from where the cut-off ones stopped.
+  const proxy = endFirstConnectionAfterRows(3);
+  const u = new URL(DATABASE_URL);
+  u.port = String(proxy.port);
+  const sql = createPool({ url: u.toString(), applicationName: "test", max: 1 });
+  try {
+    const first = await sql<{ v: number }[]>`select 1 as v`;
+    assert.equal(proxy.cut(), true, "the first connection was ended mid-rows");
+    assert.deepEqual([...first], [{ v: 1 }]);
+    const ids = ["a", "b"];
+    const unnested = await sql<{ x: string }[]>`select x from unnest(${ids}::text[]) x`;
+    assert.deepEqual([...unnested], [{ x: "a" }, { x: "b" }]);
+    const [arrays] = await sql<{ a: number[] }[]>`select array[1, 2]::int[] as a`;
+    assert.deepEqual(arrays, { a: [1, 2] });
+    const after = await sql<{ v: number }[]>`select 42 as v`;
+    assert.deepEqual([...after], [{ v: 42 }]);
+  } finally {
+    await sql.end({ timeout: 1 });
+    proxy.close();
+  }
+});
+
+/**
+ * A proxy to the test server that forwards everything, except that on its first
+ * connection it replaces what follows the `rows`-th row by the FATAL error and close a
+ * terminated backend sends.
+ */
+function endFirstConnectionAfterRows(rows: number): {
+  port: number;
+  cut(): boolean;
+  close(): void;
+} {
+  const target = new URL(DATABASE_URL);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  let connections = 0;
+  let cut = false;
+  const fatal = errorResponse([
+    ["S", "FATAL"],
+    ["V", "FATAL"],
+    ["C", "57P01"],
+    ["M", "terminating connection due to administrator command"],
+  ]);
+  const serve = async (client: Deno.Conn, first: boolean) => {
+    const server = await Deno.connect({
+      hostname: target.hostname,
+      port: Number(target.port || 5432),
+    });
+    open.add(client).add(server);
+    const end = () => [client, server].forEach((c) => (open.delete(c), tryClose(c)));
+    const upstream = client.readable.pipeTo(server.writable).catch(() => {}).finally(end);
+    let pending: Uint8Array = new Uint8Array(0);
+    let seen = 0;
+    try {
+      for await (const chunk of server.readable) {
+        if (!first) {
+          await writeAll(client, chunk);
+          continue;
+        }
+        pending = concat(pending, chunk);
+        let at = 0;
+        // Whole messages only: a type byte, then a length that counts itself.
+        while (pending.length - at >= 5) {
+          const size = 1 + new DataView(pending.buffer, pending.byteOffset + at + 1).getInt32(0);
+          if (pending.length - at < size) break;
+          const type = String.fromCharCode(pending[at]!);
+          await writeAll(client, pending.subarray(at, at + size));
+          at += size;
+          if (type === "D" && ++seen === rows) {
+            await writeAll(client, fatal);
+            cut = true;
+            return;
+          }
+        }
+        pending = pending.slice(at);
+      }
+    } catch {
+      // either side gone
+    } finally {
+      end();
+      await upstream;
+    }
+  };
+  (async () => {
+    for await (const client of listener) serve(client, connections++ === 0);
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    cut: () => cut,
+    close: () => {
+      tryClose(listener);
+      open.forEach(tryClose);
+    },
+  };
+}
+
+function errorResponse(fields: [string, string][]): Uint8Array {
+  const body = new TextEncoder().encode(fields.map(([k, v]) => `${k}${v}\0`).join("") + "\0");
+  const out = new Uint8Array(5 + body.length);
+  out[0] = "E".charCodeAt(0);
+  new DataView(out.buffer).setInt32(1, 4 + body.length);
+  out.set(body, 5);
+  return out;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await c.write(bytes.subarray(at));
+}
+
+function tryClose(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch {
+    // already closed
+  }
+}

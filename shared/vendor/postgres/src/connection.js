@@ -456,6 +456,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     incoming = Buffer.alloc(0)
     remaining = 0
     incomings = null
+    rows = 0 // PATCHED: rows cut off with the socket belong to no later result
     clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null // PATCHED: a stale timer would block every later flush
     socket.removeListener('data', data)
@@ -467,8 +468,17 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     socket.removeAllListeners()
     socket = null
 
-    if (initial)
+    // PATCHED: the connection's own startup query (the array types, the server's state)
+    // died with this socket. Fail it here and start the next socket clean: left pending,
+    // the next socket's first reply settled it (with this socket's error, failing the
+    // caller's query too), and the connection then opened without its array types, so
+    // array parameters and results were wrong until it reconnected again.
+    if (initial) {
+      query && queryError(query, Errors.connection('CONNECTION_CLOSED', options, socket))
+      query = results = errorResponse = null
+      result = new Result()
       return reconnect()
+    }
 
     // PATCHED: whatever was in flight on this socket can never complete; settle it all
     // (the 'error' event does not always come first) and forget the finished query.
@@ -575,6 +585,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
 
     query = results = errorResponse = null
     result = new Result()
+    rows = 0 // PATCHED: a query that failed mid-rows never reached CommandComplete's reset
     connectTimer.cancel()
 
     if (initial) {
