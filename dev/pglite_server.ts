@@ -22,6 +22,7 @@
  * - queries run on the calling thread, so a slow query stalls the whole process.
  */
 import { PGlite } from "@electric-sql/pglite";
+import { closeQuietly, concatBytes, readInt32, writeAll } from "../shared/conn_io.ts";
 import type { Logger } from "../shared/log.ts";
 
 /**
@@ -169,7 +170,7 @@ class Session {
     try {
       for await (const chunk of this.conn.readable) {
         clearTimeout(this.idleTimer);
-        pending = concat(pending, chunk);
+        pending = concatBytes(pending, chunk);
         for (;;) {
           const msg = this.started ? typedMessage(pending) : untypedMessage(pending);
           if (!msg) break;
@@ -297,7 +298,9 @@ function typedMessage(buf: Uint8Array): Uint8Array | undefined {
 function replaceFirst(out: Uint8Array, types: number[], by: Uint8Array): Uint8Array | undefined {
   for (let i = 0; i + 5 <= out.length;) {
     const end = i + 1 + Math.max(4, readInt32(out, i + 1));
-    if (types.includes(out[i]!)) return concat(concat(out.subarray(0, i), by), out.subarray(end));
+    if (types.includes(out[i]!)) {
+      return concatBytes(concatBytes(out.subarray(0, i), by), out.subarray(end));
+    }
     i = end;
   }
   return undefined;
@@ -343,30 +346,6 @@ function deadlockError(afterMs: number): Uint8Array {
     "SERROR\0VERROR\0C40P01\0Mdeadlock detected: transaction idle for " +
       `${afterMs} ms while other clients of the embedded database waited; rolled back\0\0`,
   );
-}
-
-function readInt32(buf: Uint8Array, at: number): number {
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getInt32(at);
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
 }
 
 function isDisconnect(err: unknown): boolean {

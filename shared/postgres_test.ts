@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { deadline, TimeoutError } from "./async.ts";
 import { ConfigError } from "./config.ts";
+import { closeQuietly, concatBytes, readInt32, writeAll } from "./conn_io.ts";
 import { createPool, sslOptions } from "./postgres.ts";
 // The local server the tests use (as the test harness defaults it).
 const DATABASE_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -161,7 +162,7 @@ function endFirstConnectionAfterRows(rows: number): {
       port: Number(target.port || 5432),
     });
     open.add(client).add(server);
-    const end = () => [client, server].forEach((c) => (open.delete(c), tryClose(c)));
+    const end = () => [client, server].forEach((c) => (open.delete(c), closeQuietly(c)));
     const upstream = client.readable.pipeTo(server.writable).catch(() => {}).finally(end);
     let pending: Uint8Array = new Uint8Array(0);
     let seen = 0;
@@ -171,11 +172,11 @@ function endFirstConnectionAfterRows(rows: number): {
           await writeAll(client, chunk);
           continue;
         }
-        pending = concat(pending, chunk);
+        pending = concatBytes(pending, chunk);
         let at = 0;
         // Whole messages only: a type byte, then a length that counts itself.
         while (pending.length - at >= 5) {
-          const size = 1 + new DataView(pending.buffer, pending.byteOffset + at + 1).getInt32(0);
+          const size = 1 + readInt32(pending, at + 1);
           if (pending.length - at < size) break;
           const type = String.fromCharCode(pending[at]!);
           await writeAll(client, pending.subarray(at, at + size));
@@ -202,8 +203,8 @@ function endFirstConnectionAfterRows(rows: number): {
     port: (listener.addr as Deno.NetAddr).port,
     cut: () => cut,
     close: () => {
-      tryClose(listener);
-      open.forEach(tryClose);
+      closeQuietly(listener);
+      open.forEach(closeQuietly);
     },
   };
 }
@@ -215,23 +216,4 @@ function errorResponse(fields: [string, string][]): Uint8Array {
   new DataView(out.buffer).setInt32(1, 4 + body.length);
   out.set(body, 5);
   return out;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await c.write(bytes.subarray(at));
-}
-
-function tryClose(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
 }
