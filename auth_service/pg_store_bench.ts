@@ -1,12 +1,10 @@
 // The database cost of the hot RPCs against PostgreSQL's own floor (one `select 1`
 // round trip on the same pool): `deno task bench`. Needs DATABASE_URL's server.
-import { createLogger } from "../shared/log.ts";
-import { expandIncludes, migrate, readMigrations } from "../shared/migrations.ts";
-import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createPool } from "../shared/postgres.ts";
 import { DATABASE_URL } from "../testing/database.ts";
 import { sha256 } from "../shared/crypto.ts";
 import { PgAuthStore } from "./pg_store.ts";
+import { migrateAuth } from "./pg_store_fixture.ts";
 
 // One fixed scratch database, recreated each run.
 const admin = createPool({ url: DATABASE_URL, applicationName: "bench", max: 1 });
@@ -16,15 +14,7 @@ await admin.end();
 const url = new URL(DATABASE_URL);
 url.pathname = "/auth_bench";
 const sql = createPool({ url: url.toString(), applicationName: "bench", max: 4 });
-await migrate(
-  sql,
-  "auth",
-  expandIncludes(
-    await readMigrations(new URL("./migrations/", import.meta.url)),
-    limitsIncludes("auth"),
-  ),
-  createLogger("bench", "error"),
-);
+await migrateAuth(sql);
 const store = new PgAuthStore(sql);
 const [user] = await sql`insert into auth.users (phone_number, verified_at)
   values ('+14155550123', now()) returning id`;

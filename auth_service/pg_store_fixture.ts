@@ -3,7 +3,7 @@ import { EVENTS_EXCHANGE } from "../shared/topology.ts";
 import { createLogger } from "../shared/log.ts";
 import { LimitsEngine } from "../shared/limits/engine.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
-import { expandIncludes, migrate, readMigrations } from "../shared/migrations.ts";
+import { migrateFromDir } from "../shared/migrations.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { PgAuthStore } from "./pg_store.ts";
 import type { StoreUnderTest } from "./store_conformance.ts";
@@ -12,11 +12,11 @@ const TABLES = "users, challenges, sessions, session_tokens, inbox, outbox, limi
   "limit_admissions, wrong_code_locks, audit_events";
 
 export async function migrateAuth(sql: Sql): Promise<void> {
-  const migrations = await readMigrations(new URL("./migrations/", import.meta.url));
-  await migrate(
+  await migrateFromDir(
     sql,
     "auth",
-    expandIncludes(migrations, limitsIncludes("auth")),
+    new URL("./migrations/", import.meta.url),
+    limitsIncludes("auth"),
     createLogger("test", "error"),
   );
 }

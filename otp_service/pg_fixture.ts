@@ -1,7 +1,7 @@
 // What otp-service's tests against PostgreSQL share: a scratch database migrated as the
 // service migrates its own, and what a limit counter holds.
 import { createLogger } from "../shared/log.ts";
-import { expandIncludes, migrate, readMigrations } from "../shared/migrations.ts";
+import { migrateFromDir } from "../shared/migrations.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import { createPool } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
@@ -11,11 +11,13 @@ import { createDatabase } from "../testing/database.ts";
 export async function migratedOtpDatabase(o: { max: number }) {
   const db = await createDatabase();
   const sql = createPool({ url: db.url, applicationName: "tests", max: o.max });
-  const migrations = expandIncludes(
-    await readMigrations(new URL("./migrations/", import.meta.url)),
+  await migrateFromDir(
+    sql,
+    "otp",
+    new URL("./migrations/", import.meta.url),
     limitsIncludes("otp"),
+    createLogger("test", "error"),
   );
-  await migrate(sql, "otp", migrations, createLogger("test", "error"));
   return {
     sql,
     async drop() {

@@ -45,6 +45,17 @@ export function expandIncludes(
   }));
 }
 
+/** `dir`'s migrations with their includes expanded, applied to `schema` (for tests and benches). */
+export async function migrateFromDir(
+  sql: Sql,
+  schema: string,
+  dir: URL,
+  includes: Record<string, string>,
+  log: Logger,
+): Promise<void> {
+  await migrate(sql, schema, expandIncludes(await readMigrations(dir), includes), log);
+}
+
 /**
  * Applies pending migrations in one transaction under an advisory lock, so replicas
  * starting together apply each migration exactly once.
