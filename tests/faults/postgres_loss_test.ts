@@ -1,6 +1,6 @@
 // Fault 5: PostgreSQL connections are terminated (pg_terminate_backend) again and
-// again while clients keep calling. Every RPC answers promptly, either normally or
-// with `unavailable` (never `internal`, never a hang), nothing accepted is lost, and
+// again while clients keep calling. Every RPC answers promptly, either normally (and
+// rightly) or with `unavailable` (never `internal`, never a hang), nothing accepted is lost, and
 // once the killing stops the system works again without a restart.
 import assert from "node:assert/strict";
 import {
@@ -28,7 +28,7 @@ const WORKERS = 8;
 
 Deno.test({
   name:
-    "PostgreSQL connections terminated mid-run: RPCs answer ok or unavailable within a bound (never internal, never hang), nothing accepted is lost, and both services recover by themselves",
+    "PostgreSQL connections terminated mid-run: RPCs answer ok, with the right answer, or unavailable within a bound (never internal, never hang), nothing accepted is lost, and both services recover by themselves",
   // Needs the patched postgres.js in shared/vendor/postgres (upstream #1208: a dropped
   // connection mid-transaction crashed the service) and createPool's guard against the
   // driver's stray connection-error rejections (shared/postgres.ts).
@@ -55,6 +55,10 @@ async function scenario(stack: Stack) {
   });
   assert.equal(verified.code, "ok");
   const bearer = { authorization: `Bearer ${verified.json.session_token}` };
+  const before = await rpc(stack.authUrl, GET_PROFILE, { phone_number: member }, {
+    headers: { ...memberHeaders, ...bearer },
+  });
+  assert.equal(before.code, "ok");
 
   const results: (RpcResult & { what: string })[] = [];
   const accepted: string[] = [];
@@ -108,6 +112,15 @@ async function scenario(stack: Stack) {
   assert.ok(kills >= 10, "the fault was injected");
   const wrong = results.filter((r) => r.code !== "ok" && r.code !== "unavailable");
   assert.deepEqual(wrong.slice(0, 5), [], `only ok or unavailable: ${summary}`);
+  // An ok must also be the right answer: the member's own profile, and no fresh
+  // number a verified user.
+  const misread = results.filter((r) =>
+    r.code === "ok" &&
+    (r.what === "profile"
+      ? r.json.user_id !== before.json.user_id || r.json.phone_number !== member
+      : r.what === "validate" && r.json.is_valid !== false)
+  );
+  assert.deepEqual(misread.slice(0, 5), [], "every ok answer is the right one");
   assert.ok((byCode.get("unavailable") ?? 0) > 0, `the fault was felt: ${summary}`);
   assert.ok((byCode.get("ok") ?? 0) > 0, `and calls still got through: ${summary}`);
   const slowest = Math.max(...results.map((r) => r.ms));
