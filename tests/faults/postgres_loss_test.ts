@@ -1,7 +1,7 @@
 // Fault 5: PostgreSQL connections are terminated (pg_terminate_backend) again and
 // again while clients keep calling. Every RPC answers promptly, either normally (and
-// rightly) or with `unavailable` (never `internal`, never a hang), nothing accepted is lost, and
-// once the killing stops the system works again without a restart.
+// rightly) or with `unavailable` (never `internal`, never a hang), nothing accepted is
+// lost, and once the killing stops the system works again without a restart.
 import assert from "node:assert/strict";
 import {
   clientHeaders,
