@@ -22,7 +22,7 @@
  * - queries run on the calling thread, so a slow query stalls the whole process.
  */
 import { PGlite } from "@electric-sql/pglite";
-import { closeQuietly, concatBytes, readInt32, writeAll } from "../shared/conn_io.ts";
+import { closeQuietly, concatBytes, pgMessage, readInt32, writeAll } from "../shared/conn_io.ts";
 import type { Logger } from "../shared/log.ts";
 
 /**
@@ -51,9 +51,9 @@ const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
 const PROTOCOL_3 = 196608;
 const SYNC = new Uint8Array([0x53, 0, 0, 0, 4]);
-const ROLLBACK = message(0x51, "rollback\0");
+const ROLLBACK = pgMessage(0x51, "rollback\0");
 /** Puts the backend in a failed transaction: only ROLLBACK gets it out. */
-const ENTER_FAILED_TRANSACTION = message(0x51, "begin; select 1/0\0");
+const ENTER_FAILED_TRANSACTION = pgMessage(0x51, "begin; select 1/0\0");
 
 export async function startPglite(options: PgliteServerOptions = {}): Promise<PgliteServer> {
   const log = options.logger?.child({ component: "pglite" });
@@ -331,17 +331,8 @@ function readyStatus(out: Uint8Array): string | undefined {
   return status;
 }
 
-function message(type: number, body: string): Uint8Array {
-  const bytes = new TextEncoder().encode(body);
-  const msg = new Uint8Array(5 + bytes.length);
-  msg[0] = type;
-  new DataView(msg.buffer).setInt32(1, 4 + bytes.length);
-  msg.set(bytes, 5);
-  return msg;
-}
-
 function deadlockError(afterMs: number): Uint8Array {
-  return message(
+  return pgMessage(
     0x45,
     "SERROR\0VERROR\0C40P01\0Mdeadlock detected: transaction idle for " +
       `${afterMs} ms while other clients of the embedded database waited; rolled back\0\0`,

@@ -1,9 +1,19 @@
-// Byte and socket helpers for code that speaks a wire protocol over a Deno.Conn: the
+// Helpers for code that speaks PostgreSQL's wire protocol over a Deno.Conn: the
 // development PostgreSQL server and the driver tests' fault-injecting proxy.
 
 /** The big-endian 32-bit integer at `at`, as PostgreSQL's messages carry lengths. */
 export function readInt32(buf: Uint8Array, at: number): number {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getInt32(at);
+}
+
+/** A typed PostgreSQL protocol message: its type byte, its length, then `body`. */
+export function pgMessage(type: number, body: string): Uint8Array {
+  const bytes = new TextEncoder().encode(body);
+  const msg = new Uint8Array(5 + bytes.length);
+  msg[0] = type;
+  new DataView(msg.buffer).setInt32(1, 4 + bytes.length);
+  msg.set(bytes, 5);
+  return msg;
 }
 
 /** `a` then `b` in one array (`b` itself when `a` is empty). */

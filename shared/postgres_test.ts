@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { deadline, TimeoutError } from "./async.ts";
 import { ConfigError } from "./config.ts";
-import { closeQuietly, concatBytes, readInt32, writeAll } from "./conn_io.ts";
+import { closeQuietly, concatBytes, pgMessage, readInt32, writeAll } from "./conn_io.ts";
 import { createPool, sslOptions } from "./postgres.ts";
 // The local server the tests use (as the test harness defaults it).
 const DATABASE_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -150,12 +150,11 @@ function endFirstConnectionAfterRows(rows: number): {
   const open = new Set<Deno.Conn>();
   let connections = 0;
   let cut = false;
-  const fatal = errorResponse([
-    ["S", "FATAL"],
-    ["V", "FATAL"],
-    ["C", "57P01"],
-    ["M", "terminating connection due to administrator command"],
-  ]);
+  // An ErrorResponse ("E"): severity, code and message fields, then a terminating NUL.
+  const fatal = pgMessage(
+    0x45,
+    "SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0",
+  );
   const serve = async (client: Deno.Conn, first: boolean) => {
     const server = await Deno.connect({
       hostname: target.hostname,
@@ -207,13 +206,4 @@ function endFirstConnectionAfterRows(rows: number): {
       open.forEach(closeQuietly);
     },
   };
-}
-
-function errorResponse(fields: [string, string][]): Uint8Array {
-  const body = new TextEncoder().encode(fields.map(([k, v]) => `${k}${v}\0`).join("") + "\0");
-  const out = new Uint8Array(5 + body.length);
-  out[0] = "E".charCodeAt(0);
-  new DataView(out.buffer).setInt32(1, 4 + body.length);
-  out.set(body, 5);
-  return out;
 }
