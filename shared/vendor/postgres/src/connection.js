@@ -456,7 +456,6 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     incoming = Buffer.alloc(0)
     remaining = 0
     incomings = null
-    rows = 0 // PATCHED: rows cut off with the socket belong to no later result
     clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null // PATCHED: a stale timer would block every later flush
     socket.removeListener('data', data)
@@ -468,29 +467,36 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     socket.removeAllListeners()
     socket = null
 
-    // PATCHED: the connection's own startup query (the array types, the server's state)
-    // died with this socket. Fail it here and start the next socket clean: left pending,
-    // the next socket's first reply settled it (with this socket's error, failing the
-    // caller's query too), and the connection then opened without its array types, so
-    // array parameters and results were wrong until it reconnected again.
-    if (initial) {
-      query && queryError(query, Errors.connection('CONNECTION_CLOSED', options, socket))
-      query = results = errorResponse = null
-      result = new Result()
-      return reconnect()
-    }
-
     // PATCHED: whatever was in flight on this socket can never complete; settle it all
-    // (the 'error' event does not always come first) and forget the finished query.
-    ;(query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
-    // PATCHED: the half-read result belongs to the failed query; the next one starts clean
-    // (a stale result.command would make it a "multi-statement" reply holding old rows).
-    query = results = errorResponse = null
-    result = new Result()
+    // (the 'error' event does not always come first), then start the next result clean.
+    // While the connection starts up, that is only its own startup query (the array
+    // types, the server's state); the caller's query waits for the next socket. Left
+    // pending, the next socket's first reply settled that query with this socket's
+    // error, failing the caller's query too, and the connection then opened without its
+    // array types, so array parameters and results were wrong until it reconnected.
+    initial
+      ? query && queryError(query, Errors.connection('CONNECTION_CLOSED', options, socket))
+      : (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
+    nextResult()
+
+    if (initial)
+      return reconnect()
+
     closedTime = performance.now()
     hadError && options.shared.retries++
     delay = (typeof backoff === 'function' ? backoff(options.shared.retries) : backoff) * 1000
     onclose(connection, Errors.connection('CONNECTION_CLOSED', options, socket))
+  }
+
+  // PATCHED: one place forgets the finished (or failed) query and its result, the row
+  // counter included. That counter was reset only by CommandComplete, which a query that
+  // fails after sending some rows never gets, so the next result began after that many
+  // holes ([undefined, ..., row]); and a half-read result with a command tag made the
+  // next reply look like a multi-statement one holding the old rows.
+  function nextResult() {
+    query = results = errorResponse = null
+    result = new Result()
+    rows = 0
   }
 
   /* Handlers */
@@ -583,9 +589,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       errored(errorResponse)
     }
 
-    query = results = errorResponse = null
-    result = new Result()
-    rows = 0 // PATCHED: a query that failed mid-rows never reached CommandComplete's reset
+    nextResult()
     connectTimer.cancel()
 
     if (initial) {
