@@ -16,12 +16,12 @@ import { callerLockKeys, EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts"
 import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
 import {
-  authenticate,
   deleteUserIn,
   insertSession,
   listSessions,
   refresh,
   revokeIn,
+  sessionLookup,
 } from "./pg_session_store.ts";
 import type {
   AuditContext,
@@ -47,10 +47,14 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
+/** Session lookup statements out at once; the serving pool has a few connections. */
+const LOOKUPS_IN_FLIGHT = 2;
 
 export class PgAuthStore implements AuthStore {
   /** For a charge that is a statement of its own, committed as every admission is. */
   private readonly limits: LimitsEngine;
+  /** Session lookups by policy (a service has one), each coalescing its calls. */
+  private readonly lookups = new Map<string, (hash: Uint8Array) => Promise<Caller | null>>();
 
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
     this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
@@ -387,7 +391,13 @@ export class PgAuthStore implements AuthStore {
   }
 
   authenticate(tokenHash: Uint8Array, policy: SessionPolicy): Promise<Caller | null> {
-    return authenticate(this.sql, tokenHash, policy);
+    const key = `${policy.idleSeconds}/${policy.graceSeconds}`;
+    let lookup = this.lookups.get(key);
+    if (lookup === undefined) {
+      lookup = sessionLookup(this.sql, policy, { maxInFlight: LOOKUPS_IN_FLIGHT });
+      this.lookups.set(key, lookup);
+    }
+    return lookup(tokenHash);
   }
 
   async refresh(

@@ -592,6 +592,24 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal(await userOf(s, 3, { idleSeconds: 86_400, graceSeconds: 10 }), null, "unknown");
   },
 
+  async "concurrent lookups each get their own session, or none"(s) {
+    // Two users with sessions 1-6 and 9, 4 revoked, 7 and 8 never opened; a store may
+    // answer concurrent lookups together, and each must still get its own answer.
+    await verifiedUser(s, PHONE, 1);
+    await verifiedUser(s, OTHER, 9);
+    for (const n of [2, 3, 4, 5, 6]) await loginSession(s, n);
+    const me = (await userOf(s, 1))!.id;
+    await s.store.revokeSessions(me, [sid(4)], "logout", who);
+    const asked = [9, 1, 7, 2, 4, 3, 9, 8, 5, 6, 1, 4];
+    for (let round = 0; round < 3; round++) {
+      const found = await Promise.all(asked.map((n) => s.store.authenticate(hash(n), ACTIVE)));
+      assert.deepEqual(
+        found.map((c) => c === null ? null : [c.session.id, c.user.phoneNumber]),
+        asked.map((n) => n === 4 || n === 7 || n === 8 ? null : [sid(n), n === 9 ? OTHER : PHONE]),
+      );
+    }
+  },
+
   async "sessions are revoked by id or all at once, only the user's own"(s) {
     await verifiedUser(s, PHONE, 1);
     await verifiedUser(s, OTHER, 9);
