@@ -1,6 +1,7 @@
 // Session management through real processes: refresh rotates and reuse after the grace
 // revokes the session; list shows the caller's sessions only, with where they were
-// opened; revoke ends one; introspection of a dead session is unauthenticated.
+// opened; revoke ends one; introspection of a dead session is unauthenticated; many
+// sessions called at once (their lookups share statements) each get their own answer.
 import assert from "node:assert/strict";
 import { authClient, bearer, logIn, signUp } from "../testing/accounts.ts";
 import { outcomeOf } from "../testing/rpc.ts";
@@ -107,4 +108,36 @@ Deno.test("a session that sat idle cannot act, not even to log out the others", 
   );
   assert.equal(await outcomeOf(client.getSession({}, bearer(active.sessionToken))), "ok");
   assert.equal((await client.logout({ all: true }, bearer(active.sessionToken))).revoked, 2);
+});
+
+Deno.test("concurrent calls of many sessions each act as their own session; a logged-out one is refused among them", async () => {
+  const client = authClient(stack);
+  const users: Awaited<ReturnType<typeof signUp>>[] = [];
+  for (let i = 0; i < 4; i++) users.push(await signUp(stack, client));
+  const ids = await Promise.all(
+    users.map(async (u) => (await client.getSession({}, bearer(u.sessionToken))).sessionId),
+  );
+  const gone = await logIn(stack, client, users[0]!.phone);
+  assert.equal((await client.logout({}, bearer(gone.sessionToken))).revoked, 1);
+  const unknown = "A".repeat(43);
+  const asked = Array.from({ length: 240 }, (_, i) => i % 6);
+  const token = (k: number) =>
+    k < 4 ? users[k]!.sessionToken : k === 4 ? gone.sessionToken : unknown;
+  const answers = await Promise.all(asked.map(async (k) => {
+    try {
+      const s = await client.getSession({}, bearer(token(k)));
+      const p = await client.getProfile({ phoneNumber: s.phoneNumber }, bearer(token(k)));
+      return `${s.sessionId} ${s.phoneNumber} ${p.phoneNumber}`;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }));
+  assert.deepEqual(
+    answers,
+    asked.map((k) =>
+      k < 4
+        ? `${ids[k]} ${users[k]!.phone} ${users[k]!.phone}`
+        : "[unauthenticated] session is missing, expired or revoked"
+    ),
+  );
 });
