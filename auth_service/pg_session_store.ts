@@ -82,10 +82,10 @@ const LOOKUP_BATCH = 64;
 
 /**
  * Looks sessions up by token hash for one policy. Concurrent lookups share a statement
- * (shared/coalesce.ts): a GetProfile under load costs PostgreSQL and this service about
- * half what a statement of its own does (README "Performance"). At most `maxInFlight`
- * statements are out at once, so lookups leave the pool's other connections to the
- * other calls.
+ * (shared/coalesce.ts): under load, a GetProfile then costs PostgreSQL under half what a
+ * statement of its own does, and this service about a quarter less (README
+ * "Performance"). At most `maxInFlight` statements are out at once, so lookups leave
+ * the pool's other connections to the other calls.
  */
 export function sessionLookup(
   sql: Sql,

@@ -64,7 +64,7 @@ export function coalesced<K, V>(
   return (key: K) =>
     new Promise<V>((resolve, reject) => {
       waiting.push({ key, resolve, reject });
-      // Calls made in one turn of the event loop go together, sent once it ends.
+      // Calls made by the same task go together, sent once its synchronous code is done.
       if (!scheduled && inFlight < o.maxInFlight) {
         scheduled = true;
         queueMicrotask(flush);
