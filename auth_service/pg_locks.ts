@@ -14,10 +14,21 @@ export function callerLockKeys(sql: Sql | TxSql, who: AuditContext) {
 
 /** Seconds left on a lock of the number for this caller or for everyone; null if none. */
 export function lockedSql(sql: Sql | TxSql, phone: string, who: AuditContext) {
+  return lockedSecondsSql(sql, sql`${phone}`, sql`${addressKey(who.clientAddress)}`);
+}
+
+/**
+ * lockedSql over SQL expressions: the number, and the caller's client key (as
+ * `addressKey` spells it), e.g. columns of a batch of callers.
+ */
+export function lockedSecondsSql(sql: Sql | TxSql, phone: SqlFragment, clientKey: SqlFragment) {
   return sql`select ceil(extract(epoch from max(locked_until) - now()))::int
       from auth.wrong_code_locks
-     where phone_number = ${phone} and locked_until > now() and ${callerLockKeys(sql, who)}`;
+     where phone_number = ${phone} and locked_until > now()
+       and client_key in (${clientKey}, ${EVERY_ADDRESS})`;
 }
+
+type SqlFragment = ReturnType<Sql>;
 
 export const locked = (seconds: number) => ({
   kind: "locked" as const,
