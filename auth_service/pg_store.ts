@@ -6,14 +6,14 @@ import { enqueue, outboxInsert } from "../shared/outbox.ts";
 import type { OutgoingMessage } from "../shared/bus.ts";
 import { addressKey } from "../shared/ip.ts";
 import type { PurposeName } from "../shared/messages.ts";
-import { admissionOf, admitCall, LimitsEngine } from "../shared/limits/engine.ts";
-import type { AdmitRow } from "../shared/limits/engine.ts";
-import { ASYNC_COMMIT } from "../shared/postgres.ts";
+import { LimitsEngine } from "../shared/limits/engine.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { callerLockKeys, EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
 import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
+import { loginTargets } from "./pg_login_target.ts";
+import type { LoginTargetCall } from "./pg_login_target.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
 import {
   deleteUserIn,
@@ -47,7 +47,7 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-/** Session lookup statements out at once; the serving pool has a few connections. */
+/** Shared statements (lookups, login targets) out at once, per kind; the pool is small. */
 const LOOKUPS_IN_FLIGHT = 2;
 
 export class PgAuthStore implements AuthStore {
@@ -55,9 +55,12 @@ export class PgAuthStore implements AuthStore {
   private readonly limits: LimitsEngine;
   /** Session lookups by policy (a service has one), each coalescing its calls. */
   private readonly lookups = new Map<string, (hash: Uint8Array) => Promise<Caller | null>>();
+  /** ValidatePhoneNumberLogin's charge and lookup, coalescing its calls. */
+  private readonly loginTargets: (call: LoginTargetCall) => Promise<LoginTarget>;
 
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
     this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
+    this.loginTargets = loginTargets(sql, { maxInFlight: LOOKUPS_IN_FLIGHT, maxBatch: 64 });
   }
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
@@ -119,42 +122,18 @@ export class PgAuthStore implements AuthStore {
     return u !== undefined && u.verified_at !== null;
   }
 
-  async loginTarget(
+  loginTarget(
     phone: string,
     maxAttempts: number,
     who: AuditContext,
     o: ChargeOptions = {},
   ): Promise<LoginTarget> {
-    // One statement: the caller's charge, then (only if admitted) the user, a lock for
-    // this caller, a spent challenge, and the audit row of a lookup that found no user.
-    // It commits without waiting for the WAL flush, as every admission does: a database
-    // crash may forget the last fraction of a second of charges and such rows, and the
-    // callers of an unknown number, one after another, do not wait on a disk flush each
-    // (about 1.4 times the rate, measured).
-    const charge = o.charge ?? [];
-    const [r] = await this.sql<
-      (AdmitRow & { verified: boolean; locked: number | null; spent: string | null })[]
-    >`
-      with a as (
-        select admitted, rule, retry_after, at
-          from ${admitCall(this.sql, SCHEMA, charge)} a),
-      u as (
-        select verified_at is not null as verified from auth.users
-         where phone_number = ${phone} and (select admitted from a)),
-      miss as (${insertAudit(this.sql, "code_requested", "not_verified", { ...who, phone })}
-         where (select admitted from a) and not coalesce((select verified from u), false))
-      select a.admitted, a.rule, a.retry_after, a.at,
-             coalesce((select verified from u), false) as verified,
-             case when a.admitted then (${lockedSql(this.sql, phone, who)}) end as locked,
-             case when a.admitted then (select request_id from auth.challenges
-               where phone_number = ${phone} and purpose = 'login'
-                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) end as spent
-        from a, ${this.sql.unsafe(ASYNC_COMMIT)} as async_commit`;
-    const admission = admissionOf(charge, r!);
-    if (!admission.admitted) return { kind: "refused", refusal: admission };
-    if (!r!.verified) return { kind: "not_verified" };
-    if (r!.locked !== null) return locked(r!.locked);
-    return r!.spent ? { kind: "ok", spentChallengeId: r!.spent } : { kind: "ok" };
+    // One statement, shared with the calls beside it (pg_login_target.ts). It commits
+    // without waiting for the WAL flush, as every admission does: a database crash may
+    // forget the last fraction of a second of charges and such rows, and the callers of
+    // an unknown number, one after another, do not wait on a disk flush each (about 1.4
+    // times the rate, measured).
+    return this.loginTargets({ phone, maxAttempts, who, charge: o.charge ?? [] });
   }
 
   async audit(event: string, outcome: string, who: AuditContext): Promise<void> {

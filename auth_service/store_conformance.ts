@@ -185,6 +185,60 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     });
   },
 
+  async "concurrent charged lookups count each address exactly, and each gets its own answer"(
+    s,
+  ) {
+    // 10 addresses with 6 lookups allowed each, 160 lookups at once, three rounds (each
+    // on counters of its own, the later ones on a warm pool). The first 64 of a round
+    // name the addresses in ascending order, the rest in descending, so a store that
+    // charged concurrent lookups in their arrival order could deadlock.
+    await verifiedUser(s);
+    const addresses = Array.from({ length: 10 }, (_, i) => `192.0.2.${i + 10}`);
+    const calls = Array.from({ length: 160 }, (_, i) => {
+      const a = i < 64 ? i % 10 : 9 - (i % 10);
+      return { phone: i % 3 === 0 ? PHONE : OTHER, address: addresses[a]! };
+    });
+    let misses = 0;
+    for (let round = 0; round < 3; round++) {
+      const answers = await Promise.all(
+        calls.map(({ phone, address }) =>
+          s.store.loginTarget(phone, 3, { ...who, phone, clientAddress: address }, {
+            charge: [r(`${address}|${round}`, 6, 600)],
+          })
+        ),
+      );
+      for (const address of addresses) {
+        const mine = answers.filter((_, i) => calls[i]!.address === address);
+        assert.equal(mine.filter((a) => a.kind !== "refused").length, 6, address);
+      }
+      answers.forEach((a, i) => {
+        if (a.kind === "refused") return;
+        assert.equal(a.kind, calls[i]!.phone === PHONE ? "ok" : "not_verified");
+      });
+      misses += answers.filter((a) => a.kind === "not_verified").length;
+    }
+    assert.equal(
+      (await s.auditTrail()).filter((e) => e === "code_requested:not_verified").length,
+      misses,
+    );
+  },
+
+  async "a lookup charged under several rules is refused by the full one and counts under none"(
+    s,
+  ) {
+    await verifiedUser(s);
+    const wide = r("wide", 3, 600);
+    const charge = [wide, r("narrow", 1, 3600, "number_hourly")];
+    assert.deepEqual(await s.store.loginTarget(PHONE, 3, who, { charge }), { kind: "ok" });
+    const refused = await s.store.loginTarget(PHONE, 3, who, { charge });
+    assert.equal(refused.kind, "refused");
+    if (refused.kind === "refused") assert.equal(refused.refusal.reason, "number_hourly");
+    // The wide rule counted the first lookup only: two more fit, then it is full.
+    assert.equal(await admitted(s, [wide]), true);
+    assert.equal(await admitted(s, [wide]), true);
+    assert.equal(await admitted(s, [wide]), false);
+  },
+
   async "a charged redemption counts under the limits; once refused it reads, tries and records nothing"(
     s,
   ) {
