@@ -109,6 +109,35 @@ Deno.test("120 lookups of unknown numbers from one address are throttled, audite
   assert.ok(rows < 10, `${rows} rows for 105 refusals`);
 });
 
+Deno.test("lookups made at once from four addresses are counted exactly per address, each answered its own", async () => {
+  const registered = await verifiedUser(proxied, "198.51.100.200");
+  const addresses = ["198.51.100.101", "198.51.100.102", "198.51.100.103", "198.51.100.104"];
+  const calls = Array.from({ length: 120 }, (_, i) => ({
+    address: addresses[i % 4]!,
+    phone: randomPhone(),
+  }));
+  const [answers, known] = await Promise.all([
+    Promise.all(
+      calls.map((c) =>
+        rpc(proxied.authUrl, VALIDATE_LOGIN, { phone_number: c.phone }, from(c.address))
+      ),
+    ),
+    rpc(proxied.authUrl, VALIDATE_LOGIN, { phone_number: registered }, from("198.51.100.201")),
+  ]);
+  assert.deepEqual(known.json, { is_valid: true });
+  for (const address of addresses) {
+    const mine = answers.filter((_, i) => calls[i]!.address === address);
+    assert.equal(mine.filter((r) => r.code === "ok").length, 20, address);
+    assert.equal(mine.filter((r) => r.code === "resource_exhausted").length, 10, address);
+  }
+  assert.ok(answers.filter((r) => r.code === "ok").every((r) => r.json.is_valid === false));
+  const misses = await one(proxied.sql<{ n: number }[]>`
+    select count(*)::int as n from auth.audit_events
+     where event = 'code_requested' and outcome = 'not_verified'
+       and client_address in ${proxied.sql(addresses)}`);
+  assert.equal(misses, 80);
+});
+
 Deno.test("a signup of a registered number is charged to the address like any other", async () => {
   const phone = await verifiedUser(proxied, "198.51.100.2");
   // On the proxied stack each address has its own allowance of 20 a window.
