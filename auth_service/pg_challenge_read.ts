@@ -2,18 +2,14 @@
 // and the number's live challenge of the purpose with its user (on the session path
 // after the caller's charge, in the same statement), and the refusals that read alone
 // decides (a lock, no usable code, a code out of tries).
-import type { CoalesceOptions } from "../shared/coalesce.ts";
-import { addressKey } from "../shared/ip.ts";
-import { admissionOf } from "../shared/limits/engine.ts";
+import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow, Refusal } from "../shared/limits/engine.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import type { PurposeName } from "../shared/messages.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql, TxSql } from "../shared/postgres.ts";
 import { insertAudit } from "./pg_audit.ts";
-import { chargedBatches } from "./pg_charged_batch.ts";
-import type { BatchRow } from "./pg_charged_batch.ts";
-import { locked, lockedSecondsSql, lockedSql } from "./pg_locks.ts";
+import { locked, lockedSql } from "./pg_locks.ts";
 import type {
   AuditContext,
   Challenge,
@@ -45,65 +41,44 @@ export async function readChallenge(
     select l.locked, c.request_id, c.code_mac, c.issued_at, c.expires_at,
            c.failed_attempts, c.user_id, c.verified_at
       from (select (${lockedSql(sql, phone, who)}) as locked) l
-      left join lateral (${liveChallenge(sql, sql`${phone}`, sql`${purpose}`)}
+      left join lateral (${liveChallenge(sql, phone, purpose, false)}
          ${o.lock ? sql`for update of c` : sql``}) c on true`;
   return c!;
 }
 
-export interface ChargedReadCall {
-  phone: string;
-  purpose: PurposeName;
-  who: AuditContext;
-  charge: readonly Rule[];
-}
-
-export type ChargedRead = { refusal: Refusal } | { refusal?: undefined; read: ChallengeRead };
-
 /**
  * The caller's charge under `charge` and, only if it was admitted, what readChallenge
- * reads (without a lock), in one statement that concurrent calls share
- * (pg_charged_batch.ts). It commits without waiting for the WAL flush, as every
- * admission does (a crash may forget the last moment's charges).
+ * reads (without a lock), in one statement. It commits without waiting for the WAL
+ * flush, as every admission does (a crash may forget the last moment's charges).
  */
-export function chargedChallengeReads(
+export async function readChargedChallenge(
   sql: Sql,
-  o: CoalesceOptions,
-): (call: ChargedReadCall) => Promise<ChargedRead> {
-  type Row = ChallengeRead & AdmitRow & BatchRow;
-  const read = chargedBatches<ChargedReadCall, Row>(sql, (sorted, charges) =>
-    sql<Row[]>`
-      with e as materialized (
-        select * from unnest(${sorted.map((c) => c.phone)}::text[],
-                             ${sorted.map((c) => c.purpose)}::text[],
-                             ${sorted.map((c) => addressKey(c.who.clientAddress))}::text[])
-          with ordinality as e(phone, purpose, client_key, i)),
-      ${charges}
-      select a.i, a.admitted, a.rule, a.retry_after, a.at, l.locked, c.request_id,
-             c.code_mac, c.issued_at, c.expires_at, c.failed_attempts, c.user_id,
-             c.verified_at
-        from a join e using (i) cross join ${sql.unsafe(ASYNC_COMMIT)} as async_commit
-        left join lateral (
-          select (${lockedSecondsSql(sql, sql`e.phone`, sql`e.client_key`)}) as locked
-           where a.admitted) l on true
-        left join lateral (${liveChallenge(sql, sql`e.phone`, sql`e.purpose`)}
-           and a.admitted) c on true`, o);
-  return async (call) => {
-    const r = await read(call);
-    const admission = admissionOf(call.charge, r);
-    return admission.admitted ? { read: r } : { refusal: admission };
-  };
+  phone: string,
+  purpose: PurposeName,
+  who: AuditContext,
+  charge: readonly Rule[],
+): Promise<{ refusal: Refusal } | { refusal?: undefined; read: ChallengeRead }> {
+  const [r] = await sql<(ChallengeRead & AdmitRow)[]>`
+    with a as (select admitted, rule, retry_after, at from ${admitCall(sql, "auth", charge)} a)
+    select a.admitted, a.rule, a.retry_after, a.at, l.locked, c.request_id, c.code_mac,
+           c.issued_at, c.expires_at, c.failed_attempts, c.user_id, c.verified_at
+      from a cross join ${sql.unsafe(ASYNC_COMMIT)} as async_commit
+      left join lateral (select (${lockedSql(sql, phone, who)}) as locked
+                          where a.admitted) l on true
+      left join lateral (${liveChallenge(sql, phone, purpose, true)}) c on true`;
+  const admission = admissionOf(charge, r!);
+  return admission.admitted ? { read: r! } : { refusal: admission };
 }
 
-/** The number's live challenge of the purpose with its user. */
-function liveChallenge(sql: Sql | TxSql, phone: Fragment, purpose: Fragment) {
+/** The number's live challenge of the purpose with its user; if `charged`, only once admitted. */
+function liveChallenge(sql: Sql | TxSql, phone: string, purpose: PurposeName, charged: boolean) {
   return sql`select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,
            u.id as user_id, u.verified_at
       from auth.challenges c left join auth.users u on u.phone_number = c.phone_number
      where c.phone_number = ${phone} and c.purpose = ${purpose}
-       and c.consumed_at is null and c.expires_at > now()`;
+       and c.consumed_at is null and c.expires_at > now()
+       ${charged ? sql`and a.admitted` : sql``}`;
 }
-
-type Fragment = ReturnType<Sql>;
 
 /** The challenge `c` read, as the code matcher checks it; only for a usable one (refusalOf). */
 export function challengeOf(c: ChallengeRead, phone: string, purpose: PurposeName): Challenge {

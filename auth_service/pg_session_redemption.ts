@@ -15,8 +15,12 @@ import type { Sql } from "../shared/postgres.ts";
 import { sessionCreated, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { callerLockKeys, lockedSql } from "./pg_locks.ts";
-import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
-import type { ChargedRead, ChargedReadCall } from "./pg_challenge_read.ts";
+import {
+  challengeOf,
+  readChallenge,
+  readChargedChallenge,
+  refusalOf,
+} from "./pg_challenge_read.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import type {
   AuditContext,
@@ -43,12 +47,11 @@ export interface SessionRedemption {
 export async function redeemForSession(
   sql: Sql,
   r: SessionRedemption,
-  readCharged: (call: ChargedReadCall) => Promise<ChargedRead>,
 ): Promise<RedeemOutcome | ChargeRefused | undefined> {
   const { phone, purpose, who, session } = r;
   let c;
   if (r.charge?.length) {
-    const charged = await readCharged({ phone, purpose, who, charge: r.charge });
+    const charged = await readChargedChallenge(sql, phone, purpose, who, r.charge);
     if (charged.refusal) return { kind: "refused", refusal: charged.refusal };
     c = charged.read;
   } else {

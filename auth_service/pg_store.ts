@@ -11,13 +11,7 @@ import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { callerLockKeys, EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
-import {
-  challengeOf,
-  chargedChallengeReads,
-  readChallenge,
-  refusalOf,
-} from "./pg_challenge_read.ts";
-import type { ChargedRead, ChargedReadCall } from "./pg_challenge_read.ts";
+import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
 import { loginTargets } from "./pg_login_target.ts";
 import type { LoginTargetCall } from "./pg_login_target.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
@@ -63,16 +57,10 @@ export class PgAuthStore implements AuthStore {
   private readonly lookups = new Map<string, (hash: Uint8Array) => Promise<Caller | null>>();
   /** ValidatePhoneNumberLogin's charge and lookup, coalescing its calls. */
   private readonly loginTargets: (call: LoginTargetCall) => Promise<LoginTarget>;
-  /** A redemption's charge and first read, coalescing its calls. */
-  private readonly chargedReads: (call: ChargedReadCall) => Promise<ChargedRead>;
 
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
     this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
     this.loginTargets = loginTargets(sql, { maxInFlight: LOOKUPS_IN_FLIGHT, maxBatch: 64 });
-    this.chargedReads = chargedChallengeReads(sql, {
-      maxInFlight: LOOKUPS_IN_FLIGHT,
-      maxBatch: 64,
-    });
   }
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
@@ -191,7 +179,7 @@ export class PgAuthStore implements AuthStore {
         session: effect.session,
         who,
         charge,
-      }, this.chargedReads);
+      });
       if (decided) {
         if (decided.kind === "ok") this.onEnqueued();
         return decided;
