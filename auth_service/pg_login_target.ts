@@ -1,17 +1,23 @@
 // ValidatePhoneNumberLogin's step on PostgreSQL: the caller's charge, then (only if
 // admitted) the user, a lock for the caller, a spent challenge, and the audit row of a
-// lookup that found no user. Concurrent calls share one statement (pg_charged_batch.ts):
+// lookup that found no user. Concurrent calls share one statement (shared/coalesce.ts):
 // under load, a call then costs PostgreSQL and this service each under half of what a
 // statement of its own does (README "Performance").
-import type { CoalesceOptions } from "../shared/coalesce.ts";
+//
+// Each call's charge is admit() of its own rules, once per call, so counts stay exact.
+// The statement holds every counter row it charged until it ends, so its calls are
+// charged in one order that every such statement follows (unshared keys first, then by
+// key, as admit() orders the keys of one call): two of them never wait on each other's
+// rows in a cycle. A call with more than one rule could break that order, so it gets a
+// statement of its own, where admit() orders its keys as it does everywhere.
+import { coalesced } from "../shared/coalesce.ts";
 import { addressKey } from "../shared/ip.ts";
 import { admissionOf } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
+import { SHARED_REASONS } from "../shared/limits/rules.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
-import { chargedBatches } from "./pg_charged_batch.ts";
-import type { BatchRow } from "./pg_charged_batch.ts";
 import { insertAuditRows } from "./pg_audit.ts";
 import { locked, lockedSecondsSql } from "./pg_locks.ts";
 import type { AuditContext, LoginTarget } from "./ports.ts";
@@ -23,21 +29,36 @@ export interface LoginTargetCall {
   charge: readonly Rule[];
 }
 
-type Row = BatchRow & AdmitRow & {
-  verified: boolean;
-  locked: number | null;
-  spent: string | null;
-};
+type Row = AdmitRow & { i: string; verified: boolean; locked: number | null; spent: string | null };
 
-/** The step for one call, answered with the calls that arrive beside it. */
+const SHARED: ReadonlySet<string> = new Set(SHARED_REASONS);
+
+/** The order calls are charged in: a call with no rule locks nothing and goes first. */
+function chargeOrder(a: LoginTargetCall, b: LoginTargetCall): number {
+  const x = a.charge[0];
+  const y = b.charge[0];
+  if (x === undefined || y === undefined) {
+    return (x === undefined ? 0 : 1) - (y === undefined ? 0 : 1);
+  }
+  const shared = (SHARED.has(x.reason) ? 1 : 0) - (SHARED.has(y.reason) ? 1 : 0);
+  if (shared !== 0) return shared;
+  return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
+}
+
+/**
+ * The step for one call, answered with the calls that arrive beside it. At most
+ * `maxInFlight` statements are out at once and each carries at most `maxBatch` calls.
+ */
 export function loginTargets(
   sql: Sql,
-  o: CoalesceOptions,
+  o: { maxInFlight: number; maxBatch: number },
 ): (call: LoginTargetCall) => Promise<LoginTarget> {
-  const target = chargedBatches<LoginTargetCall, Row>(
-    sql,
-    (sorted, charges) =>
-      sql<Row[]>`
+  const run = async (calls: LoginTargetCall[]): Promise<Row[]> => {
+    // Sorted into the charge order; the sort is stable, so one key's calls keep theirs.
+    const order = calls.map((_, i) => i).sort((a, b) => chargeOrder(calls[a]!, calls[b]!));
+    const sorted = order.map((i) => calls[i]!);
+    const rules = sorted.flatMap((c, i) => c.charge.map((r) => ({ r, owner: i + 1 })));
+    const rows = await sql<Row[]>`
       with e as materialized (
         select * from unnest(${sorted.map((c) => c.phone)}::text[],
                              ${sorted.map((c) => c.who.clientAddress || null)}::text[],
@@ -47,20 +68,32 @@ export function loginTargets(
                              ${sorted.map((c) => c.maxAttempts)}::int[])
           with ordinality as e(phone, address, client_key, request_id, client_request_id,
                                max_attempts, i)),
-      ${charges},
+      r as materialized (
+        select * from unnest(${rules.map((x) => x.r.key)}::text[],
+                             ${rules.map((x) => x.r.limit)}::int[],
+                             ${rules.map((x) => x.r.windowSeconds)}::float8[],
+                             ${rules.map((x) => x.owner)}::int[])
+          with ordinality as r(key, lim, win, owner, n)),
+      a as materialized (
+        select e.i, x.admitted, x.rule, x.retry_after, x.at
+          from (select i from e order by i) e
+          cross join lateral auth.admit(
+            array(select key from r where owner = e.i order by n),
+            array(select lim from r where owner = e.i order by n),
+            array(select win from r where owner = e.i order by n)) x),
       u as (
         select e.i, us.verified_at is not null as verified
           from e join a using (i) join auth.users us on us.phone_number = e.phone
          where a.admitted),
       miss as (${
-        insertAuditRows(
-          sql,
-          sql`select 'code_requested', e.phone, e.address, 'not_verified', e.request_id,
+      insertAuditRows(
+        sql,
+        sql`select 'code_requested', e.phone, e.address, 'not_verified', e.request_id,
                  e.client_request_id
             from e join a using (i)
            where a.admitted and not exists (select from u where u.i = e.i and u.verified)`,
-        )
-      })
+      )
+    })
       select a.i, a.admitted, a.rule, a.retry_after, a.at,
              coalesce(u.verified, false) as verified,
              case when a.admitted
@@ -69,12 +102,16 @@ export function loginTargets(
                where c.phone_number = e.phone and c.purpose = 'login'
                  and (c.consumed_at is not null or c.failed_attempts >= e.max_attempts))
              end as spent
-        from a join e using (i) left join u using (i), ${sql.unsafe(ASYNC_COMMIT)} as async_commit`,
-    o,
-  );
+        from a join e using (i) left join u using (i), ${sql.unsafe(ASYNC_COMMIT)} as async_commit`;
+    const answers: Row[] = new Array(calls.length);
+    for (const row of rows) answers[order[Number(row.i) - 1]!] = row;
+    if (rows.length !== calls.length) throw new Error("a login target without its row");
+    return answers;
+  };
+  const batched = coalesced(run, o);
 
   return async (call) => {
-    const row = await target(call);
+    const row = call.charge.length > 1 ? (await run([call]))[0]! : await batched(call);
     const admission = admissionOf(call.charge, row);
     if (!admission.admitted) return { kind: "refused", refusal: admission };
     if (!row.verified) return { kind: "not_verified" };
