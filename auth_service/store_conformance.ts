@@ -239,6 +239,40 @@ const behaviours: Record<string, (s: StoreUnderTest) => Promise<void>> = {
     assert.equal(await admitted(s, [wide]), false);
   },
 
+  async "concurrent charged redemptions count each address exactly, and each reads its own code"(
+    s,
+  ) {
+    // 16 numbers, each with a signup code, redeemed at once, 4 from each of 4 addresses
+    // allowed 1, 2, 3 and 4; every fifth number is given a wrong code.
+    const phones = Array.from({ length: 16 }, (_, k) => `+1415555${1000 + k}`);
+    for (const phone of phones) await withChallenge(s, "signup", phone);
+    const addresses = ["192.0.2.50", "192.0.2.51", "192.0.2.52", "192.0.2.53"];
+    const outcomes = await Promise.all(phones.map((phone, k) => {
+      const address = addresses[(k * 3) % 4]!;
+      const w = { ...who, phone, clientAddress: address };
+      const code = k % 5 === 4 ? wrong : right;
+      return s.store.redeem(phone, "signup", POLICY, code, session(100 + k), w, {
+        charge: [r(`${address}|check`, (k * 3) % 4 + 1, 600)],
+      });
+    }));
+    addresses.forEach((address, a) => {
+      const mine = outcomes.filter((_, k) => (k * 3) % 4 === a);
+      assert.equal(mine.filter((o) => o.kind === "refused").length, 3 - a, address);
+    });
+    for (const [k, o] of outcomes.entries()) {
+      if (o.kind === "refused") {
+        assert.equal(await userOf(s, 100 + k), null);
+        continue;
+      }
+      if (k % 5 === 4) {
+        assert.deepEqual(o, { kind: "wrong", remaining: 2, locked: false });
+        continue;
+      }
+      assert.equal(o.kind, "ok");
+      assert.equal((await userOf(s, 100 + k))?.phoneNumber, phones[k], `number ${k}`);
+    }
+  },
+
   async "a charged redemption counts under the limits; once refused it reads, tries and records nothing"(
     s,
   ) {
