@@ -12,14 +12,14 @@
 // statement of its own, where admit() orders its keys as it does everywhere.
 import { coalesced } from "../shared/coalesce.ts";
 import { addressKey } from "../shared/ip.ts";
-import { admissionOf } from "../shared/limits/engine.ts";
+import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
 import { SHARED_REASONS } from "../shared/limits/rules.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
-import { insertAuditRows } from "./pg_audit.ts";
-import { locked, lockedSecondsSql } from "./pg_locks.ts";
+import { insertAudit, insertAuditRows } from "./pg_audit.ts";
+import { locked, lockedSecondsSql, lockedSql } from "./pg_locks.ts";
 import type { AuditContext, LoginTarget } from "./ports.ts";
 
 export interface LoginTargetCall {
@@ -46,6 +46,33 @@ function chargeOrder(a: LoginTargetCall, b: LoginTargetCall): number {
 }
 
 /**
+ * Fewer calls than this go one statement each: the shared statement costs PostgreSQL
+ * about three lone ones to plan and start, so it pays from three calls on.
+ */
+const SHARED_FROM = 3;
+
+/** One call's statement of its own, where admit() orders the call's keys. */
+async function alone(sql: Sql, c: LoginTargetCall): Promise<Row> {
+  const { phone, who } = c;
+  const [r] = await sql<Row[]>`
+    with a as (
+      select admitted, rule, retry_after, at from ${admitCall(sql, "auth", c.charge)} a),
+    u as (
+      select verified_at is not null as verified from auth.users
+       where phone_number = ${phone} and (select admitted from a)),
+    miss as (${insertAudit(sql, "code_requested", "not_verified", { ...who, phone })}
+       where (select admitted from a) and not coalesce((select verified from u), false))
+    select 1 as i, a.admitted, a.rule, a.retry_after, a.at,
+           coalesce((select verified from u), false) as verified,
+           case when a.admitted then (${lockedSql(sql, phone, who)}) end as locked,
+           case when a.admitted then (select request_id from auth.challenges
+             where phone_number = ${phone} and purpose = 'login'
+               and (consumed_at is not null or failed_attempts >= ${c.maxAttempts})) end as spent
+      from a, ${sql.unsafe(ASYNC_COMMIT)} as async_commit`;
+  return r!;
+}
+
+/**
  * The step for one call, answered with the calls that arrive beside it. At most
  * `maxInFlight` statements are out at once and each carries at most `maxBatch` calls.
  */
@@ -54,6 +81,7 @@ export function loginTargets(
   o: { maxInFlight: number; maxBatch: number },
 ): (call: LoginTargetCall) => Promise<LoginTarget> {
   const run = async (calls: LoginTargetCall[]): Promise<Row[]> => {
+    if (calls.length < SHARED_FROM) return await Promise.all(calls.map((c) => alone(sql, c)));
     // Sorted into the charge order; the sort is stable, so one key's calls keep theirs.
     const order = calls.map((_, i) => i).sort((a, b) => chargeOrder(calls[a]!, calls[b]!));
     const sorted = order.map((i) => calls[i]!);
@@ -111,7 +139,7 @@ export function loginTargets(
   const batched = coalesced(run, o);
 
   return async (call) => {
-    const row = call.charge.length > 1 ? (await run([call]))[0]! : await batched(call);
+    const row = call.charge.length > 1 ? await alone(sql, call) : await batched(call);
     const admission = admissionOf(call.charge, row);
     if (!admission.admitted) return { kind: "refused", refusal: admission };
     if (!row.verified) return { kind: "not_verified" };

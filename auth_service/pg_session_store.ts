@@ -79,6 +79,8 @@ export async function insertSession(
 
 /** Live sessions looked up at once in one statement, at most this many per statement. */
 const LOOKUP_BATCH = 64;
+/** Fewer lookups than this go one statement each. */
+const SHARED_FROM = 3;
 
 /**
  * Looks sessions up by token hash for one policy. Concurrent lookups share a statement
@@ -97,21 +99,34 @@ export function sessionLookup(
   // minute per session), by a second statement that does not wait for the WAL flush: a
   // crash can then only make a session look idle earlier than it was.
   const refresh = Math.min(60, p.idleSeconds / 4);
-  const lookup = coalesced(async (hashes: Uint8Array[]) => {
-    const rows = await sql<(CallerRow & { i: string; stale: boolean })[]>`
-      select t.i, s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at,
+  type Row = CallerRow & { i: string; stale: boolean };
+  const columns = sql`s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at,
              s.client_address, s.user_agent, u.phone_number,
              u.created_at as user_created_at, u.verified_at,
-             s.last_seen_at < now() - make_interval(secs => ${refresh}) as stale
+             s.last_seen_at < now() - make_interval(secs => ${refresh}) as stale`;
+  const live = sql`(k.replaced_at is null
+              or k.replaced_at > now() - make_interval(secs => ${p.graceSeconds}))
+         and s.revoked_at is null and s.expires_at > now()
+         and s.last_seen_at > now() - make_interval(secs => ${p.idleSeconds})`;
+  const alone = async (hash: Uint8Array): Promise<Row | null> => {
+    const [row] = await sql<Row[]>`
+      select 1 as i, ${columns}
+        from auth.session_tokens k join auth.sessions s on s.id = k.session_id
+        join auth.users u on u.id = s.user_id
+       where k.token_hash = ${hash} and ${live}`;
+    return row ?? null;
+  };
+  const lookup = coalesced(async (hashes: Uint8Array[]) => {
+    // The shared statement costs PostgreSQL about three lone lookups to plan and start.
+    if (hashes.length < SHARED_FROM) return await Promise.all(hashes.map(alone));
+    const rows = await sql<Row[]>`
+      select t.i, ${columns}
         from unnest(${hashes.map(hex)}::text[]) with ordinality as t(hash, i)
         join auth.session_tokens k on k.token_hash = decode(t.hash, 'hex')
         join auth.sessions s on s.id = k.session_id
         join auth.users u on u.id = s.user_id
-       where (k.replaced_at is null
-              or k.replaced_at > now() - make_interval(secs => ${p.graceSeconds}))
-         and s.revoked_at is null and s.expires_at > now()
-         and s.last_seen_at > now() - make_interval(secs => ${p.idleSeconds})`;
-    const found: (typeof rows[number] | null)[] = hashes.map(() => null);
+       where ${live}`;
+    const found: (Row | null)[] = hashes.map(() => null);
     for (const r of rows) found[Number(r.i) - 1] = r;
     return found;
   }, { maxInFlight: o.maxInFlight, maxBatch: LOOKUP_BATCH });
