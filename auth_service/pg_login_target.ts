@@ -46,8 +46,8 @@ function chargeOrder(a: LoginTargetCall, b: LoginTargetCall): number {
 }
 
 /**
- * Fewer calls than this go one statement each: the shared statement costs PostgreSQL
- * about three lone ones to plan and start, so it pays from three calls on.
+ * Fewer calls than this go one statement each: with one caller, the shared statement cost
+ * PostgreSQL about three lone ones (README "Performance").
  */
 const SHARED_FROM = 3;
 

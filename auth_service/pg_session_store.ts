@@ -117,7 +117,7 @@ export function sessionLookup(
     return row ?? null;
   };
   const lookup = coalesced(async (hashes: Uint8Array[]) => {
-    // The shared statement costs PostgreSQL about three lone lookups to plan and start.
+    // With one caller, the shared statement cost PostgreSQL about three lone lookups.
     if (hashes.length < SHARED_FROM) return await Promise.all(hashes.map(alone));
     const rows = await sql<Row[]>`
       select t.i, ${columns}
