@@ -70,6 +70,23 @@ export async function readChargedChallenge(
   return admission.admitted ? { read: r! } : { refusal: admission };
 }
 
+/**
+ * The request id of the number's spent challenge of the purpose (consumed, or out of
+ * tries), as a scalar subquery over SQL expressions; null if there is none.
+ */
+export function spentChallengeSql(
+  sql: Sql | TxSql,
+  phone: Fragment,
+  purpose: PurposeName,
+  maxAttempts: Fragment,
+) {
+  return sql`select c.request_id from auth.challenges c
+     where c.phone_number = ${phone} and c.purpose = ${purpose}
+       and (c.consumed_at is not null or c.failed_attempts >= ${maxAttempts})`;
+}
+
+type Fragment = ReturnType<Sql>;
+
 /** The number's live challenge of the purpose with its user; if `charged`, only once admitted. */
 function liveChallenge(sql: Sql | TxSql, phone: string, purpose: PurposeName, charged: boolean) {
   return sql`select c.request_id, c.code_mac, c.issued_at, c.expires_at, c.failed_attempts,

@@ -19,6 +19,7 @@ import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
 import { insertAudit, insertAuditRows } from "./pg_audit.ts";
+import { spentChallengeSql } from "./pg_challenge_read.ts";
 import { locked, lockedSecondsSql, lockedSql } from "./pg_locks.ts";
 import type { AuditContext, LoginTarget } from "./ports.ts";
 
@@ -29,7 +30,10 @@ export interface LoginTargetCall {
   charge: readonly Rule[];
 }
 
-type Row = AdmitRow & { i: string; verified: boolean; locked: number | null; spent: string | null };
+type Row = AdmitRow & { verified: boolean; locked: number | null; spent: string | null };
+
+/** Calls charged at once in one statement, at most this many per statement. */
+const LOGIN_TARGET_BATCH = 64;
 
 const SHARED: ReadonlySet<string> = new Set(SHARED_REASONS);
 
@@ -45,12 +49,6 @@ function chargeOrder(a: LoginTargetCall, b: LoginTargetCall): number {
   return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
 }
 
-/**
- * Fewer calls than this go one statement each: with one caller, the shared statement cost
- * PostgreSQL about three lone ones (README "Performance").
- */
-const SHARED_FROM = 3;
-
 /** One call's statement of its own, where admit() orders the call's keys. */
 async function alone(sql: Sql, c: LoginTargetCall): Promise<Row> {
   const { phone, who } = c;
@@ -62,31 +60,31 @@ async function alone(sql: Sql, c: LoginTargetCall): Promise<Row> {
        where phone_number = ${phone} and (select admitted from a)),
     miss as (${insertAudit(sql, "code_requested", "not_verified", { ...who, phone })}
        where (select admitted from a) and not coalesce((select verified from u), false))
-    select 1 as i, a.admitted, a.rule, a.retry_after, a.at,
+    select a.admitted, a.rule, a.retry_after, a.at,
            coalesce((select verified from u), false) as verified,
            case when a.admitted then (${lockedSql(sql, phone, who)}) end as locked,
-           case when a.admitted then (select request_id from auth.challenges
-             where phone_number = ${phone} and purpose = 'login'
-               and (consumed_at is not null or failed_attempts >= ${c.maxAttempts})) end as spent
+           case when a.admitted
+             then (${spentChallengeSql(sql, sql`${phone}`, "login", sql`${c.maxAttempts}`)}) end
+             as spent
       from a, ${sql.unsafe(ASYNC_COMMIT)} as async_commit`;
   return r!;
 }
 
 /**
  * The step for one call, answered with the calls that arrive beside it. At most
- * `maxInFlight` statements are out at once and each carries at most `maxBatch` calls.
+ * `maxInFlight` statements are out at once; fewer than `sharedFrom` calls at once go one
+ * statement each.
  */
 export function loginTargets(
   sql: Sql,
-  o: { maxInFlight: number; maxBatch: number },
+  o: { maxInFlight: number; sharedFrom: number },
 ): (call: LoginTargetCall) => Promise<LoginTarget> {
   const run = async (calls: LoginTargetCall[]): Promise<Row[]> => {
-    if (calls.length < SHARED_FROM) return await Promise.all(calls.map((c) => alone(sql, c)));
     // Sorted into the charge order; the sort is stable, so one key's calls keep theirs.
     const order = calls.map((_, i) => i).sort((a, b) => chargeOrder(calls[a]!, calls[b]!));
     const sorted = order.map((i) => calls[i]!);
     const rules = sorted.flatMap((c, i) => c.charge.map((r) => ({ r, owner: i + 1 })));
-    const rows = await sql<Row[]>`
+    const rows = await sql<(Row & { i: string })[]>`
       with e as materialized (
         select * from unnest(${sorted.map((c) => c.phone)}::text[],
                              ${sorted.map((c) => c.who.clientAddress || null)}::text[],
@@ -126,17 +124,21 @@ export function loginTargets(
              coalesce(u.verified, false) as verified,
              case when a.admitted
                then (${lockedSecondsSql(sql, sql`e.phone`, sql`e.client_key`)}) end as locked,
-             case when a.admitted then (select c.request_id from auth.challenges c
-               where c.phone_number = e.phone and c.purpose = 'login'
-                 and (c.consumed_at is not null or c.failed_attempts >= e.max_attempts))
-             end as spent
+             case when a.admitted
+               then (${spentChallengeSql(sql, sql`e.phone`, "login", sql`e.max_attempts`)}) end
+               as spent
         from a join e using (i) left join u using (i), ${sql.unsafe(ASYNC_COMMIT)} as async_commit`;
+    if (rows.length !== calls.length) throw new Error("a login target without its row");
     const answers: Row[] = new Array(calls.length);
     for (const row of rows) answers[order[Number(row.i) - 1]!] = row;
-    if (rows.length !== calls.length) throw new Error("a login target without its row");
     return answers;
   };
-  const batched = coalesced(run, o);
+  const batched = coalesced(run, {
+    maxInFlight: o.maxInFlight,
+    maxBatch: LOGIN_TARGET_BATCH,
+    sharedFrom: o.sharedFrom,
+    alone: (c) => alone(sql, c),
+  });
 
   return async (call) => {
     const row = call.charge.length > 1 ? await alone(sql, call) : await batched(call);

@@ -79,27 +79,26 @@ export async function insertSession(
 
 /** Live sessions looked up at once in one statement, at most this many per statement. */
 const LOOKUP_BATCH = 64;
-/** Fewer lookups than this go one statement each. */
-const SHARED_FROM = 3;
 
 /**
  * Looks sessions up by token hash for one policy. Concurrent lookups share a statement
  * (shared/coalesce.ts): under load, a GetProfile then costs PostgreSQL under half what a
  * statement of its own does, and this service about a quarter less (README
  * "Performance"). At most `maxInFlight` statements are out at once, so lookups leave
- * the pool's other connections to the other calls.
+ * the pool's other connections to the other calls; fewer than `sharedFrom` lookups at
+ * once go one statement each.
  */
 export function sessionLookup(
   sql: Sql,
   p: SessionPolicy,
-  o: { maxInFlight: number },
+  o: { maxInFlight: number; sharedFrom: number },
 ): (tokenHash: Uint8Array) => Promise<Caller | null> {
   // A plain read, which costs PostgreSQL markedly less than one carrying the idle timer's
   // update in a CTE; the timer is refreshed only when it is somewhat stale (about once a
   // minute per session), by a second statement that does not wait for the WAL flush: a
   // crash can then only make a session look idle earlier than it was.
   const refresh = Math.min(60, p.idleSeconds / 4);
-  type Row = CallerRow & { i: string; stale: boolean };
+  type Row = CallerRow & { stale: boolean };
   const columns = sql`s.id, s.user_id, s.created_at, s.expires_at, s.last_seen_at,
              s.client_address, s.user_agent, u.phone_number,
              u.created_at as user_created_at, u.verified_at,
@@ -110,16 +109,14 @@ export function sessionLookup(
          and s.last_seen_at > now() - make_interval(secs => ${p.idleSeconds})`;
   const alone = async (hash: Uint8Array): Promise<Row | null> => {
     const [row] = await sql<Row[]>`
-      select 1 as i, ${columns}
+      select ${columns}
         from auth.session_tokens k join auth.sessions s on s.id = k.session_id
         join auth.users u on u.id = s.user_id
        where k.token_hash = ${hash} and ${live}`;
     return row ?? null;
   };
   const lookup = coalesced(async (hashes: Uint8Array[]) => {
-    // With one caller, the shared statement cost PostgreSQL about three lone lookups.
-    if (hashes.length < SHARED_FROM) return await Promise.all(hashes.map(alone));
-    const rows = await sql<Row[]>`
+    const rows = await sql<(Row & { i: string })[]>`
       select t.i, ${columns}
         from unnest(${hashes.map(hex)}::text[]) with ordinality as t(hash, i)
         join auth.session_tokens k on k.token_hash = decode(t.hash, 'hex')
@@ -129,7 +126,7 @@ export function sessionLookup(
     const found: (Row | null)[] = hashes.map(() => null);
     for (const r of rows) found[Number(r.i) - 1] = r;
     return found;
-  }, { maxInFlight: o.maxInFlight, maxBatch: LOOKUP_BATCH });
+  }, { maxInFlight: o.maxInFlight, maxBatch: LOOKUP_BATCH, sharedFrom: o.sharedFrom, alone });
 
   return async (tokenHash) => {
     const row = await lookup(tokenHash);

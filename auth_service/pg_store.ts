@@ -11,7 +11,7 @@ import type { Sql, TxSql } from "../shared/postgres.ts";
 import { phoneChanged, sessionCreated, userSignedUp, userVerified } from "./event_messages.ts";
 import { insertAudit } from "./pg_audit.ts";
 import { callerLockKeys, EVERY_ADDRESS, locked, lockedSql } from "./pg_locks.ts";
-import { challengeOf, readChallenge, refusalOf } from "./pg_challenge_read.ts";
+import { challengeOf, readChallenge, refusalOf, spentChallengeSql } from "./pg_challenge_read.ts";
 import { loginTargets } from "./pg_login_target.ts";
 import type { LoginTargetCall } from "./pg_login_target.ts";
 import { redeemForSession } from "./pg_session_redemption.ts";
@@ -47,8 +47,13 @@ import type {
 } from "./ports.ts";
 
 const SCHEMA = "auth";
-/** Shared statements (lookups, login targets) out at once, per kind; the pool is small. */
-const LOOKUPS_IN_FLIGHT = 2;
+/**
+ * How concurrent calls share statements (session lookups, login targets): at most two
+ * statements out at once per kind, since the pool is small, and fewer than three calls
+ * at once go one statement each, since with one caller a shared statement cost
+ * PostgreSQL about three lone ones (README "Performance").
+ */
+const SHARING = { maxInFlight: 2, sharedFrom: 3 };
 
 export class PgAuthStore implements AuthStore {
   /** For a charge that is a statement of its own, committed as every admission is. */
@@ -60,7 +65,7 @@ export class PgAuthStore implements AuthStore {
 
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
     this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
-    this.loginTargets = loginTargets(sql, { maxInFlight: LOOKUPS_IN_FLIGHT, maxBatch: 64 });
+    this.loginTargets = loginTargets(sql, SHARING);
   }
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
@@ -107,11 +112,10 @@ export class PgAuthStore implements AuthStore {
     maxAttempts: number,
     who: AuditContext,
   ): Promise<CodeAdmitted | Locked> {
-    const [r] = await this.sql<{ locked: number | null; spent: string | null }[]>`
-      select (${lockedSql(this.sql, phone, who)}) as locked,
-             (select request_id from auth.challenges
-               where phone_number = ${phone} and purpose = 'phone_change'
-                 and (consumed_at is not null or failed_attempts >= ${maxAttempts})) as spent`;
+    const sql = this.sql;
+    const spent = spentChallengeSql(sql, sql`${phone}`, "phone_change", sql`${maxAttempts}`);
+    const [r] = await sql<{ locked: number | null; spent: string | null }[]>`
+      select (${lockedSql(sql, phone, who)}) as locked, (${spent}) as spent`;
     if (r!.locked !== null) return locked(r!.locked);
     return admitted(r!.spent ?? undefined);
   }
@@ -373,7 +377,7 @@ export class PgAuthStore implements AuthStore {
     const key = `${policy.idleSeconds}/${policy.graceSeconds}`;
     let lookup = this.lookups.get(key);
     if (lookup === undefined) {
-      lookup = sessionLookup(this.sql, policy, { maxInFlight: LOOKUPS_IN_FLIGHT });
+      lookup = sessionLookup(this.sql, policy, SHARING);
       this.lookups.set(key, lookup);
     }
     return lookup(tokenHash);

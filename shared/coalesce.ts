@@ -6,11 +6,17 @@
 // all of them; with no load, a call goes alone and waits for nothing. A call only
 // ever joins a batch not yet sent, so it sees everything committed before it began.
 
-export interface CoalesceOptions {
+export interface CoalesceOptions<K, V> {
   /** Batches out at once; calls beyond wait for the next one. */
   maxInFlight: number;
   /** Largest batch; more waiting calls go in the batches after it. */
   maxBatch: number;
+  /**
+   * A batch of fewer keys than this is answered key by key by `alone`, for a lookup
+   * whose batched form costs more than a few lone ones (default 1: always batched).
+   */
+  sharedFrom?: number;
+  alone?: (key: K) => Promise<V>;
 }
 
 /**
@@ -20,9 +26,14 @@ export interface CoalesceOptions {
  */
 export function coalesced<K, V>(
   lookup: (keys: K[]) => Promise<V[]>,
-  o: CoalesceOptions,
+  o: CoalesceOptions<K, V>,
 ): (key: K) => Promise<V> {
-  if (!(o.maxInFlight >= 1 && o.maxBatch >= 1)) throw new RangeError("bad coalesce options");
+  const sharedFrom = o.sharedFrom ?? 1;
+  const alone = o.alone;
+  if (!(o.maxInFlight >= 1 && o.maxBatch >= 1 && sharedFrom >= 1)) {
+    throw new RangeError("bad coalesce options");
+  }
+  if (sharedFrom > 1 && alone === undefined) throw new RangeError("sharedFrom needs alone");
   let waiting: Waiter<K, V>[] = [];
   let inFlight = 0;
   let scheduled = false;
@@ -31,7 +42,8 @@ export function coalesced<K, V>(
     inFlight++;
     let answers: Promise<V[]>;
     try {
-      answers = lookup(batch.map((w) => w.key));
+      const keys = batch.map((w) => w.key);
+      answers = keys.length < sharedFrom ? Promise.all(keys.map(alone!)) : lookup(keys);
     } catch (e) {
       answers = Promise.reject(e);
     }

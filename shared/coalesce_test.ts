@@ -88,3 +88,26 @@ Deno.test("a lookup that throws, or answers the wrong count, rejects its batch",
   assert.equal(await short(3).catch((e: Error) => e.message), "lookup answered 0 of 1 keys");
   assert.throws(() => coalesced(() => Promise.resolve([]), { maxInFlight: 0, maxBatch: 1 }));
 });
+
+Deno.test("a batch smaller than sharedFrom is answered key by key by alone", async () => {
+  const { batches, lookup } = gatedLookup();
+  const lone: number[] = [];
+  const get = coalesced(lookup, {
+    maxInFlight: 1,
+    maxBatch: 10,
+    sharedFrom: 3,
+    alone: (k) => {
+      lone.push(k);
+      return Promise.resolve(`alone${k}`);
+    },
+  });
+  assert.deepEqual(await Promise.all([get(1), get(2)]), ["alone1", "alone2"]);
+  assert.equal(batches.length, 0, "no batched lookup for two keys");
+  const three = Promise.all([get(3), get(4), get(5)]);
+  await settle();
+  assert.deepEqual(batches.map((b) => b.keys), [[3, 4, 5]]);
+  batches[0]!.answer();
+  assert.deepEqual(await three, ["v3", "v4", "v5"]);
+  assert.deepEqual(lone, [1, 2]);
+  assert.throws(() => coalesced(lookup, { maxInFlight: 1, maxBatch: 4, sharedFrom: 2 }));
+});
