@@ -15,6 +15,12 @@ await sql.unsafe(limitsIncludes("lt").limits_v1!);
 await sql.unsafe(limitsIncludes("lt").limits_v2!);
 await sql.unsafe(limitsIncludes("lt").limits_v3!);
 await sql.unsafe(limitsIncludes("lt").limits_v4!);
+await sql.unsafe(limitsIncludes("lt").limits_v5!);
+// The fourth version, to check that admit_each answers and counts as its admit() does.
+await sql.unsafe("create schema lt_fourth");
+for (const v of ["limits_v1", "limits_v2", "limits_v3", "limits_v4"]) {
+  await sql.unsafe(limitsIncludes("lt_fourth")[v]!);
+}
 // The second version, to check that the third admits and counts the same.
 await sql.unsafe("create schema lt_second");
 await sql.unsafe(limitsIncludes("lt_second").limits_v1!);
@@ -202,12 +208,12 @@ Deno.test("concurrent admits and refunds mixing shared and per-number counters n
   assert.ok(admitted.length > 0);
 });
 
-Deno.test("the schema locks last exactly the reasons the rules call shared, in admit and refund", () => {
-  const sql4 = limitsIncludes("lt").limits_v4!;
+Deno.test("the schema locks last exactly the reasons the rules call shared, in admit, refund and admit_each", () => {
+  const sql4 = limitsIncludes("lt").limits_v4! + limitsIncludes("lt").limits_v5!;
   const lists = [...sql4.matchAll(/split_part\(k, ':', 1\) in \(([^)]*)\)/g)].map((m) =>
     [...m[1]!.matchAll(/'([a-z_]+)'/g)].map((r) => r[1]).sort()
   );
-  assert.equal(lists.length, 2);
+  assert.equal(lists.length, 3);
   for (const l of lists) assert.deepEqual(l, [...SHARED_REASONS].sort());
 });
 
@@ -368,4 +374,110 @@ Deno.test("with asynchronous commits a count stays exact under concurrency", asy
   } finally {
     one.release();
   }
+});
+
+Deno.test("admit_each answers and counts as admit() of each event alone, in input order", async () => {
+  const key = fc.record({
+    counts: fc.oneof(
+      fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 61, maxLength: 61 }),
+      fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 0, maxLength: 70 }),
+    ),
+    firstOffset: fc.constantFrom(-60, -60, -59, -30, -61, -200, 3),
+    sameWidth: fc.boolean(),
+    window: fc.constantFrom(60_000, 120_000),
+    stored: fc.boolean(),
+    shared: fc.boolean(),
+  });
+  const event = fc.record({ key: fc.nat(2), limit: fc.integer({ min: 0, max: 12 }) });
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(key, { minLength: 3, maxLength: 3 }),
+      fc.array(event, { minLength: 1, maxLength: 12 }),
+      async (keys, events) => {
+        // Shared and per-number keys, so the order admit_each takes them in varies.
+        const names = keys.map((k) => `${k.shared ? "address" : "number_hourly"}:${fresh()}`);
+        for (const schema of ["lt", "lt_fourth"]) {
+          for (const [i, k] of keys.entries()) {
+            if (!k.stored) continue;
+            const width = k.window / 60;
+            const cur = Math.floor(Date.now() / 1000 / width);
+            await sql.unsafe(
+              `insert into ${schema}.limit_counters (key, slot_seconds, first_slot, counts)
+               values ($1, $2, $3, $4::int[])`,
+              [names[i]!, k.sameWidth ? width : width / 2, cur + k.firstOffset, k.counts] as never,
+            );
+          }
+        }
+        type Row = {
+          admitted: boolean;
+          rule: number | null;
+          retry_after: number | null;
+          at: number;
+        };
+        const each = await sql.unsafe<(Row & { i: number })[]>(
+          `select * from lt.admit_each($1::text[], $2::int[], $3::float8[])`,
+          [
+            events.map((e) => names[e.key]!),
+            events.map((e) => e.limit),
+            events.map((e) => keys[e.key]!.window),
+          ] as never,
+        );
+        const alone: Row[] = [];
+        for (const e of events) {
+          const [r] = await sql.unsafe<Row[]>(
+            `select * from lt_fourth.admit($1::text[], $2::int[], $3::float8[])`,
+            [[names[e.key]!], [e.limit], [keys[e.key]!.window]] as never,
+          );
+          alone.push(r!);
+        }
+        // Every call in one slot of every window, or the comparison says nothing.
+        fc.pre(keys.every((k) => {
+          const w = k.window / 60;
+          return alone.every((r) => Math.floor(r.at / w) === Math.floor(each[0]!.at / w));
+        }));
+        assert.deepEqual(each.map((r) => r.i).sort((a, b) => a - b), events.map((_, i) => i + 1));
+        for (const r of each) {
+          const a = alone[r.i - 1]!;
+          assert.equal(r.admitted, a.admitted, `event ${r.i}`);
+          assert.equal(r.rule, a.rule, `event ${r.i}`);
+          if (!a.admitted) assert.ok(Math.abs(r.retry_after! - a.retry_after!) < 1, `event ${r.i}`);
+        }
+        const rows = (schema: string) =>
+          sql.unsafe(
+            `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
+              where key = any($1::text[]) order by key`,
+            [names] as never,
+          );
+        assert.deepEqual(await rows("lt"), await rows("lt_fourth"));
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("concurrent admit_each and admit over the same keys neither deadlock nor overshoot", async () => {
+  const rules = [rule("number_hourly", fresh(), 9, 3600), rule("address", fresh(), 13, 3600)];
+  const batch = () =>
+    sql.unsafe<{ admitted: boolean }[]>(
+      `select admitted from lt.admit_each($1::text[], $2::int[], $3::float8[])`,
+      [
+        [...rules, ...rules].map((r) => r.key),
+        [...rules, ...rules].map((r) => r.limit),
+        [...rules, ...rules].map((r) => r.windowSeconds),
+      ] as never,
+    );
+  const results = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => i % 2 ? batch() : engine.admit(rules)),
+  );
+  const counted = await sql<{ key: string; n: number }[]>`
+    select key, (select sum(c)::int from unnest(counts) c) as n from lt.limit_counters
+     where key = any(${rules.map((r) => r.key)}::text[]) order by key`;
+  assert.deepEqual(
+    Object.fromEntries(counted.map((r) => [r.key, r.n])),
+    { [rules[0]!.key]: 9, [rules[1]!.key]: 13 },
+  );
+  const admittedBatches = results.filter((r) => Array.isArray(r)).flat()
+    .filter((r) => (r as { admitted: boolean }).admitted).length;
+  const admittedCalls = results.filter((r) => !Array.isArray(r) && r.admitted).length;
+  assert.equal(admittedBatches + 2 * admittedCalls, 22, "each admitted call counted under both");
 });

@@ -463,6 +463,104 @@ end
 $fn$;
 `;
 
+/**
+ * admit_each(): many events, each under one rule (event i: keys[i], limits[i],
+ * windows[i]), answered and counted exactly as admit() of each event alone, one after
+ * another in input order, would. Each key's row is written once for all its events
+ * (one upsert counting them all, and one update giving back those refused), where one
+ * admit() per event wrote it once per event; so a statement that charges the calls
+ * arriving together costs the database about one admission per key, not per call.
+ * Keys are taken in admit()'s order (shared reasons last, each class in key order), so
+ * this and admit() over overlapping keys cannot deadlock.
+ */
+const LIMITS_V5 = `
+create function {schema}.admit_each(keys text[], limits integer[], windows float8[])
+returns table (i integer, admitted boolean, rule integer, retry_after float8, at float8)
+language plpgsql as $fn$
+declare
+  t float8 := extract(epoch from clock_timestamp());
+  g record;
+  width float8;
+  cur bigint;
+  m integer;
+  cnt integer[];
+  before bigint;
+  took integer;
+  total bigint;
+  wait float8;
+begin
+  if cardinality(keys) <> cardinality(limits) or cardinality(keys) <> cardinality(windows) then
+    raise exception 'admit_each: keys, limits and windows differ in length';
+  end if;
+  for j in 1 .. coalesce(cardinality(keys), 0) loop
+    if keys[j] is null or not (windows[j] > 0) or limits[j] is null or limits[j] < 0 then
+      raise exception 'admit_each: bad key, limit or window at %', j;
+    end if;
+  end loop;
+  for g in
+    select k, w, array_agg(o::int order by o) as os, array_agg(l order by o) as ls
+      from unnest(keys, limits, windows) with ordinality u(k, l, w, o)
+     group by k, w
+     order by split_part(k, ':', 1) in ('budget', 'country_velocity', 'prefix_velocity',
+                                        'address'), k, w
+  loop
+    width := g.w / 60;
+    cur := floor(t / width)::bigint;
+    m := cardinality(g.os);
+    insert into {schema}.limit_counters as l (key, slot_seconds, first_slot, counts)
+    values (g.k, width, cur - 60, array_fill(0, array[60]) || m)
+    on conflict (key) do update set
+      counts = case
+        when l.slot_seconds = excluded.slot_seconds and l.first_slot = excluded.first_slot
+             and cardinality(l.counts) = 61
+        then l.counts[1:60] || (l.counts[61] + m)
+        else {schema}.limit_slots(l.counts, l.first_slot, l.slot_seconds, width, cur, m)
+      end,
+      first_slot = excluded.first_slot, slot_seconds = excluded.slot_seconds,
+      updated_at = now()
+    returning l.counts into cnt;
+    -- The window's events before these m.
+    before := -m;
+    for s in 1 .. 61 loop
+      before := before + cnt[s];
+    end loop;
+    took := 0;
+    for j in 1 .. m loop
+      i := g.os[j];
+      at := t;
+      if before + took < g.ls[j] then
+        took := took + 1;
+        admitted := true;
+        rule := null;
+        retry_after := null;
+      else
+        admitted := false;
+        rule := 1;
+        wait := g.w;
+        if g.ls[j] > 0 then
+          -- As admit() does: the oldest of the events before this one leave first.
+          total := before + took;
+          for s in 1 .. 61 loop
+            total := total - cnt[s];
+            if total < g.ls[j] then
+              wait := (cur + s) * width - t;
+              exit;
+            end if;
+          end loop;
+        end if;
+        retry_after := greatest(wait, 0);
+      end if;
+      return next;
+    end loop;
+    if took < m then
+      update {schema}.limit_counters l set counts[61] = l.counts[61] - (m - took)
+       where l.key = g.k;
+    end if;
+  end loop;
+end
+$fn$;
+`;
+
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
   schemaName(schema);
@@ -471,5 +569,6 @@ export function limitsIncludes(schema: string): Record<string, string> {
     limits_v2: LIMITS_V2.replaceAll("{schema}", schema),
     limits_v3: LIMITS_V3.replaceAll("{schema}", schema),
     limits_v4: LIMITS_V4.replaceAll("{schema}", schema),
+    limits_v5: LIMITS_V5.replaceAll("{schema}", schema),
   };
 }

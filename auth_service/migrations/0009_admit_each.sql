@@ -1,0 +1,4 @@
+-- admit_each() charges many one-rule events at once, each key's row written once for
+-- all of them, so concurrent ValidatePhoneNumberLogin calls sharing a statement cost
+-- the database one admission per address instead of one per call.
+-- include: limits_v5
