@@ -4,17 +4,16 @@
 // under load, a call then costs PostgreSQL and this service each under half of what a
 // statement of its own does (README "Performance").
 //
-// Each call's charge is admit() of its own rules, once per call, so counts stay exact.
-// The statement holds every counter row it charged until it ends, so its calls are
-// charged in one order that every such statement follows (unshared keys first, then by
-// key, as admit() orders the keys of one call): two of them never wait on each other's
-// rows in a cycle. A call with more than one rule could break that order, so it gets a
-// statement of its own, where admit() orders its keys as it does everywhere.
+// The shared statement charges its calls with one admit_each(): each call's event is
+// counted as admit() of it alone would count it, in arrival order, and each key's row
+// is written once for all the calls charged to it. admit_each() takes the keys in
+// admit()'s order, so two statements never wait on each other's rows in a cycle. A call
+// with more than one rule must be counted under all of them or none, which admit_each()
+// does not do: it gets a statement of its own.
 import { coalesced } from "../shared/coalesce.ts";
 import { addressKey } from "../shared/ip.ts";
 import { admissionOf, admitCall } from "../shared/limits/engine.ts";
 import type { AdmitRow } from "../shared/limits/engine.ts";
-import { SHARED_REASONS } from "../shared/limits/rules.ts";
 import type { Rule } from "../shared/limits/rules.ts";
 import { ASYNC_COMMIT } from "../shared/postgres.ts";
 import type { Sql } from "../shared/postgres.ts";
@@ -34,20 +33,6 @@ type Row = AdmitRow & { verified: boolean; locked: number | null; spent: string 
 
 /** Calls charged at once in one statement, at most this many per statement. */
 const LOGIN_TARGET_BATCH = 64;
-
-const SHARED: ReadonlySet<string> = new Set(SHARED_REASONS);
-
-/** The order calls are charged in: a call with no rule locks nothing and goes first. */
-function chargeOrder(a: LoginTargetCall, b: LoginTargetCall): number {
-  const x = a.charge[0];
-  const y = b.charge[0];
-  if (x === undefined || y === undefined) {
-    return (x === undefined ? 0 : 1) - (y === undefined ? 0 : 1);
-  }
-  const shared = (SHARED.has(x.reason) ? 1 : 0) - (SHARED.has(y.reason) ? 1 : 0);
-  if (shared !== 0) return shared;
-  return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
-}
 
 /** One call's statement of its own, where admit() orders the call's keys. */
 async function alone(sql: Sql, c: LoginTargetCall): Promise<Row> {
@@ -80,33 +65,29 @@ export function loginTargets(
   o: { maxInFlight: number; sharedFrom: number },
 ): (call: LoginTargetCall) => Promise<LoginTarget> {
   const run = async (calls: LoginTargetCall[]): Promise<Row[]> => {
-    // Sorted into the charge order; the sort is stable, so one key's calls keep theirs.
-    const order = calls.map((_, i) => i).sort((a, b) => chargeOrder(calls[a]!, calls[b]!));
-    const sorted = order.map((i) => calls[i]!);
-    const rules = sorted.flatMap((c, i) => c.charge.map((r) => ({ r, owner: i + 1 })));
+    // Each call has at most one rule here; rule_n is its place in the rules' arrays.
+    const rules = calls.flatMap((c) => c.charge);
+    let n = 0;
+    const ruleN = calls.map((c) => c.charge.length === 0 ? null : ++n);
     const rows = await sql<(Row & { i: string })[]>`
       with e as materialized (
-        select * from unnest(${sorted.map((c) => c.phone)}::text[],
-                             ${sorted.map((c) => c.who.clientAddress || null)}::text[],
-                             ${sorted.map((c) => addressKey(c.who.clientAddress))}::text[],
-                             ${sorted.map((c) => c.who.requestId || null)}::text[],
-                             ${sorted.map((c) => c.who.clientRequestId || null)}::text[],
-                             ${sorted.map((c) => c.maxAttempts)}::int[])
+        select * from unnest(${calls.map((c) => c.phone)}::text[],
+                             ${calls.map((c) => c.who.clientAddress || null)}::text[],
+                             ${calls.map((c) => addressKey(c.who.clientAddress))}::text[],
+                             ${calls.map((c) => c.who.requestId || null)}::text[],
+                             ${calls.map((c) => c.who.clientRequestId || null)}::text[],
+                             ${calls.map((c) => c.maxAttempts)}::int[],
+                             ${ruleN}::int[])
           with ordinality as e(phone, address, client_key, request_id, client_request_id,
-                               max_attempts, i)),
-      r as materialized (
-        select * from unnest(${rules.map((x) => x.r.key)}::text[],
-                             ${rules.map((x) => x.r.limit)}::int[],
-                             ${rules.map((x) => x.r.windowSeconds)}::float8[],
-                             ${rules.map((x) => x.owner)}::int[])
-          with ordinality as r(key, lim, win, owner, n)),
+                               max_attempts, rule_n, i)),
+      x as materialized (
+        select * from auth.admit_each(${rules.map((r) => r.key)}::text[],
+                                      ${rules.map((r) => r.limit)}::int[],
+                                      ${rules.map((r) => r.windowSeconds)}::float8[])),
       a as materialized (
-        select e.i, x.admitted, x.rule, x.retry_after, x.at
-          from (select i from e order by i) e
-          cross join lateral auth.admit(
-            array(select key from r where owner = e.i order by n),
-            array(select lim from r where owner = e.i order by n),
-            array(select win from r where owner = e.i order by n)) x),
+        select e.i, coalesce(x.admitted, true) as admitted, x.rule, x.retry_after,
+               coalesce(x.at, 0) as at
+          from e left join x on x.i = e.rule_n),
       u as (
         select e.i, us.verified_at is not null as verified
           from e join a using (i) join auth.users us on us.phone_number = e.phone
@@ -130,7 +111,7 @@ export function loginTargets(
         from a join e using (i) left join u using (i), ${sql.unsafe(ASYNC_COMMIT)} as async_commit`;
     if (rows.length !== calls.length) throw new Error("a login target without its row");
     const answers: Row[] = new Array(calls.length);
-    for (const row of rows) answers[order[Number(row.i) - 1]!] = row;
+    for (const row of rows) answers[Number(row.i) - 1] = row;
     return answers;
   };
   const batched = coalesced(run, {
