@@ -48,12 +48,15 @@ import type {
 
 const SCHEMA = "auth";
 /**
- * How concurrent calls share statements (session lookups, login targets): at most two
- * statements out at once per kind, since the pool is small, and fewer than three calls
- * at once go one statement each, since with one caller a shared statement cost
- * PostgreSQL about three lone ones (README "Performance").
+ * How concurrent calls share statements. Fewer than three calls at once go one
+ * statement each, since with one caller a shared statement cost PostgreSQL about three
+ * lone ones. Session lookups are plain reads: two may be out at once (the pool is
+ * small). Login targets write the counter rows of the addresses they charge and hold
+ * them to the end: a second statement out would mostly wait on the first, and one at a
+ * time measured faster (README "Performance").
  */
-const SHARING = { maxInFlight: 2, sharedFrom: 3 };
+const LOOKUP_SHARING = { maxInFlight: 2, sharedFrom: 3 };
+const LOGIN_TARGET_SHARING = { maxInFlight: 1, sharedFrom: 3 };
 
 export class PgAuthStore implements AuthStore {
   /** For a charge that is a statement of its own, committed as every admission is. */
@@ -65,7 +68,7 @@ export class PgAuthStore implements AuthStore {
 
   constructor(private readonly sql: Sql, private readonly onEnqueued: () => void = () => {}) {
     this.limits = new LimitsEngine(sql, SCHEMA, { asyncCommit: true });
-    this.loginTargets = loginTargets(sql, SHARING);
+    this.loginTargets = loginTargets(sql, LOGIN_TARGET_SHARING);
   }
 
   async signup(phone: string, request: OutgoingMessage, who: AuditContext): Promise<SignupOutcome> {
@@ -377,7 +380,7 @@ export class PgAuthStore implements AuthStore {
     const key = `${policy.idleSeconds}/${policy.graceSeconds}`;
     let lookup = this.lookups.get(key);
     if (lookup === undefined) {
-      lookup = sessionLookup(this.sql, policy, SHARING);
+      lookup = sessionLookup(this.sql, policy, LOOKUP_SHARING);
       this.lookups.set(key, lookup);
     }
     return lookup(tokenHash);
