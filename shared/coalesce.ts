@@ -5,9 +5,6 @@
 // cost (its Bind and Execute, the executor's start, the result's framing) once for
 // all of them; with no load, a call goes alone and waits for nothing. A call only
 // ever joins a batch not yet sent, so it sees everything committed before it began.
-// With `sharedFrom`, fewer calls than that go out only when nothing else is out: the
-// first call after a batch came back would otherwise take the free place alone, and
-// under load every other statement would answer a single call.
 
 export interface CoalesceOptions<K, V> {
   /** Batches out at once; calls beyond wait for the next one. */
@@ -16,9 +13,7 @@ export interface CoalesceOptions<K, V> {
   maxBatch: number;
   /**
    * A batch of fewer keys than this is answered key by key by `alone`, for a lookup
-   * whose batched form costs more than a few lone ones (default 1: always batched);
-   * it is sent only while no other batch is out, and otherwise waits for one to end
-   * or for enough calls to share a statement.
+   * whose batched form costs more than a few lone ones (default 1: always batched).
    */
   sharedFrom?: number;
   alone?: (key: K) => Promise<V>;
@@ -68,7 +63,6 @@ export function coalesced<K, V>(
   const flush = () => {
     scheduled = false;
     while (waiting.length > 0 && inFlight < o.maxInFlight) {
-      if (inFlight > 0 && waiting.length < sharedFrom) break;
       if (waiting.length <= o.maxBatch) {
         const batch = waiting;
         waiting = [];

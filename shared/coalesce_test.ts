@@ -111,36 +111,3 @@ Deno.test("a batch smaller than sharedFrom is answered key by key by alone", asy
   assert.deepEqual(lone, [1, 2]);
   assert.throws(() => coalesced(lookup, { maxInFlight: 1, maxBatch: 4, sharedFrom: 2 }));
 });
-
-Deno.test("while a batch is out, fewer calls than sharedFrom wait for it instead of going alone", async () => {
-  const { batches, lookup } = gatedLookup();
-  const lone: number[] = [];
-  const get = coalesced(lookup, {
-    maxInFlight: 2,
-    maxBatch: 10,
-    sharedFrom: 3,
-    alone: (k) => {
-      lone.push(k);
-      return Promise.resolve(`alone${k}`);
-    },
-  });
-  const first = Promise.all([get(1), get(2), get(3)]);
-  await settle();
-  assert.deepEqual(batches.map((b) => b.keys), [[1, 2, 3]]);
-  const fourth = get(4);
-  await settle();
-  assert.deepEqual(lone, [], "a lone call does not take the second place");
-  const more = Promise.all([get(5), get(6)]);
-  await settle();
-  assert.deepEqual(batches.map((b) => b.keys), [[1, 2, 3], [4, 5, 6]], "three share it");
-  const seventh = get(7);
-  await settle();
-  batches[0]!.answer();
-  await first;
-  await settle();
-  assert.deepEqual(lone, [], "still one batch out");
-  batches[1]!.answer();
-  assert.deepEqual([await fourth, ...await more], ["v4", "v5", "v6"]);
-  assert.equal(await seventh, "alone7", "alone once nothing else is out");
-  assert.deepEqual(lone, [7]);
-});
