@@ -290,6 +290,33 @@ Deno.test("the PL/pgSQL limit_slots returns exactly what the first version retur
   );
 });
 
+/** A generated key's row as it was last written, if it has one. */
+interface StoredKey {
+  counts: number[];
+  /** Its first slot, relative to the current one. */
+  firstOffset: number;
+  /** Written with the window it is charged with now, or with half of it. */
+  sameWidth: boolean;
+  window: number;
+  stored: boolean;
+}
+
+/** Writes each stored key's row, named `names[i]`, into every schema given. */
+async function storeRows(schemas: string[], names: string[], keys: StoredKey[]) {
+  for (const schema of schemas) {
+    for (const [i, k] of keys.entries()) {
+      if (!k.stored) continue;
+      const width = k.window / 60;
+      const cur = Math.floor(Date.now() / 1000 / width);
+      await sql.unsafe(
+        `insert into ${schema}.limit_counters (key, slot_seconds, first_slot, counts)
+         values ($1, $2, $3, $4::int[])`,
+        [names[i]!, k.sameWidth ? width : width / 2, cur + k.firstOffset, k.counts] as never,
+      );
+    }
+  }
+}
+
 Deno.test("the upsert admit admits, waits and counts exactly as the second version did", async () => {
   const key = fc.record({
     counts: fc.oneof(
@@ -306,18 +333,7 @@ Deno.test("the upsert admit admits, waits and counts exactly as the second versi
   await fc.assert(
     fc.asyncProperty(fc.array(key, { minLength: 1, maxLength: 3 }), async (keys) => {
       const names = keys.map(() => fresh());
-      for (const schema of ["lt", "lt_second"]) {
-        for (const [i, k] of keys.entries()) {
-          if (!k.stored) continue;
-          const width = k.window / 60;
-          const cur = Math.floor(Date.now() / 1000 / width);
-          await sql.unsafe(
-            `insert into ${schema}.limit_counters (key, slot_seconds, first_slot, counts)
-             values ($1, $2, $3, $4::int[])`,
-            [names[i]!, k.sameWidth ? width : width / 2, cur + k.firstOffset, k.counts] as never,
-          );
-        }
-      }
+      await storeRows(["lt", "lt_second"], names, keys);
       const admit = (schema: string) =>
         sql.unsafe<{ admitted: boolean; rule: number | null; retry_after: number; at: number }[]>(
           `select * from ${schema}.admit($1::text[], $2::int[], $3::float8[])`,
@@ -396,18 +412,7 @@ Deno.test("admit_each answers and counts as admit() of each event alone, in inpu
       async (keys, events) => {
         // Shared and per-number keys, so the order admit_each takes them in varies.
         const names = keys.map((k) => `${k.shared ? "address" : "number_hourly"}:${fresh()}`);
-        for (const schema of ["lt", "lt_fourth"]) {
-          for (const [i, k] of keys.entries()) {
-            if (!k.stored) continue;
-            const width = k.window / 60;
-            const cur = Math.floor(Date.now() / 1000 / width);
-            await sql.unsafe(
-              `insert into ${schema}.limit_counters (key, slot_seconds, first_slot, counts)
-               values ($1, $2, $3, $4::int[])`,
-              [names[i]!, k.sameWidth ? width : width / 2, cur + k.firstOffset, k.counts] as never,
-            );
-          }
-        }
+        await storeRows(["lt", "lt_fourth"], names, keys);
         type Row = {
           admitted: boolean;
           rule: number | null;
