@@ -561,6 +561,195 @@ end
 $fn$;
 `;
 
+/**
+ * admit_many(): many events, each under several rules, all or none per event (event c:
+ * the entries j with calls[j] = c, in order; event_ids[c] its id or null), answered and
+ * counted exactly as admit() of each event alone, one after another in input order,
+ * would. Every key the events share is written once for all of them: one upsert counts
+ * every event that names it, and one update gives back those refused. The events' ids
+ * are taken first (in id order), then the keys in admit()'s order, so this and admit()
+ * over overlapping keys or ids cannot deadlock. An event whose id was admitted before
+ * answers as admit() does, counting nothing; a second event of one id in the batch is
+ * that event's retry.
+ */
+const LIMITS_V6 = `
+create function {schema}.admit_many(
+  calls integer[], keys text[], limits integer[], windows float8[], event_ids text[])
+returns table (c integer, admitted boolean, rule integer, retry_after float8, at float8)
+language plpgsql as $fn$
+declare
+  t float8 := extract(epoch from clock_timestamp());
+  n integer := coalesce(cardinality(keys), 0);
+  nc integer := coalesce(cardinality(event_ids), 0);
+  first_of integer[] := array_fill(0, array[nc + 1]);
+  grp integer[] := array_fill(0, array[greatest(n, 1)]);
+  gkey text[] := '{}';
+  gwidth float8[] := '{}';
+  gcur bigint[] := '{}';
+  gbefore bigint[] := '{}';
+  gm integer[] := '{}';
+  gtook integer[] := '{}';
+  gcnt integer[] := '{}';
+  ev text[] := '{}';
+  ev_state integer[] := '{}';
+  ev_at float8[] := '{}';
+  before_admitted integer[] := '{}';
+  g record;
+  gi integer := 0;
+  e text;
+  k integer;
+  x integer;
+  cnt integer[];
+  total bigint;
+  wait float8;
+  best integer;
+begin
+  if n <> cardinality(calls) or n <> cardinality(limits) or n <> cardinality(windows) then
+    raise exception 'admit_many: calls, keys, limits and windows differ in length';
+  end if;
+  for j in 1 .. n loop
+    if keys[j] is null or not (windows[j] > 0) or limits[j] is null or limits[j] < 0 then
+      raise exception 'admit_many: bad key, limit or window at %', j;
+    end if;
+    if calls[j] is null or calls[j] < 1 or calls[j] > nc
+       or (j > 1 and calls[j] < calls[j - 1]) then
+      raise exception 'admit_many: calls must run from 1 to % in order', nc;
+    end if;
+    if j = 1 or calls[j] <> calls[j - 1] then
+      first_of[calls[j]] := j;
+    elsif keys[j] = any(keys[first_of[calls[j]] : j - 1]) then
+      raise exception 'admit_many: a key appears twice in event %', calls[j];
+    end if;
+  end loop;
+  first_of[nc + 1] := n + 1;
+  for ci in reverse nc .. 1 loop
+    if first_of[ci] = 0 then
+      raise exception 'admit_many: event % has no rule', ci;
+    end if;
+  end loop;
+  -- 0: taken here, not yet admitted; 1: admitted here; 2: admitted before, at ev_at.
+  for e in select distinct u.id from unnest(event_ids) u(id) where u.id is not null order by u.id
+  loop
+    ev := ev || e;
+    insert into {schema}.limit_admissions as a (event_id, at) values (e, t)
+      on conflict on constraint limit_admissions_pkey do nothing;
+    if found then
+      ev_state := ev_state || 0;
+      ev_at := ev_at || t;
+    else
+      ev_state := ev_state || 2;
+      ev_at := ev_at || (select a.at from {schema}.limit_admissions a where a.event_id = e);
+    end if;
+  end loop;
+  -- An event admitted before counts nothing and writes no row, as in admit().
+  for ci in 1 .. nc loop
+    e := event_ids[ci];
+    if e is not null and ev_state[array_position(ev, e)] = 2 then
+      before_admitted := before_admitted || ci;
+    end if;
+  end loop;
+  for g in
+    select u.k, u.w, array_agg(u.o::int order by u.o) as os
+      from unnest(keys, windows, calls) with ordinality u(k, w, cl, o)
+     where u.cl <> all(before_admitted)
+     group by u.k, u.w
+     order by split_part(u.k, ':', 1) in ('budget', 'country_velocity', 'prefix_velocity',
+                                          'address'), u.k, u.w
+  loop
+    gi := gi + 1;
+    foreach x in array g.os loop
+      grp[x] := gi;
+    end loop;
+    gkey := gkey || g.k;
+    gwidth := gwidth || g.w / 60;
+    gcur := gcur || floor(t / (g.w / 60))::bigint;
+    gm := gm || cardinality(g.os);
+    gtook := gtook || 0;
+    insert into {schema}.limit_counters as l (key, slot_seconds, first_slot, counts)
+    values (g.k, g.w / 60, gcur[gi] - 60, array_fill(0, array[60]) || gm[gi])
+    on conflict (key) do update set
+      counts = case
+        when l.slot_seconds = excluded.slot_seconds and l.first_slot = excluded.first_slot
+             and cardinality(l.counts) = 61
+        then l.counts[1:60] || (l.counts[61] + gm[gi])
+        else {schema}.limit_slots(l.counts, l.first_slot, l.slot_seconds, gwidth[gi],
+                                  gcur[gi], gm[gi])
+      end,
+      first_slot = excluded.first_slot, slot_seconds = excluded.slot_seconds,
+      updated_at = now()
+    returning l.counts into cnt;
+    gcnt := gcnt || cnt;
+    -- The window's events before this statement's.
+    total := -gm[gi];
+    for s in 1 .. 61 loop
+      total := total + cnt[s];
+    end loop;
+    gbefore := gbefore || total;
+  end loop;
+  for ci in 1 .. nc loop
+    c := ci;
+    at := t;
+    rule := null;
+    retry_after := null;
+    admitted := true;
+    e := event_ids[ci];
+    k := case when e is null then null else array_position(ev, e) end;
+    if k is not null and ev_state[k] > 0 then
+      at := ev_at[k];
+      return next;
+      continue;
+    end if;
+    best := 0;
+    for j in first_of[ci] .. first_of[ci + 1] - 1 loop
+      gi := grp[j];
+      total := gbefore[gi] + gtook[gi] + 1;
+      if total > limits[j] then
+        wait := windows[j];
+        if limits[j] > 0 then
+          -- As admit() does: the oldest events leave first.
+          total := total - 1;
+          for s in 1 .. 61 loop
+            total := total - gcnt[(gi - 1) * 61 + s];
+            if total < limits[j] then
+              wait := (gcur[gi] + s) * gwidth[gi] - t;
+              exit;
+            end if;
+          end loop;
+        end if;
+        -- admit()'s choice: the longest wait, the first key in its order on a tie.
+        if admitted or wait > retry_after or (wait = retry_after and gi < best) then
+          rule := j - first_of[ci] + 1;
+          retry_after := greatest(wait, 0);
+          best := gi;
+        end if;
+        admitted := false;
+      end if;
+    end loop;
+    if admitted then
+      for j in first_of[ci] .. first_of[ci + 1] - 1 loop
+        gtook[grp[j]] := gtook[grp[j]] + 1;
+      end loop;
+      if k is not null then
+        ev_state[k] := 1;
+      end if;
+    end if;
+    return next;
+  end loop;
+  for gi in 1 .. coalesce(cardinality(gkey), 0) loop
+    if gtook[gi] < gm[gi] then
+      update {schema}.limit_counters l set counts[61] = l.counts[61] - (gm[gi] - gtook[gi])
+       where l.key = gkey[gi];
+    end if;
+  end loop;
+  for k in 1 .. coalesce(cardinality(ev), 0) loop
+    if ev_state[k] = 0 then
+      delete from {schema}.limit_admissions a where a.event_id = ev[k];
+    end if;
+  end loop;
+end
+$fn$;
+`;
+
 /** The SQL a migration includes, for `schema`; keyed by the name the migration uses. */
 export function limitsIncludes(schema: string): Record<string, string> {
   schemaName(schema);
@@ -570,5 +759,6 @@ export function limitsIncludes(schema: string): Record<string, string> {
     limits_v3: LIMITS_V3.replaceAll("{schema}", schema),
     limits_v4: LIMITS_V4.replaceAll("{schema}", schema),
     limits_v5: LIMITS_V5.replaceAll("{schema}", schema),
+    limits_v6: LIMITS_V6.replaceAll("{schema}", schema),
   };
 }
