@@ -138,6 +138,35 @@ Deno.test("lookups made at once from four addresses are counted exactly per addr
   assert.equal(misses, 80);
 });
 
+Deno.test("signups made at once from four addresses are counted exactly per address, each answered its own", async () => {
+  const addresses = ["198.51.100.111", "198.51.100.112", "198.51.100.113", "198.51.100.114"];
+  const calls = Array.from({ length: 120 }, (_, i) => ({
+    address: addresses[i % 4]!,
+    phone: randomPhone(),
+  }));
+  const answers = await Promise.all(
+    calls.map((c) => rpc(proxied.authUrl, SIGNUP, { phone_number: c.phone }, from(c.address))),
+  );
+  for (const address of addresses) {
+    const mine = answers.filter((_, i) => calls[i]!.address === address);
+    assert.equal(mine.filter((r) => r.code === "ok").length, 20, address);
+    assert.equal(mine.filter((r) => r.code === "resource_exhausted").length, 10, address);
+  }
+  // Exactly the admitted numbers were queued; a refused one has no user row either.
+  const queued = await proxied.sql<{ phone_number: string }[]>`
+    select phone_number from auth.audit_events
+     where event = 'code_requested' and outcome = 'signup'
+       and client_address in ${proxied.sql(addresses)}`;
+  assert.deepEqual(
+    queued.map((r) => r.phone_number).sort(),
+    calls.filter((_, i) => answers[i]!.code === "ok").map((c) => c.phone).sort(),
+  );
+  const users = await one(proxied.sql<{ n: number }[]>`
+    select count(*)::int as n from auth.users
+     where phone_number in ${proxied.sql(calls.map((c) => c.phone))}`);
+  assert.equal(users, 80);
+});
+
 Deno.test("a signup of a registered number is charged to the address like any other", async () => {
   const phone = await verifiedUser(proxied, "198.51.100.2");
   // On the proxied stack each address has its own allowance of 20 a window.

@@ -655,3 +655,33 @@ Deno.test("concurrent admit_many and admit over the same keys and ids neither de
   // Each of the six events counts once, however often it is admitted again.
   assert.equal(c!.n, 6);
 });
+
+Deno.test("a sharing engine's concurrent admissions count exactly and answer each as its own", async () => {
+  const sharing = new LimitsEngine(sql, "lt", {
+    asyncCommit: true,
+    share: { maxInFlight: 1, maxBatch: 8, sharedFrom: 2 },
+  });
+  const country = rule("country_velocity", fresh(), 25, 3600);
+  const numbers = Array.from({ length: 40 }, () => rule("number_hourly", fresh(), 1, 3600));
+  // Each number twice: its second admission is refused by the number's own limit.
+  const results = await Promise.all(
+    [...numbers, ...numbers].map((n) => sharing.admit([n, country])),
+  );
+  const admitted = results.filter((a) => a.admitted).length;
+  assert.equal(admitted, 25);
+  const refused = results.filter((a) => !a.admitted);
+  assert.ok(refused.every((a) => !a.admitted && a.retryAfterSeconds > 0));
+  assert.ok(refused.some((a) => !a.admitted && a.reason === "country_velocity"));
+  const [c] = await sql<{ n: number }[]>`
+    select (select sum(x)::int from unnest(counts) x) as n from lt.limit_counters
+     where key = ${country.key}`;
+  assert.equal(c!.n, 25);
+  // A call admit() refuses to take fails alone, not beside the others.
+  const twice = rule("number_daily", fresh(), 5, 86400);
+  const [bad, good] = await Promise.allSettled([
+    sharing.admit([twice, twice]),
+    sharing.admit([rule("number_daily", fresh(), 5, 86400)]),
+  ]);
+  assert.equal(bad.status, "rejected");
+  assert.equal(good.status, "fulfilled");
+});
