@@ -3,7 +3,7 @@
 import type { Broker } from "../shared/bus.ts";
 import type { PlainRoute } from "../shared/connect_server.ts";
 import { HmacKey } from "../shared/crypto.ts";
-import { ADMISSION_SHARING, LimitsEngine } from "../shared/limits/engine.ts";
+import { LimitsEngine } from "../shared/limits/engine.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
@@ -61,7 +61,7 @@ export async function startAuthService(d: AuthDeps): Promise<RunningAuth> {
   const telemetry = d.telemetry ?? prometheusTelemetry(runtime.metrics);
   const store = new PgAuthStore(sql, () => runtime.relay.poke());
   // auth-service's caps are per address and per number; otp-service keeps the exact budget.
-  const limits = new LimitsEngine(sql, "auth", { asyncCommit: true, share: ADMISSION_SHARING });
+  const limits = new LimitsEngine(sql, "auth", { asyncCommit: true });
   const hmac = HmacKey.import(config.otpHmacKey);
   const tokens = await AccessTokens.create(config.jwt);
   const useCases = createUseCases(

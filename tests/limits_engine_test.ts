@@ -16,7 +16,6 @@ await sql.unsafe(limitsIncludes("lt").limits_v2!);
 await sql.unsafe(limitsIncludes("lt").limits_v3!);
 await sql.unsafe(limitsIncludes("lt").limits_v4!);
 await sql.unsafe(limitsIncludes("lt").limits_v5!);
-await sql.unsafe(limitsIncludes("lt").limits_v6!);
 // The fourth version, to check that admit_each answers and counts as its admit() does.
 await sql.unsafe("create schema lt_fourth");
 for (const v of ["limits_v1", "limits_v2", "limits_v3", "limits_v4"]) {
@@ -209,13 +208,12 @@ Deno.test("concurrent admits and refunds mixing shared and per-number counters n
   assert.ok(admitted.length > 0);
 });
 
-Deno.test("the schema locks last exactly the reasons the rules call shared, in admit, refund, admit_each and admit_many", () => {
-  const v = limitsIncludes("lt");
-  const sql4 = v.limits_v4! + v.limits_v5! + v.limits_v6!;
-  const lists = [...sql4.matchAll(/split_part\((?:u\.)?k, ':', 1\) in \(([^)]*)\)/g)].map((m) =>
+Deno.test("the schema locks last exactly the reasons the rules call shared, in admit, refund and admit_each", () => {
+  const sql4 = limitsIncludes("lt").limits_v4! + limitsIncludes("lt").limits_v5!;
+  const lists = [...sql4.matchAll(/split_part\(k, ':', 1\) in \(([^)]*)\)/g)].map((m) =>
     [...m[1]!.matchAll(/'([a-z_]+)'/g)].map((r) => r[1]).sort()
   );
-  assert.equal(lists.length, 4);
+  assert.equal(lists.length, 3);
   for (const l of lists) assert.deepEqual(l, [...SHARED_REASONS].sort());
 });
 
@@ -487,201 +485,4 @@ Deno.test("concurrent admit_each and admit over the same keys neither deadlock n
     .filter((r) => (r as { admitted: boolean }).admitted).length;
   const admittedCalls = results.filter((r) => !Array.isArray(r) && r.admitted).length;
   assert.equal(admittedBatches + 2 * admittedCalls, 22, "each admitted call counted under both");
-});
-
-type ManyRow = {
-  c: number;
-  admitted: boolean;
-  rule: number | null;
-  retry_after: number | null;
-  at: number;
-};
-
-/** admit_many() of `calls` (each its rules and event id) in schema lt. */
-function admitMany(calls: { rules: ReturnType<typeof rule>[]; eventId?: string | null }[]) {
-  const entries = calls.flatMap((c, i) => c.rules.map((r) => ({ c: i + 1, r })));
-  return sql.unsafe<ManyRow[]>(
-    `select * from lt.admit_many($1::int[], $2::text[], $3::int[], $4::float8[], $5::text[])
-      order by c`,
-    [
-      entries.map((e) => e.c),
-      entries.map((e) => e.r.key),
-      entries.map((e) => e.r.limit),
-      entries.map((e) => e.r.windowSeconds),
-      calls.map((c) => c.eventId ?? null),
-    ] as never,
-  );
-}
-
-Deno.test("admit_many answers and counts as admit() of each event alone, in input order", async () => {
-  const key = fc.record({
-    counts: fc.oneof(
-      fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 61, maxLength: 61 }),
-      fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 0, maxLength: 70 }),
-    ),
-    firstOffset: fc.constantFrom(-60, -60, -59, -30, -61, -200, 3),
-    sameWidth: fc.boolean(),
-    window: fc.constantFrom(60_000, 120_000),
-    stored: fc.boolean(),
-    shared: fc.boolean(),
-  });
-  // An event: up to three distinct keys of four, each with its own limit.
-  const event = fc.record({
-    keys: fc.uniqueArray(fc.nat(3), { minLength: 1, maxLength: 3 }),
-    limits: fc.array(fc.integer({ min: 0, max: 8 }), { minLength: 3, maxLength: 3 }),
-    id: fc.option(fc.constantFrom("a", "b", "c"), { freq: 2 }),
-  });
-  await fc.assert(
-    fc.asyncProperty(
-      fc.array(key, { minLength: 4, maxLength: 4 }),
-      fc.array(event, { minLength: 1, maxLength: 10 }),
-      fc.uniqueArray(fc.constantFrom("a", "b", "c")),
-      async (keys, events, admittedBefore) => {
-        const names = keys.map((k) => `${k.shared ? "address" : "number_hourly"}:${fresh()}`);
-        await storeRows(["lt", "lt_fourth"], names, keys);
-        const ids = new Map(["a", "b", "c"].map((x) => [x, fresh()]));
-        for (const schema of ["lt", "lt_fourth"]) {
-          for (const x of admittedBefore) {
-            await sql.unsafe(
-              `insert into ${schema}.limit_admissions (event_id, at) values ($1, 12345)`,
-              [ids.get(x)!],
-            );
-          }
-        }
-        const calls = events.map((e) => ({
-          rules: e.keys.map((k, j) => ({
-            reason: "address" as const,
-            key: names[k]!,
-            limit: e.limits[j]!,
-            windowSeconds: keys[k]!.window,
-          })),
-          eventId: e.id === null ? null : ids.get(e.id)!,
-        }));
-        const many = await admitMany(calls);
-        const alone: ManyRow[] = [];
-        for (const [i, c] of calls.entries()) {
-          const [r] = await sql.unsafe<ManyRow[]>(
-            `select * from lt_fourth.admit($1::text[], $2::int[], $3::float8[], $4::text)`,
-            [
-              c.rules.map((r) => r.key),
-              c.rules.map((r) => r.limit),
-              c.rules.map((r) => r.windowSeconds),
-              c.eventId,
-            ] as never,
-          );
-          alone.push({ ...r!, c: i + 1 });
-        }
-        // Every call in one slot of every window, or the comparison says nothing.
-        fc.pre(keys.every((k) => {
-          const w = k.window / 60;
-          return alone.every((r) =>
-            r.at === 12345 || Math.floor(r.at / w) === Math.floor(many[0]!.at / w)
-          );
-        }));
-        assert.deepEqual(many.map((r) => r.c), calls.map((_, i) => i + 1));
-        for (const r of many) {
-          const a = alone[r.c - 1]!;
-          assert.equal(r.admitted, a.admitted, `event ${r.c}`);
-          assert.equal(r.rule, a.rule, `event ${r.c}`);
-          if (!a.admitted) assert.ok(Math.abs(r.retry_after! - a.retry_after!) < 1, `event ${r.c}`);
-          if (a.at === 12345) assert.equal(r.at, 12345, `event ${r.c} admitted before`);
-        }
-        // What each key counts in its window now (no row counts nothing): a second event
-        // of one id may leave a key moved to the current slot that admit() left alone.
-        const counted = (schema: string) =>
-          sql.unsafe(
-            `select u.k, coalesce(lt.limit_slots(l.counts, l.first_slot, l.slot_seconds, u.w,
-                      floor($3::float8 / u.w)::bigint, 0), array_fill(0, array[61])) as slots
-               from unnest($1::text[], $2::float8[]) u(k, w)
-               left join ${schema}.limit_counters l on l.key = u.k
-              order by u.k`,
-            [names, keys.map((k) => k.window / 60), Math.max(...many.map((r) => r.at))] as never,
-          );
-        assert.deepEqual(await counted("lt"), await counted("lt_fourth"));
-        if (events.every((e) => e.id === null)) {
-          const rows = (schema: string) =>
-            sql.unsafe(
-              `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
-                where key = any($1::text[]) order by key`,
-              [names] as never,
-            );
-          assert.deepEqual(await rows("lt"), await rows("lt_fourth"));
-        }
-        const admissions = (schema: string) =>
-          sql.unsafe(
-            `select event_id from ${schema}.limit_admissions where event_id = any($1::text[])
-              order by event_id`,
-            [[...ids.values()]] as never,
-          );
-        assert.deepEqual(await admissions("lt"), await admissions("lt_fourth"));
-      },
-    ),
-    { numRuns: 200 },
-  );
-});
-
-Deno.test("admit_many refuses a batch naming a key twice in one event, changing nothing", async () => {
-  const r = rule("number_hourly", fresh(), 5, 3600);
-  await assert.rejects(
-    admitMany([{ rules: [rule("cooldown", fresh(), 1, 60)] }, {
-      rules: [r, r],
-    }]),
-    /a key appears twice in event 2/,
-  );
-  const [row] = await sql`select count(*)::int as n from lt.limit_counters where key = ${r.key}`;
-  assert.equal(row!.n, 0);
-});
-
-Deno.test("concurrent admit_many and admit over the same keys and ids neither deadlock nor overshoot", async () => {
-  const shared = rule("address", fresh(), 13, 3600);
-  const own = () => rule("number_hourly", fresh(), 1, 3600);
-  const ids = Array.from({ length: 6 }, fresh);
-  const event = (i: number) => ({ rules: [own(), shared], eventId: ids[i % ids.length]! });
-  const results = await Promise.all(
-    Array.from(
-      { length: 30 },
-      (_, i) =>
-        i % 2
-          ? admitMany([event(i), event(i + 1), event(i + 2)]).then((rows) =>
-            rows.map((r) => r.admitted)
-          )
-          : engine.admit(event(i).rules, { eventId: event(i).eventId }).then((a) => [a.admitted]),
-    ),
-  );
-  assert.ok(results.flat().every((admitted) => admitted));
-  const [c] = await sql<{ n: number }[]>`
-    select (select sum(x)::int from unnest(counts) x) as n from lt.limit_counters
-     where key = ${shared.key}`;
-  // Each of the six events counts once, however often it is admitted again.
-  assert.equal(c!.n, 6);
-});
-
-Deno.test("a sharing engine's concurrent admissions count exactly and answer each as its own", async () => {
-  const sharing = new LimitsEngine(sql, "lt", {
-    asyncCommit: true,
-    share: { maxInFlight: 1, maxBatch: 8, sharedFrom: 2 },
-  });
-  const country = rule("country_velocity", fresh(), 25, 3600);
-  const numbers = Array.from({ length: 40 }, () => rule("number_hourly", fresh(), 1, 3600));
-  // Each number twice: its second admission is refused by the number's own limit.
-  const results = await Promise.all(
-    [...numbers, ...numbers].map((n) => sharing.admit([n, country])),
-  );
-  const admitted = results.filter((a) => a.admitted).length;
-  assert.equal(admitted, 25);
-  const refused = results.filter((a) => !a.admitted);
-  assert.ok(refused.every((a) => !a.admitted && a.retryAfterSeconds > 0));
-  assert.ok(refused.some((a) => !a.admitted && a.reason === "country_velocity"));
-  const [c] = await sql<{ n: number }[]>`
-    select (select sum(x)::int from unnest(counts) x) as n from lt.limit_counters
-     where key = ${country.key}`;
-  assert.equal(c!.n, 25);
-  // A call admit() refuses to take fails alone, not beside the others.
-  const twice = rule("number_daily", fresh(), 5, 86400);
-  const [bad, good] = await Promise.allSettled([
-    sharing.admit([twice, twice]),
-    sharing.admit([rule("number_daily", fresh(), 5, 86400)]),
-  ]);
-  assert.equal(bad.status, "rejected");
-  assert.equal(good.status, "fulfilled");
 });

@@ -1,7 +1,6 @@
 // Admits or refuses an event under several limits in one autocommit statement (the
 // schema's admit() function), so no lock outlives the statement and unrelated keys
 // never wait for each other; the counts live in PostgreSQL, so replicas share them.
-import { coalesced } from "../coalesce.ts";
 import { ASYNC_COMMIT, schemaName } from "../postgres.ts";
 import type { Sql } from "../postgres.ts";
 import { REASONS } from "./rules.ts";
@@ -80,31 +79,8 @@ export function admissionOf(rules: readonly Rule[], row: AdmitRow): Admission {
   };
 }
 
-/** How concurrent admissions share a statement (shared/coalesce.ts). */
-export interface SharingOptions {
-  /** Shared statements out at once. */
-  maxInFlight: number;
-  /** Most admissions in one statement. */
-  maxBatch: number;
-  /** Fewer admissions at once than this go one statement each. */
-  sharedFrom: number;
-}
-
-/**
- * The services' admissions: two statements out at once, so a call arriving while one is
- * out is sent beside it; under load each carries every call that arrived meanwhile.
- */
-export const ADMISSION_SHARING: SharingOptions = { maxInFlight: 2, maxBatch: 64, sharedFrom: 3 };
-
-interface Call {
-  rules: readonly Rule[];
-  eventId: string | null;
-}
-
 export class LimitsEngine implements Limits {
   private readonly admitSql: string;
-  private readonly admitManySql: string;
-  private readonly shared: ((call: Call) => Promise<AdmitRow>) | undefined;
   private readonly refundSql: string;
   private readonly sweepSql: string;
 
@@ -120,25 +96,12 @@ export class LimitsEngine implements Limits {
        * before the counted event happens (that flush carries the admission's commit).
        */
       asyncCommit?: boolean;
-      /**
-       * Admissions that arrive together go as one admit_many() statement (limits_v6),
-       * which answers each as admit() of it alone would, in arrival order, and writes
-       * each key they share once for all of them.
-       */
-      share?: SharingOptions;
     } = {},
   ) {
     schemaName(schema);
     const from = o.asyncCommit ? `${ASYNC_COMMIT} s, ` : "";
     this.admitSql = `select admitted, rule, retry_after, at
       from ${from}${schema}.admit($1::text[], $2::int[], $3::float8[], $4::text)`;
-    this.admitManySql = `select c, admitted, rule, retry_after, at
-      from ${from}${schema}.admit_many($1::int[], $2::text[], $3::int[], $4::float8[],
-                                       $5::text[])`;
-    this.shared = o.share && coalesced((calls: Call[]) => this.admitMany(calls), {
-      ...o.share,
-      alone: (call) => this.admitAlone(call),
-    });
     this.refundSql = `select ${schema}.refund($1::text[], $2::float8[], $3::float8)`;
     // A row an admission holds is left for the next sweep: waiting on it while holding
     // rows that admission locks next would deadlock the two.
@@ -152,48 +115,13 @@ export class LimitsEngine implements Limits {
   /** Records one event under every rule, or under none when any of them is full. */
   async admit(rules: readonly Rule[], options: AdmitOptions = {}): Promise<Admission> {
     if (rules.length === 0) return { admitted: true, reservation: { rules, at: 0 } };
-    const call = { rules, eventId: options.eventId ?? null };
-    // A call admit() refuses to take (a key twice) fails alone, not the batch it joined.
-    const row = this.shared && distinctKeys(rules)
-      ? await this.shared(call)
-      : await this.admitAlone(call);
-    return admissionOf(rules, row);
-  }
-
-  private async admitAlone(call: Call): Promise<AdmitRow> {
-    const { rules } = call;
     const [row] = await this.sql.unsafe<AdmitRow[]>(this.admitSql, [
       rules.map((r) => r.key),
       rules.map((r) => r.limit),
       rules.map((r) => r.windowSeconds),
-      call.eventId,
+      options.eventId ?? null,
     ], { prepare: true });
-    return row!;
-  }
-
-  private async admitMany(calls: Call[]): Promise<AdmitRow[]> {
-    const of: number[] = [];
-    const keys: string[] = [];
-    const limits: number[] = [];
-    const windows: number[] = [];
-    for (const [i, call] of calls.entries()) {
-      for (const r of call.rules) {
-        of.push(i + 1);
-        keys.push(r.key);
-        limits.push(r.limit);
-        windows.push(r.windowSeconds);
-      }
-    }
-    const rows = await this.sql.unsafe<(AdmitRow & { c: number })[]>(this.admitManySql, [
-      of,
-      keys,
-      limits,
-      windows,
-      calls.map((c) => c.eventId),
-    ], { prepare: true });
-    const answers = new Array<AdmitRow>(calls.length);
-    for (const r of rows) answers[r.c - 1] = r;
-    return answers;
+    return admissionOf(rules, row!);
   }
 
   /** Gives back a reservation whose event definitely did not happen. */
@@ -210,9 +138,4 @@ export class LimitsEngine implements Limits {
   async sweep(): Promise<void> {
     await this.sql.unsafe(this.sweepSql);
   }
-}
-
-function distinctKeys(rules: readonly Rule[]): boolean {
-  if (rules.length === 1) return true;
-  return new Set(rules.map((r) => r.key)).size === rules.length;
 }

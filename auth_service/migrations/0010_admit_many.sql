@@ -1,4 +1,0 @@
--- admit_many() admits many events of several rules each, all or none per event, in one
--- statement, each key's row written once for all of them, so signups arriving together
--- share one admission statement instead of contending for the rows they share.
--- include: limits_v6
