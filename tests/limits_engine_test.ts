@@ -317,6 +317,15 @@ async function storeRows(schemas: string[], names: string[], keys: StoredKey[]) 
   }
 }
 
+/** The named keys' rows in `schema`, by key. */
+function storedRows(schema: string, names: string[]) {
+  return sql.unsafe(
+    `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
+      where key = any($1::text[]) order by key`,
+    [names] as never,
+  );
+}
+
 Deno.test("the upsert admit admits, waits and counts exactly as the second version did", async () => {
   const key = fc.record({
     counts: fc.oneof(
@@ -340,12 +349,6 @@ Deno.test("the upsert admit admits, waits and counts exactly as the second versi
           [names, keys.map((k) => k.limit), keys.map((k) => k.window)] as never,
         );
       const [[lean], [second]] = [await admit("lt"), await admit("lt_second")];
-      const rows = (schema: string) =>
-        sql.unsafe(
-          `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
-            where key = any($1::text[]) order by key`,
-          [names] as never,
-        );
       // What each key counts in its window now: a refusal may leave a row moved to the
       // current slot that the second version left where it was.
       const counted = (schema: string) =>
@@ -365,7 +368,7 @@ Deno.test("the upsert admit admits, waits and counts exactly as the second versi
       assert.equal(lean!.admitted, second!.admitted);
       assert.equal(lean!.rule, second!.rule);
       if (lean!.admitted) {
-        assert.deepEqual(await rows("lt"), await rows("lt_second"));
+        assert.deepEqual(await storedRows("lt", names), await storedRows("lt_second", names));
       } else {
         assert.ok(Math.abs(lean!.retry_after - second!.retry_after) < 1);
         assert.deepEqual(await counted("lt"), await counted("lt_second"));
@@ -447,13 +450,7 @@ Deno.test("admit_each answers and counts as admit() of each event alone, in inpu
           assert.equal(r.rule, a.rule, `event ${r.i}`);
           if (!a.admitted) assert.ok(Math.abs(r.retry_after! - a.retry_after!) < 1, `event ${r.i}`);
         }
-        const rows = (schema: string) =>
-          sql.unsafe(
-            `select key, slot_seconds, first_slot, counts from ${schema}.limit_counters
-              where key = any($1::text[]) order by key`,
-            [names] as never,
-          );
-        assert.deepEqual(await rows("lt"), await rows("lt_fourth"));
+        assert.deepEqual(await storedRows("lt", names), await storedRows("lt_fourth", names));
       },
     ),
     { numRuns: 200 },
