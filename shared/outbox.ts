@@ -54,14 +54,27 @@ export interface RelayOptions {
    * died after its commit, a retry whose backoff ran out, the broker coming back).
    */
   pollMs?: number;
+  /** Rows relayed between two vacuums of the outbox (see VACUUM_EVERY). */
+  vacuumEvery?: number;
 }
 
 /** Rows claimed, published and deleted together (one confirm wait, one delete). */
 export const BATCH = 200;
 const POLL_MS = 1_000;
+/**
+ * Every row of the outbox is deleted moments after it is written, and a deleted row
+ * stays in the table until a vacuum: between autovacuum's visits (a minute apart at
+ * best, never where it is switched off) the dead rows pile up by the thousand, and the
+ * relay's claim and delete slow down with them. So the relay vacuums the table itself
+ * after this many rows, on its own connection; the vacuum takes no lock the claim,
+ * the delete or an enqueue waits for, and skips the table if another vacuum has it.
+ */
+export const VACUUM_EVERY = 2_000;
 
 interface Row {
   id: string;
+  /** Where the row is stored: stable while this transaction holds its lock. */
+  ctid: string;
   message_id: string;
   exchange: string;
   routing_key: string;
@@ -95,9 +108,12 @@ export class OutboxRelay {
   private readonly pollMs: number;
   private readonly channel: string;
   private readonly log: Logger;
+  private readonly vacuumEvery: number;
+  private sinceVacuum = 0;
 
   constructor(private readonly o: RelayOptions) {
     this.pollMs = o.pollMs ?? POLL_MS;
+    this.vacuumEvery = o.vacuumEvery ?? VACUUM_EVERY;
     this.channel = outboxChannel(o.schema);
     this.log = o.logger.child({ component: "outbox-relay" });
   }
@@ -141,6 +157,13 @@ export class OutboxRelay {
       try {
         handled = await this.relayOnce();
         if (handled === BATCH) await this.announceBacklog();
+        this.sinceVacuum += handled;
+        if (this.sinceVacuum >= this.vacuumEvery) {
+          this.sinceVacuum = 0;
+          // A role that does not own the table gets a warning, not an error: nothing
+          // is vacuumed then, and relaying goes on.
+          await this.o.sql.unsafe(`vacuum (skip_locked) ${this.o.schema}.outbox`);
+        }
       } catch (err) {
         this.log.warn("relay pass failed", { error: (err as Error).message });
       }
@@ -171,7 +194,7 @@ export class OutboxRelay {
     const s = this.o.schema;
     return await this.o.sql.begin(async (tx) => {
       const rows = await tx.unsafe<Row[]>(
-        `select id, message_id, exchange, routing_key, type, content_type, payload,
+        `select id, ctid::text as ctid, message_id, exchange, routing_key, type, content_type, payload,
                 correlation_id, created_at, headers::text as headers
            from ${s}.outbox where available_at <= now()
           order by id limit $1 for update skip locked`,
@@ -209,7 +232,7 @@ export class OutboxRelay {
       for (const [i, res] of results.entries()) {
         const row = rows[i]!;
         if (res.status === "fulfilled") {
-          sent.push(row.id);
+          sent.push(row.ctid);
           continue;
         }
         const reason = (res.reason as Error).message;
@@ -218,7 +241,13 @@ export class OutboxRelay {
         this.log.warn("publish failed; will retry", { message_id: row.message_id, error: reason });
       }
       if (sent.length > 0) {
-        await tx.unsafe(`delete from ${s}.outbox where id = any($1::bigint[])`, [sent], PREPARED);
+        // By the rows' places rather than their ids: a plan cached while the table was
+        // small scans the whole heap for ids, and a backlog leaves the heap large.
+        await tx.unsafe(
+          `delete from ${s}.outbox where ctid = any($1::text[]::tid[])`,
+          [sent],
+          PREPARED,
+        );
       }
       if (failed.length > 0) {
         await tx.unsafe(

@@ -3,7 +3,7 @@
 // peer woken by NOTIFY rather than by its poll, and a batch waiting on its confirms
 // without holding a connection requests are served from.
 import assert from "node:assert/strict";
-import { deadline, pollUntil } from "../shared/async.ts";
+import { deadline, delay, pollUntil } from "../shared/async.ts";
 import type { Broker, OutgoingMessage } from "../shared/bus.ts";
 import { PublishError } from "../shared/bus.ts";
 import { createLogger } from "../shared/log.ts";
@@ -122,6 +122,38 @@ Deno.test("two relays at once share the rows: each message is published once", a
     await Promise.all([drain(ra), drain(rb)]);
     const all = [...a.published, ...b.published].sort();
     assert.deepEqual(all, ids);
+  });
+});
+
+Deno.test("a running relay vacuums its outbox once it has relayed vacuumEvery rows, and not before", async () => {
+  await withOutbox(async (sql) => {
+    const vacuums = async () => {
+      const [r] = await sql<{ n: number; dead: number }[]>`
+        select vacuum_count::int as n, n_dead_tup::int as dead from pg_stat_user_tables
+         where relid = 'auth.outbox'::regclass`;
+      return r!;
+    };
+    const broker = new BrokerDouble();
+    const relay = new OutboxRelay({
+      sql,
+      schema: "auth",
+      broker,
+      logger,
+      pollMs: 20,
+      vacuumEvery: 40,
+    });
+    await fill(sql, 30);
+    relay.start();
+    try {
+      await pollUntil(() => broker.published.length === 30, { what: "the first rows relayed" });
+      await delay(100);
+      assert.equal((await vacuums()).n, 0, "30 rows relayed: no vacuum yet");
+      await fill(sql, 10, "more");
+      await pollUntil(async () => (await vacuums()).n === 1, { what: "the relay's vacuum" });
+      assert.equal((await vacuums()).dead, 0, "the deleted rows are gone from the table");
+    } finally {
+      await relay.stop();
+    }
   });
 });
 
