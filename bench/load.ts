@@ -16,6 +16,8 @@ export interface Measured {
   serverMicros?: number;
   /** PostgreSQL's CPU time per request in microseconds (the server's backends), when asked. */
   dbMicros?: number;
+  /** The whole machine's CPU time per request (every process and the kernel), when asked. */
+  machineMicros?: number;
   errors: number;
 }
 
@@ -53,6 +55,26 @@ export async function cpuTicks(pids: number[]): Promise<number> {
     sum += Number(f[11]) + Number(f[12]);
   }
   return sum;
+}
+
+/**
+ * Clock ticks the whole machine spent busy since boot, every process and the kernel
+ * (user, nice, system, irq, softirq of /proc/stat), and those the hypervisor gave to
+ * other guests (steal): what bounds a figure that keeps every core busy.
+ */
+export async function machineTicks(): Promise<{ busy: number; steal: number }> {
+  const first = (await readProc(["/proc/stat"])).split("\n")[0]!;
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = first.trim().split(/\s+/)
+    .slice(1).map(Number);
+  return { busy: user! + nice! + system! + irq! + softirq!, steal: steal ?? 0 };
+}
+
+/** The local RabbitMQ node's process, when the broker runs on this machine. */
+export async function brokerPids(): Promise<number[]> {
+  const out = await new Deno.Command("pgrep", { args: ["-x", "beam.smp"], stdout: "piped" })
+    .output().catch(() => undefined);
+  if (!out?.success) return [];
+  return new TextDecoder().decode(out.stdout).split("\n").filter(Boolean).map(Number);
 }
 
 /** The PostgreSQL backends a service's pool holds open, by its application name. */
@@ -162,6 +184,23 @@ export async function psql(url: string, command: string): Promise<void> {
   if (!out.success) throw new Error(`psql: ${new TextDecoder().decode(out.stderr)}`);
 }
 
+/**
+ * The server settings that move the figures most, for the table's header: a server
+ * without autovacuum lets the tables every request churns (the outboxes, counters,
+ * challenges) keep their dead rows for the whole run.
+ */
+export async function serverSettings(url: string): Promise<string> {
+  const text = await run("psql", [
+    url,
+    "-Atc",
+    `select 'PostgreSQL ' || current_setting('server_version') || '; autovacuum ' ||
+            current_setting('autovacuum') || ', fsync ' || current_setting('fsync') ||
+            ', synchronous_commit ' || current_setting('synchronous_commit') ||
+            ', shared_buffers ' || current_setting('shared_buffers')`,
+  ]);
+  return text.trim();
+}
+
 async function run(cmd: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(out.stdout);
@@ -212,15 +251,20 @@ export async function pgbench(
   running.catch(() => {});
   // Its backends' CPU, sampled while they run (they exit with it), from 1 s in to 1 s
   // before the end, for the same column the services' figures fill.
-  let db: { ticks: number; seconds: number } | undefined;
+  let db: { ticks: number; machine: number; seconds: number } | undefined;
   if (seconds >= 3) {
     await delay(1_000);
     const pids = (await run("psql", [url, "-tAc", PGBENCH_BACKENDS]))
       .split("\n").filter((l) => l.trim() !== "").map(Number);
     const t0 = performance.now();
     const before = await cpuTicks(pids);
+    const machine = (await machineTicks()).busy;
     await delay((seconds - 2) * 1_000);
-    db = { ticks: (await cpuTicks(pids)) - before, seconds: (performance.now() - t0) / 1000 };
+    db = {
+      ticks: (await cpuTicks(pids)) - before,
+      machine: (await machineTicks()).busy - machine,
+      seconds: (performance.now() - t0) / 1000,
+    };
   }
   const text = await running;
   const wall = (performance.now() - started) / 1000;
@@ -232,6 +276,7 @@ export async function pgbench(
     perSecond: Number(tps[1]),
     loaderCpu: cpu ? (Number(cpu[1]) + Number(cpu[2])) / wall : NaN,
     dbMicros: db && ((db.ticks / HZ) * 1e6) / (Number(tps[1]) * db.seconds),
+    machineMicros: db && ((db.machine / HZ) * 1e6) / (Number(tps[1]) * db.seconds),
     errors: Number(failed?.[1] ?? 0),
   };
 }

@@ -8,7 +8,7 @@ import { jsonLogs, Service, taskArgs } from "../testing/processes.ts";
 import { clientHeaders, mapLimit, rpc, SIGNUP } from "../testing/rpc.ts";
 import { randomPhone, startStack } from "../testing/stack.ts";
 import type { Stack } from "../testing/stack.ts";
-import { backendPids, cpuTicks, HZ, readProc } from "./load.ts";
+import { backendPids, brokerPids, cpuTicks, HZ, machineTicks, readProc } from "./load.ts";
 
 export interface FigureRow {
   figure: string;
@@ -80,7 +80,18 @@ interface LoadResult {
   p50: number;
   p99: number;
   /** CPU milliseconds per number, by process. */
-  cpuMs: { loader: number; auth: number; otp: number; authDb: number; otpDb: number };
+  cpuMs: {
+    loader: number;
+    auth: number;
+    otp: number;
+    authDb: number;
+    otpDb: number;
+    /** The local RabbitMQ node; NaN when the broker is not on this machine. */
+    broker: number;
+    /** Every process and the kernel together, and the time the hypervisor took. */
+    machine: number;
+    steal: number;
+  };
 }
 
 async function fire(
@@ -93,7 +104,10 @@ async function fire(
   const sentAt = new Map<string, number>();
   const authDb = await backendPids(stack.sql, "auth-service");
   const otpDb = await backendPids(stack.sql, "otp-service");
+  const broker = await brokerPids();
   const sample = async () => ({
+    machine: await machineTicks(),
+    broker: await cpuTicks(broker),
     self: await cpuTicks([Deno.pid]),
     auth: await cpuTicks([stack.auth.pid]),
     otp: await cpuTicks([stack.otp.pid]),
@@ -128,6 +142,9 @@ async function fire(
     otp: perNumber(after.otp - ticks.otp),
     authDb: perNumber(after.authDb - ticks.authDb),
     otpDb: perNumber(after.otpDb - ticks.otpDb),
+    broker: broker.length > 0 ? perNumber(after.broker - ticks.broker) : NaN,
+    machine: perNumber(after.machine.busy - ticks.machine.busy),
+    steal: perNumber(after.machine.steal - ticks.machine.steal),
   };
 
   if (failures.length > 0) throw new Error(`signups failed: ${failures.slice(0, 3).join("; ")}`);
@@ -224,8 +241,11 @@ export async function pipelineFigures(o: PipelineOptions = {}): Promise<FigureRo
         c.loader.toFixed(2)
       }, auth ${c.auth.toFixed(2)}, otp ${c.otp.toFixed(2)}, PostgreSQL for auth ${
         c.authDb.toFixed(2)
-      }, for otp ${c.otpDb.toFixed(2)}`,
+      }, for otp ${c.otpDb.toFixed(2)}, RabbitMQ ${c.broker.toFixed(2)}; the whole machine ${
+        c.machine.toFixed(2)
+      } (stolen ${c.steal.toFixed(2)})`,
     );
+    const cores = navigator.hardwareConcurrency;
     return [
       {
         figure: `signup to stored challenge, ${numbers} numbers, ${concurrency} in flight`,
@@ -246,6 +266,13 @@ export async function pipelineFigures(o: PipelineOptions = {}): Promise<FigureRo
         value: `${c.auth.toFixed(2)}, ${c.otp.toFixed(2)}, ${c.authDb.toFixed(2)}, ${
           c.otpDb.toFixed(2)
         } ms`,
+      },
+      {
+        figure: "CPU per number: RabbitMQ; every process and the kernel together",
+        value: `${c.broker.toFixed(2)}; ${c.machine.toFixed(2)} ms`,
+        anchor: `${cores} cores allow ${
+          (cores * 1000 / c.machine).toFixed(0)
+        } numbers/s at that cost`,
       },
       { figure: "auth-service ready after spawn", value: `${auth.readyMs.toFixed(0)} ms` },
       { figure: "otp-service ready after spawn", value: `${otp.readyMs.toFixed(0)} ms` },
