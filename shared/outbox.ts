@@ -66,8 +66,9 @@ const POLL_MS = 1_000;
  * stays in the table until a vacuum: between autovacuum's visits (a minute apart at
  * best, never where it is switched off) the dead rows pile up by the thousand, and the
  * relay's claim and delete slow down with them. So the relay vacuums the table itself
- * after this many rows, on its own connection; the vacuum takes no lock the claim,
- * the delete or an enqueue waits for, and skips the table if another vacuum has it.
+ * after this many rows, at the first pass that finds no backlog, on its own
+ * connection; the vacuum takes no lock the claim, the delete or an enqueue waits for,
+ * and skips the table if another vacuum has it.
  */
 export const VACUUM_EVERY = 2_000;
 
@@ -158,7 +159,9 @@ export class OutboxRelay {
         handled = await this.relayOnce();
         if (handled === BATCH) await this.announceBacklog();
         this.sinceVacuum += handled;
-        if (this.sinceVacuum >= this.vacuumEvery) {
+        // Not while a backlog drains: the vacuum of a table that large takes seconds,
+        // every few batches. Once the relay has caught up, it runs.
+        if (this.sinceVacuum >= this.vacuumEvery && handled < BATCH) {
           this.sinceVacuum = 0;
           // A role that does not own the table gets a warning, not an error: nothing
           // is vacuumed then, and relaying goes on.

@@ -157,6 +157,29 @@ Deno.test("a running relay vacuums its outbox once it has relayed vacuumEvery ro
   });
 });
 
+Deno.test("a relay draining a backlog vacuums once it has caught up, not every vacuumEvery rows", async () => {
+  await withOutbox(async (sql) => {
+    const vacuums = async () => {
+      const [r] = await sql<{ n: number }[]>`
+        select vacuum_count::int as n from pg_stat_user_tables
+         where relid = 'auth.outbox'::regclass`;
+      return r!.n;
+    };
+    await fill(sql, BATCH * 3);
+    const broker = new BrokerDouble();
+    const relay = new OutboxRelay({ sql, schema: "auth", broker, logger, vacuumEvery: 100 });
+    relay.start();
+    try {
+      await pollUntil(async () => await vacuums() > 0, { what: "the relay's vacuum" });
+      assert.equal(broker.published.length, BATCH * 3, "the whole backlog went out first");
+      await delay(200);
+      assert.equal(await vacuums(), 1, "three full batches of 200, one vacuum after them");
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
 Deno.test("a running relay is woken by a notification on its channel, long before its poll", async () => {
   await withOutbox(async (sql) => {
     const broker = new BrokerDouble();
