@@ -342,10 +342,10 @@ async function redeemFigure(
     if (r.status !== 200) errors++;
   };
   next = 0;
-  // Where the CPU goes: the loader (this process), auth-service, its PostgreSQL backends.
+  // Where the CPU goes: the loader (this process), auth-service, its PostgreSQL backends,
+  // the broker, and the whole machine, which is the bound once every core is busy.
   const db = await backendPids(stack.sql, "auth-service");
   const broker = await brokerPids();
-  // And every process with the kernel: on two cores all of them share, the bound.
   const sample = async () => [
     await cpuTicks([Deno.pid]),
     await cpuTicks([stack.auth.pid]),
