@@ -68,7 +68,8 @@ const POLL_MS = 1_000;
  * relay's claim and delete slow down with them. So the relay vacuums the table itself
  * after this many rows, at the first pass that finds no backlog, on its own
  * connection; the vacuum takes no lock the claim, the delete or an enqueue waits for,
- * and skips the table if another vacuum has it.
+ * and skips the table if another vacuum has it. A role that does not own the table
+ * leaves it to autovacuum.
  */
 export const VACUUM_EVERY = 2_000;
 
@@ -111,6 +112,8 @@ export class OutboxRelay {
   private readonly log: Logger;
   private readonly vacuumEvery: number;
   private sinceVacuum = 0;
+  /** Whether this role may vacuum the outbox; asked before the first vacuum. */
+  private mayVacuum: boolean | undefined;
 
   constructor(private readonly o: RelayOptions) {
     this.pollMs = o.pollMs ?? POLL_MS;
@@ -163,15 +166,39 @@ export class OutboxRelay {
         // every few batches. Once the relay has caught up, it runs.
         if (this.sinceVacuum >= this.vacuumEvery && handled < BATCH) {
           this.sinceVacuum = 0;
-          // A role that does not own the table gets a warning, not an error: nothing
-          // is vacuumed then, and relaying goes on.
-          await this.o.sql.unsafe(`vacuum (skip_locked) ${this.o.schema}.outbox`);
+          await this.vacuum();
         }
       } catch (err) {
         this.log.warn("relay pass failed", { error: (err as Error).message });
       }
       if (handled < BATCH && this.running) await this.sleep();
     }
+  }
+
+  /**
+   * PostgreSQL lets only the table's owner (or the database's, or a superuser) vacuum
+   * it, and answers anyone else with a warning in its own log: so whether this role
+   * may is asked once, and a role that may not leaves the table to autovacuum.
+   */
+  private async vacuum(): Promise<void> {
+    const table = `${schemaName(this.o.schema)}.outbox`;
+    if (this.mayVacuum === undefined) {
+      const [r] = await this.o.sql.unsafe<{ may: boolean }[]>(
+        `select pg_has_role(c.relowner, 'USAGE')
+                or pg_has_role(d.datdba, 'USAGE')
+                or (select rolsuper from pg_roles where rolname = current_user) as may
+           from pg_class c, pg_database d
+          where c.oid = $1::regclass and d.datname = current_database()`,
+        [table],
+      );
+      this.mayVacuum = r?.may === true;
+      if (!this.mayVacuum) {
+        this.log.info("the outbox is left to autovacuum: this role does not own it", {
+          table,
+        });
+      }
+    }
+    if (this.mayVacuum) await this.o.sql.unsafe(`vacuum (skip_locked) ${table}`);
   }
 
   private async announceBacklog(): Promise<void> {

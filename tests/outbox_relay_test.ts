@@ -13,7 +13,7 @@ import { createPool, servicePools } from "../shared/postgres.ts";
 import { limitsIncludes } from "../shared/limits/schema.ts";
 import { prepareRuntime } from "../shared/service_runtime.ts";
 import type { Sql } from "../shared/postgres.ts";
-import { createDatabase } from "../testing/database.ts";
+import { createDatabase, DATABASE_URL } from "../testing/database.ts";
 
 const logger = createLogger("test", "error");
 
@@ -176,6 +176,52 @@ Deno.test("a relay draining a backlog vacuums once it has caught up, not every v
       assert.equal(await vacuums(), 1, "three full batches of 200, one vacuum after them");
     } finally {
       await relay.stop();
+    }
+  });
+});
+
+Deno.test("a relay whose role does not own the outbox leaves it to autovacuum, said once, and relays on", async () => {
+  await withOutbox(async (sql) => {
+    const role = `test_relay_${crypto.randomUUID().slice(0, 8)}`;
+    await sql.unsafe(`create role ${role} login`);
+    await sql.unsafe(`grant usage on schema auth to ${role}`);
+    await sql.unsafe(`grant select, update, delete on auth.outbox to ${role}`);
+    const [db] = await sql<{ name: string }[]>`select current_database() as name`;
+    const url = new URL(DATABASE_URL);
+    url.username = role;
+    url.pathname = `/${db!.name}`;
+    const asRole = createPool({ url: url.toString(), applicationName: "test", max: 1 });
+    const lines: { msg: string }[] = [];
+    const log = createLogger("test", "info", {}, (l) => lines.push(JSON.parse(l)));
+    const broker = new BrokerDouble();
+    const relay = new OutboxRelay({
+      sql: asRole,
+      schema: "auth",
+      broker,
+      logger: log,
+      pollMs: 20,
+      vacuumEvery: 10,
+    });
+    try {
+      relay.start();
+      // Three passes past vacuumEvery, each after the relay caught up.
+      for (const [i, batch] of ["a", "b", "c"].entries()) {
+        await fill(sql, 15, batch);
+        await pollUntil(() => broker.published.length === 15 * (i + 1), {
+          what: "the rows relayed",
+        });
+      }
+      const said = lines.filter((l) => l.msg.includes("left to autovacuum"));
+      assert.equal(said.length, 1, "asked once, said once");
+      const [r] = await sql<{ n: number }[]>`
+        select vacuum_count::int as n from pg_stat_user_tables
+         where relid = 'auth.outbox'::regclass`;
+      assert.equal(r!.n, 0);
+    } finally {
+      await relay.stop();
+      await asRole.end();
+      await sql.unsafe(`drop owned by ${role}`);
+      await sql.unsafe(`drop role ${role}`);
     }
   });
 });
