@@ -74,6 +74,14 @@ async function fill(sql: Sql, n: number, prefix = "m"): Promise<string[]> {
   return ids;
 }
 
+/** How often the outbox was vacuumed, and the dead rows it holds, by PostgreSQL's statistics. */
+async function outboxVacuums(sql: Sql): Promise<{ vacuums: number; dead: number }> {
+  const [r] = await sql<{ vacuums: number; dead: number }[]>`
+    select vacuum_count::int as vacuums, n_dead_tup::int as dead from pg_stat_user_tables
+     where relid = 'auth.outbox'::regclass`;
+  return r!;
+}
+
 Deno.test("the relay publishes a batch at a time and deletes exactly what was confirmed", async () => {
   await withOutbox(async (sql) => {
     const ids = await fill(sql, BATCH + 50);
@@ -127,12 +135,6 @@ Deno.test("two relays at once share the rows: each message is published once", a
 
 Deno.test("a running relay vacuums its outbox once it has relayed vacuumEvery rows, and not before", async () => {
   await withOutbox(async (sql) => {
-    const vacuums = async () => {
-      const [r] = await sql<{ n: number; dead: number }[]>`
-        select vacuum_count::int as n, n_dead_tup::int as dead from pg_stat_user_tables
-         where relid = 'auth.outbox'::regclass`;
-      return r!;
-    };
     const broker = new BrokerDouble();
     const relay = new OutboxRelay({
       sql,
@@ -147,10 +149,12 @@ Deno.test("a running relay vacuums its outbox once it has relayed vacuumEvery ro
     try {
       await pollUntil(() => broker.published.length === 30, { what: "the first rows relayed" });
       await delay(100);
-      assert.equal((await vacuums()).n, 0, "30 rows relayed: no vacuum yet");
+      assert.equal((await outboxVacuums(sql)).vacuums, 0, "30 rows relayed: no vacuum yet");
       await fill(sql, 10, "more");
-      await pollUntil(async () => (await vacuums()).n === 1, { what: "the relay's vacuum" });
-      assert.equal((await vacuums()).dead, 0, "the deleted rows are gone from the table");
+      await pollUntil(async () => (await outboxVacuums(sql)).vacuums === 1, {
+        what: "the relay's vacuum",
+      });
+      assert.equal((await outboxVacuums(sql)).dead, 0, "the deleted rows are gone from the table");
     } finally {
       await relay.stop();
     }
@@ -159,21 +163,21 @@ Deno.test("a running relay vacuums its outbox once it has relayed vacuumEvery ro
 
 Deno.test("a relay draining a backlog vacuums once it has caught up, not every vacuumEvery rows", async () => {
   await withOutbox(async (sql) => {
-    const vacuums = async () => {
-      const [r] = await sql<{ n: number }[]>`
-        select vacuum_count::int as n from pg_stat_user_tables
-         where relid = 'auth.outbox'::regclass`;
-      return r!.n;
-    };
     await fill(sql, BATCH * 3);
     const broker = new BrokerDouble();
     const relay = new OutboxRelay({ sql, schema: "auth", broker, logger, vacuumEvery: 100 });
     relay.start();
     try {
-      await pollUntil(async () => await vacuums() > 0, { what: "the relay's vacuum" });
+      await pollUntil(async () => (await outboxVacuums(sql)).vacuums > 0, {
+        what: "the relay's vacuum",
+      });
       assert.equal(broker.published.length, BATCH * 3, "the whole backlog went out first");
       await delay(200);
-      assert.equal(await vacuums(), 1, "three full batches of 200, one vacuum after them");
+      assert.equal(
+        (await outboxVacuums(sql)).vacuums,
+        1,
+        "three full batches of 200, one vacuum after them",
+      );
     } finally {
       await relay.stop();
     }
@@ -213,10 +217,7 @@ Deno.test("a relay whose role does not own the outbox leaves it to autovacuum, s
       }
       const said = lines.filter((l) => l.msg.includes("left to autovacuum"));
       assert.equal(said.length, 1, "asked once, said once");
-      const [r] = await sql<{ n: number }[]>`
-        select vacuum_count::int as n from pg_stat_user_tables
-         where relid = 'auth.outbox'::regclass`;
-      assert.equal(r!.n, 0);
+      assert.equal((await outboxVacuums(sql)).vacuums, 0);
     } finally {
       await relay.stop();
       await asRole.end();
