@@ -1,7 +1,8 @@
 // The outbox relay against real PostgreSQL, with a broker double that confirms or
 // refuses each publish: batches, kept failures with backoff, replicas sharing rows, a
-// peer woken by NOTIFY rather than by its poll, and a batch waiting on its confirms
-// without holding a connection requests are served from.
+// peer woken by NOTIFY rather than by its poll, a batch waiting on its confirms
+// without holding a connection requests are served from, and the relay's own vacuum of
+// its table (when due, not while a backlog drains, not by a role that may not).
 import assert from "node:assert/strict";
 import { deadline, delay, pollUntil } from "../shared/async.ts";
 import type { Broker, OutgoingMessage } from "../shared/bus.ts";
